@@ -1,0 +1,35 @@
+# One-command entry points. Each target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint types unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: start the service on its embedded defaults (SQLite under ./var, one ES256 keyset)
+run: $(STAMP)
+	$(BIN)/jwks-service serve
+
+## test: lint, types and the whole test suite
+test: lint types
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+## bench: in-process signing benchmark (ratios against PyJWT, joserfc and raw cryptography)
+bench: $(STAMP)
+	$(BIN)/python bench/sign.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

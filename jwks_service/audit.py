@@ -1,0 +1,38 @@
+"""Audit events: who did what to which key or client, when, why, and how it ended.
+
+Events are stored by the store in the same transaction as the change they describe, and also
+written as one JSON line each to the ``jwks_service.audit`` logger for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from .model import AuditEvent
+
+logger = logging.getLogger("jwks_service.audit")
+
+
+def event(
+    now: float,
+    actor: str,
+    action: str,
+    target: str,
+    *,
+    outcome: str = "ok",
+    reason: str = "",
+    **details: Any,
+) -> AuditEvent:
+    return AuditEvent(
+        at=now, actor=actor, action=action, target=target, outcome=outcome, reason=reason, details=details
+    )
+
+
+def log_events(events: Iterable[AuditEvent]) -> None:
+    for e in events:
+        payload = e.as_dict()
+        payload.pop("id")
+        logger.info(json.dumps({"audit": payload}, sort_keys=True))

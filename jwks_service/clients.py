@@ -1,0 +1,160 @@
+"""OAuth clients: registration, secrets, authentication.
+
+Secrets are 256-bit random values generated here (never chosen by users), so a keyed SHA-256
+(HMAC under a server pepper derived from the KEK) is as strong as a slow hash and keeps issuance
+fast. Unknown client ids and wrong secrets take the same path: one HMAC, constant-time compares.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from . import audit
+from .clock import Clock
+from .config import KeysetPolicy
+from .errors import InvalidClientError, InvalidRequestError, NotFoundError
+from .model import Client, SecretHash
+from .stores import Store
+
+SECRET_BYTES = 32
+MAX_SECRETS_PER_CLIENT = 4
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
+_DUMMY_DIGEST = b"\x00" * 32
+
+
+def generate_secret() -> str:
+    """256 bits, URL-safe characters (so Basic credentials need no escaping)."""
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def generate_client_id() -> str:
+    # Hex: safe in URLs, Basic credentials and command lines (never starts with '-').
+    return secrets.token_hex(10)
+
+
+def valid_scope_token(scope: str) -> bool:
+    return bool(_SCOPE_TOKEN.match(scope))
+
+
+class ClientRegistry:
+    def __init__(self, store: Store, pepper: bytes, clock: Clock, keysets: Mapping[str, KeysetPolicy]) -> None:
+        self._store = store
+        self._pepper = pepper
+        self._clock = clock
+        self._keysets = keysets
+        self._cache: dict[str, Client | None] = {}
+
+    def digest(self, secret: str) -> bytes:
+        return hmac.digest(self._pepper, secret.encode("utf-8", "surrogateescape"), "sha256")
+
+    def invalidate(self) -> None:
+        """Called when the store changed (another process may have edited clients)."""
+        self._cache = {}
+
+    def get(self, client_id: str) -> Client | None:
+        try:
+            return self._cache[client_id]
+        except KeyError:
+            pass
+        client = self._store.get_client(client_id) if len(client_id) <= 256 else None
+        if len(self._cache) > 100_000:  # unknown ids must not grow the cache without bound
+            self._cache = {}
+        self._cache[client_id] = client
+        return client
+
+    def authenticate(self, client_id: str, secret: str) -> Client:
+        """The client, or InvalidClientError; unknown id and wrong secret cost the same."""
+        client = self.get(client_id)
+        presented = self.digest(secret)
+        now = self._clock.now()
+        candidates = [s.digest for s in client.secrets if s.expires_at is None or s.expires_at > now] if client else []
+        ok = False
+        for digest in candidates or [_DUMMY_DIGEST]:
+            ok |= hmac.compare_digest(presented, digest)
+        if client is None or not candidates or not ok:
+            raise InvalidClientError("client authentication failed")
+        return client
+
+    def validate(
+        self, name: str, scopes: Iterable[str], audiences: Iterable[str], keyset: str, token_ttl: int | None
+    ) -> tuple[str, tuple[str, ...], tuple[str, ...], str, int]:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidRequestError("name: 1 to 200 characters")
+        scope_list = tuple(dict.fromkeys(scopes))
+        if not scope_list:
+            raise InvalidRequestError("scopes: at least one scope")
+        for s in scope_list:
+            if not valid_scope_token(s):
+                raise InvalidRequestError(f"scopes: {s!r} is not a valid scope token (RFC 6749 §3.3)")
+        aud_list = tuple(dict.fromkeys(a.strip() for a in audiences))
+        if not aud_list or not all(aud_list) or any(len(a) > 512 for a in aud_list):
+            raise InvalidRequestError("audiences: at least one non-empty audience of at most 512 characters")
+        policy = self._keysets.get(keyset)
+        if policy is None:
+            raise InvalidRequestError(f"keyset: unknown keyset {keyset!r} (known: {', '.join(self._keysets)})")
+        ttl = policy.token_ttl if token_ttl is None else token_ttl
+        if ttl <= 0 or ttl > policy.token_ttl:
+            raise InvalidRequestError(f"token_ttl: between 1s and the keyset's token_ttl ({policy.token_ttl}s)")
+        return name, scope_list, aud_list, keyset, ttl
+
+    def create(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        audiences: Iterable[str],
+        *,
+        keyset: str = "default",
+        token_ttl: int | None = None,
+        actor: str = "cli",
+    ) -> tuple[Client, str]:
+        """Register a client; the secret is returned once and only its digest is stored."""
+        name, scope_list, aud_list, keyset, ttl = self.validate(name, scopes, audiences, keyset, token_ttl)
+        now = self._clock.now()
+        secret = generate_secret()
+        client = Client(
+            client_id=generate_client_id(),
+            name=name,
+            scopes=scope_list,
+            audiences=aud_list,
+            keyset=keyset,
+            token_ttl=ttl,
+            created_at=now,
+            secrets=(SecretHash(self.digest(secret), now),),
+        )
+        self._store.put_client(
+            client, [audit.event(now, actor, "client.create", client.client_id, name=name, scopes=list(scope_list))]
+        )
+        self._cache.pop(client.client_id, None)
+        return client, secret
+
+    def delete(self, client_id: str, *, actor: str = "cli") -> None:
+        now = self._clock.now()
+        if not self._store.delete_client(client_id, [audit.event(now, actor, "client.delete", client_id)]):
+            raise NotFoundError(f"no client {client_id}")
+        self._cache.pop(client_id, None)
+
+    def rotate_secret(self, client_id: str, grace: int, *, actor: str = "cli") -> tuple[Client, str]:
+        """A new secret; the old ones keep working for `grace` seconds."""
+        client = self._store.get_client(client_id)
+        if client is None:
+            raise NotFoundError(f"no client {client_id}")
+        now = self._clock.now()
+        secret = generate_secret()
+        kept = [
+            s if s.expires_at is not None and s.expires_at <= now + grace else replace(s, expires_at=now + grace)
+            for s in client.secrets
+            if s.expires_at is None or s.expires_at > now
+        ]
+        kept = kept[-(MAX_SECRETS_PER_CLIENT - 1) :]
+        updated = replace(client, secrets=(*kept, SecretHash(self.digest(secret), now)))
+        self._store.put_client(
+            updated, [audit.event(now, actor, "client.rotate_secret", client_id, grace_seconds=grace)]
+        )
+        self._cache.pop(client_id, None)
+        return updated, secret

@@ -1,0 +1,339 @@
+"""Settings: one TOML file plus ``JWKS_`` environment overrides, validated before anything starts.
+
+Validation collects every problem as one line ``field: rule`` and refuses the whole file, so the
+service never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .algorithms import ALGORITHMS, MIN_HMAC_BITS, MIN_RSA_BITS
+from .errors import ConfigError
+
+DEFAULT_ISSUER = "http://127.0.0.1:8000"
+DEFAULT_LISTEN = "127.0.0.1:8000"
+DEFAULT_STORE_URL = "sqlite:///var/jwks.db"
+DEFAULT_KEK_FILE = "var/kek"
+
+_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_KEYSET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# Rotation defaults follow common practice: HMAC JWT secrets every 60-90 days,
+# RSA / ECDSA / EdDSA signing keys every 6-12 months.
+DEFAULT_ROTATION_HMAC = "90d"
+DEFAULT_ROTATION_ASYMMETRIC = "180d"
+
+
+def parse_duration(value: object, field_name: str) -> int:
+    """``<int><s|m|h|d>`` to seconds."""
+    if not isinstance(value, str) or not (m := _DURATION.match(value.strip())):
+        raise ConfigError(f"{field_name}: must be a duration like 30s, 15m, 1h or 90d (got {value!r})")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s and s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+@dataclass(frozen=True, slots=True)
+class KeysetPolicy:
+    name: str
+    alg: str
+    backend: str = "local"
+    rotation_period: int = 90 * 86400
+    prepublish: int = 3600
+    token_ttl: int = 900
+    leeway: int = 30
+    verify_window: int = 0  # derived: token_ttl + leeway + jwks.max_age, possibly lengthened
+    key_bits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VaultSettings:
+    addr: str = ""
+    token_file: str = ""
+    transit_mount: str = "transit"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    issuer: str = DEFAULT_ISSUER
+    listen: str = DEFAULT_LISTEN
+    store_url: str = DEFAULT_STORE_URL
+    kek_file: str = DEFAULT_KEK_FILE
+    kek: str = ""
+    jwks_max_age: int = 300
+    vault: VaultSettings = field(default_factory=VaultSettings)
+    keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
+    config_file: str = ""  # where the settings came from ("" = embedded defaults)
+
+    @property
+    def embedded(self) -> bool:
+        """Embedded mode: a single-node SQLite store (a KEK file may be generated on first start)."""
+        return self.store_url.startswith("sqlite:")
+
+    @property
+    def stale_if_error(self) -> int:
+        """How long a cache may serve a stale JWKS when we are unreachable without missing a key.
+
+        A copy fetched just before a next key is published is fresh for max_age; that key signs no
+        earlier than prepublish later, and verifiers allow leeway: prepublish - max_age - leeway.
+        """
+        margins = [p.prepublish - self.jwks_max_age - p.leeway for p in self.keysets.values()]
+        return max(0, min(margins, default=0))
+
+    def url(self, path: str) -> str:
+        return self.issuer.rstrip("/") + path
+
+
+_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "keysets"}
+_SECTION_KEYS = {
+    "store": {"url"},
+    "vault": {"addr", "token_file", "transit_mount"},
+    "secrets": {"kek_file", "kek"},
+    "jwks": {"max_age"},
+}
+_KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``JWKS_STORE__URL=x`` -> ``{"store": {"url": "x"}}``; ``JWKS_CONFIG`` names the file itself."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("JWKS_") or name == "JWKS_CONFIG":
+            continue
+        path = [p.lower() for p in name[5:].split("__")]
+        if not all(path):
+            continue
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the file (``--config``, else ``JWKS_CONFIG``, else none) and the environment."""
+    env = os.environ if environ is None else environ
+    path = config_file or env.get("JWKS_CONFIG") or ""
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config: file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    raw = _merge(raw, env_overrides(env))
+    return build_settings(raw, config_file=path)
+
+
+def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
+    problems: list[str] = []
+
+    def want_str(value: object, name: str) -> str:
+        if not isinstance(value, str):
+            problems.append(f"{name}: must be a string")
+            return ""
+        return value
+
+    def want_table(value: object, name: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            problems.append(f"{name}: must be a table")
+            return {}
+        return value
+
+    def duration(value: object, name: str, *, positive: bool = True) -> int:
+        try:
+            seconds = parse_duration(value, name)
+        except ConfigError as exc:
+            problems.append(exc.description)
+            return 0
+        if positive and seconds <= 0:
+            problems.append(f"{name}: must be longer than 0s")
+        return seconds
+
+    for key in raw:
+        if key not in _TOP_KEYS:
+            problems.append(f"{key}: unknown setting (known: {', '.join(sorted(_TOP_KEYS))})")
+    sections: dict[str, Mapping[str, Any]] = {}
+    for section, allowed in _SECTION_KEYS.items():
+        table = want_table(raw.get(section, {}), section)
+        sections[section] = table
+        for key in table:
+            if key not in allowed:
+                problems.append(f"{section}.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
+
+    issuer = want_str(raw.get("issuer", DEFAULT_ISSUER), "issuer")
+    parts = urlsplit(issuer)
+    if issuer and (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment):
+        problems.append(f"issuer: must be an http(s) URL without query or fragment (got {issuer!r})")
+
+    listen = want_str(raw.get("listen", DEFAULT_LISTEN), "listen")
+    if listen and not _valid_listen(listen):
+        problems.append(f"listen: must be HOST:PORT with a port from 1 to 65535 (got {listen!r})")
+
+    store_url = want_str(sections["store"].get("url", DEFAULT_STORE_URL), "store.url")
+    scheme = store_url.split(":", 1)[0]
+    if store_url and scheme != "sqlite":
+        if scheme in ("redis", "rediss"):
+            problems.append("store.url: redis stores are not available in this version; use sqlite:///PATH")
+        else:
+            problems.append(f"store.url: must be sqlite:///PATH (got {store_url!r})")
+    elif store_url and not store_url.startswith("sqlite:///"):
+        problems.append(f"store.url: must be sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (got {store_url!r})")
+
+    vault_table = sections["vault"]
+    vault = VaultSettings(
+        addr=want_str(vault_table.get("addr", ""), "vault.addr"),
+        token_file=want_str(vault_table.get("token_file", ""), "vault.token_file"),
+        transit_mount=want_str(vault_table.get("transit_mount", "transit"), "vault.transit_mount"),
+    )
+
+    secrets_table = sections["secrets"]
+    kek_file = want_str(secrets_table.get("kek_file", DEFAULT_KEK_FILE), "secrets.kek_file")
+    kek = want_str(secrets_table.get("kek", ""), "secrets.kek")
+    if kek:
+        problems.append("secrets.kek: Vault Transit wrapping is not available in this version; use secrets.kek_file")
+
+    max_age = duration(sections["jwks"].get("max_age", "5m"), "jwks.max_age")
+
+    keysets_raw = want_table(raw.get("keysets", {"default": {"alg": "ES256"}}), "keysets")
+    if not keysets_raw:
+        problems.append("keysets: at least one keyset is needed")
+    keysets: dict[str, KeysetPolicy] = {}
+    for name, table_value in keysets_raw.items():
+        prefix = f"keysets.{name}"
+        if not _KEYSET_NAME.match(name):
+            problems.append(f"{prefix}: keyset names are 1-64 of a-z 0-9 _ - starting with a letter or digit")
+            continue
+        table = want_table(table_value, prefix)
+        for key in table:
+            if key not in _KEYSET_KEYS:
+                problems.append(f"{prefix}.{key}: unknown setting (known: {', '.join(sorted(_KEYSET_KEYS))})")
+        alg_name = want_str(table.get("alg", "ES256"), f"{prefix}.alg")
+        alg = ALGORITHMS.get(alg_name)
+        if alg is None:
+            problems.append(f"{prefix}.alg: unknown algorithm {alg_name!r} (known: {', '.join(ALGORITHMS)})")
+            continue
+        backend = want_str(table.get("backend", "local"), f"{prefix}.backend")
+        if backend == "vault":
+            problems.append(f"{prefix}.backend: the vault backend is not available in this version; use local")
+        elif backend != "local":
+            problems.append(f"{prefix}.backend: must be local or vault (got {backend!r})")
+        default_rotation = DEFAULT_ROTATION_HMAC if alg.symmetric else DEFAULT_ROTATION_ASYMMETRIC
+        rotation = duration(table.get("rotation_period", default_rotation), f"{prefix}.rotation_period")
+        prepublish = duration(table.get("prepublish", "1h"), f"{prefix}.prepublish")
+        token_ttl = duration(table.get("token_ttl", "15m"), f"{prefix}.token_ttl")
+        leeway = duration(table.get("leeway", "30s"), f"{prefix}.leeway", positive=False)
+        derived = token_ttl + leeway + max_age
+        window = derived
+        if "verify_window" in table:
+            configured = duration(table["verify_window"], f"{prefix}.verify_window")
+            if configured and configured < derived:
+                problems.append(
+                    f"{prefix}.verify_window: may only lengthen the derived window token_ttl + leeway + "
+                    f"jwks.max_age = {format_duration(derived)} (got {format_duration(configured)})"
+                )
+            window = max(configured, derived)
+        if prepublish and max_age and prepublish < max_age + leeway:
+            problems.append(
+                f"{prefix}.prepublish: must be at least jwks.max_age + leeway = {format_duration(max_age + leeway)}"
+                f" so every cached JWKS holds the next key before it signs (got {format_duration(prepublish)})"
+            )
+        if rotation and prepublish and rotation < prepublish:
+            problems.append(f"{prefix}.rotation_period: must be at least prepublish ({format_duration(prepublish)})")
+        key_bits = _key_bits(table.get("key_size"), alg_name, alg.family, alg.default_key_bits, prefix, problems)
+        if alg.symmetric and key_bits and key_bits < max(MIN_HMAC_BITS, alg.hash_bytes * 8):
+            problems.append(
+                f"{prefix}.key_size: an {alg_name} key needs at least {max(MIN_HMAC_BITS, alg.hash_bytes * 8)} bits"
+                f" (got {key_bits})"
+            )
+        if alg.family in ("RSA", "RSA-PSS") and key_bits and key_bits < MIN_RSA_BITS:
+            problems.append(f"{prefix}.key_size: an RSA key needs at least {MIN_RSA_BITS} bits (got {key_bits})")
+        keysets[name] = KeysetPolicy(
+            name=name,
+            alg=alg_name,
+            backend=backend,
+            rotation_period=rotation,
+            prepublish=prepublish,
+            token_ttl=token_ttl,
+            leeway=leeway,
+            verify_window=window,
+            key_bits=key_bits,
+        )
+
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Settings(
+        issuer=issuer,
+        listen=listen,
+        store_url=store_url,
+        kek_file=kek_file,
+        kek=kek,
+        jwks_max_age=max_age,
+        vault=vault,
+        keysets=keysets,
+        config_file=config_file,
+    )
+
+
+def _key_bits(value: object, alg_name: str, family: str, default: int, prefix: str, problems: list[str]) -> int:
+    if value is None:
+        return default
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        problems.append(f"{prefix}.key_size: must be a positive number of bits (got {value!r})")
+        return default
+    if family in ("EC", "OKP") and value != default:
+        problems.append(f"{prefix}.key_size: {alg_name} keys are always {default} bits (got {value})")
+        return default
+    if value % 8:
+        problems.append(f"{prefix}.key_size: must be a whole number of bytes (got {value} bits)")
+    if value > 16384:
+        problems.append(f"{prefix}.key_size: at most 16384 bits (got {value})")
+    return value
+
+
+def _valid_listen(listen: str) -> bool:
+    host, sep, port = listen.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def sqlite_path(store_url: str) -> Path:
+    """``sqlite:///var/jwks.db`` is relative (``var/jwks.db``); ``sqlite:////srv/jwks.db`` absolute."""
+    return Path(store_url[len("sqlite:///") :])

@@ -1,0 +1,126 @@
+"""The Starlette application: routes, error mapping, body limits, and the background scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+import anyio
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..clock import Clock
+from ..config import Settings, load_settings
+from ..errors import InvalidClientError, JwksServiceError
+from ..runtime import Runtime, build_runtime
+from . import oauth, wellknown
+from .limits import BodyLimitMiddleware
+from .responses import error_body, error_response
+
+log = logging.getLogger("jwks_service")
+
+POLL_SECONDS = 0.25  # how often a replica looks for changes made elsewhere (CLI, other replicas)
+TICK_SECONDS = 1.0  # how often the scheduler plans transitions
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, JwksServiceError)
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
+    if isinstance(exc, InvalidClientError):
+        headers = None
+    return error_response(exc, headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 400: "invalid_request"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "server_error")
+    return error_body(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_body(500, "server_error", "the server could not complete the request")
+
+
+def _poll(runtime: Runtime, do_tick: bool) -> None:
+    if runtime.keys.refresh():
+        runtime.clients.invalidate()
+    if do_tick:
+        runtime.keys.tick()
+
+
+async def _background(runtime: Runtime) -> None:
+    last_tick = 0.0
+    while True:
+        await anyio.sleep(POLL_SECONDS)
+        now = runtime.clock.now()
+        do_tick = now - last_tick >= TICK_SECONDS
+        if do_tick:
+            last_tick = now
+        try:
+            await anyio.to_thread.run_sync(_poll, runtime, do_tick)
+        except JwksServiceError as exc:
+            log.warning("background refresh failed: %s", exc.description)
+        except Exception:
+            log.exception("background refresh failed")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    clock: Clock | None = None,
+    background: bool = True,
+) -> Starlette:
+    """The ASGI app. `background=False` leaves scheduling to the caller (tests with a manual clock)."""
+    if runtime is None:
+        runtime = build_runtime(settings or load_settings(), clock)
+    rt = runtime
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            if background:
+                tg.start_soon(_background, rt)
+            yield
+            tg.cancel_scope.cancel()
+
+    routes = [
+        Route("/.well-known/jwks.json", wellknown.jwks, methods=["GET"]),
+        Route("/.well-known/openid-configuration", wellknown.discovery, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server", wellknown.discovery, methods=["GET"]),
+        Route("/keys/status", wellknown.key_status, methods=["GET"]),
+        Route("/healthz", wellknown.healthz, methods=["GET"]),
+        Route("/readyz", wellknown.readyz, methods=["GET"]),
+        Route("/oauth/token", oauth.token, methods=["POST"]),
+        Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
+        Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyLimitMiddleware)],
+        exception_handlers={
+            JwksServiceError: _service_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` and multi-worker serving: reads JWKS_CONFIG and the environment."""
+    return create_app(load_settings(os.environ.get("JWKS_CONFIG") or None))

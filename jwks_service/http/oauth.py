@@ -1,0 +1,181 @@
+"""OAuth 2.0 endpoints: token (RFC 6749 §4.4), introspection (RFC 7662), revocation (RFC 7009)."""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote_plus
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..clients import valid_scope_token
+from ..errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    InvalidTokenError,
+    UnsupportedGrantTypeError,
+)
+from ..model import Client
+from ..runtime import Runtime
+from .responses import NO_STORE, JSONResponse, error_response
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class InvalidTargetError(InvalidRequestError):
+    error = "invalid_target"  # RFC 8707 §2: the requested audience is not one of the client's
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthError(Exception):
+    """invalid_client; `basic` says whether Basic was tried (RFC 6749 §5.2: then WWW-Authenticate)."""
+
+    basic: bool
+    description: str = "client authentication failed"
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_TYPE:
+        raise InvalidRequestError(f"the request body must be {FORM_TYPE}")
+    body = await request.body()
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequestError("the request body is not valid form encoding") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:  # RFC 6749 §3.1: parameters must not be included more than once
+            raise InvalidRequestError(f"parameter {key} is repeated")
+        form[key] = value
+    return form
+
+
+def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:
+    """client_secret_basic or client_secret_post, never both (RFC 6749 §2.3.1)."""
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            raise ClientAuthError(basic=True, description="only Basic client authentication is accepted here")
+        if "client_secret" in form:
+            raise InvalidRequestError("use one client authentication method, not both Basic and client_secret")
+        try:
+            decoded = b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise ClientAuthError(basic=True, description="malformed Basic credentials") from None
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep:
+            raise ClientAuthError(basic=True, description="malformed Basic credentials")
+        # RFC 6749 §2.3.1: both parts are form-urlencoded before Base64.
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+        if "client_id" in form and form["client_id"] != client_id:
+            raise InvalidRequestError("client_id in the body differs from the Basic credentials")
+        try:
+            return runtime.clients.authenticate(client_id, secret)
+        except InvalidClientError:
+            raise ClientAuthError(basic=True) from None
+    post_id = form.get("client_id")
+    post_secret = form.get("client_secret")
+    if not post_id or post_secret is None:
+        raise ClientAuthError(basic=False, description="client authentication is required")
+    try:
+        return runtime.clients.authenticate(post_id, post_secret)
+    except InvalidClientError:
+        raise ClientAuthError(basic=False) from None
+
+
+def client_auth_error(exc: ClientAuthError) -> Response:
+    headers = {"WWW-Authenticate": 'Basic realm="jwks-service", charset="UTF-8"'} if exc.basic else None
+    return error_response(InvalidClientError(exc.description), headers)
+
+
+def choose_scope(client: Client, requested: str | None) -> str:
+    if requested is None or not requested.strip():
+        return " ".join(client.scopes)
+    wanted = requested.split(" ")
+    for s in wanted:
+        if not s or not valid_scope_token(s):
+            raise InvalidScopeError("scope must be space-separated scope tokens")
+        if s not in client.scopes:
+            raise InvalidScopeError(f"scope {s!r} is not granted to this client")
+    return " ".join(dict.fromkeys(wanted))
+
+
+def choose_audience(client: Client, requested: str | None) -> str:
+    if requested is None or requested == "":
+        return client.audiences[0]
+    if requested not in client.audiences:
+        raise InvalidTargetError(f"audience {requested!r} is not one of this client's audiences")
+    return requested
+
+
+async def token(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    try:
+        client = authenticate_client(runtime, request, form)
+    except ClientAuthError as exc:
+        return client_auth_error(exc)
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise InvalidRequestError("grant_type is required")
+    if grant_type != "client_credentials":
+        raise UnsupportedGrantTypeError(f"grant_type {grant_type!r} is not supported; use client_credentials")
+    scope = choose_scope(client, form.get("scope"))
+    audience = choose_audience(client, form.get("audience"))
+    issued = runtime.keys.issue(client, scope, audience)
+    return JSONResponse(
+        {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in, "scope": issued.scope},
+        headers=NO_STORE,
+    )
+
+
+def _token_param(form: dict[str, str]) -> str:
+    value = form.get("token")
+    if not value:
+        raise InvalidRequestError("token is required")
+    return value
+
+
+async def introspect(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    try:
+        caller = authenticate_client(runtime, request, form)
+    except ClientAuthError as exc:
+        return client_auth_error(exc)
+    value = _token_param(form)
+    inactive = JSONResponse({"active": False}, headers=NO_STORE)
+    try:
+        result = runtime.keys.introspect(value)
+    except InvalidTokenError:
+        return inactive
+    # A client sees its own tokens; only a client with scope `introspect` sees others'.
+    if result.claims.get("client_id") != caller.client_id and "introspect" not in caller.scopes:
+        return inactive
+    body = {"active": True, **result.claims, "token_type": "Bearer", "kid": result.kid, "keyset": result.keyset}
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def revoke(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    try:
+        caller = authenticate_client(runtime, request, form)
+    except ClientAuthError as exc:
+        return client_auth_error(exc)
+    value = _token_param(form)
+    try:
+        result = runtime.keys.introspect(value)
+    except InvalidTokenError:
+        return Response(status_code=200, headers=NO_STORE)  # RFC 7009 §2.2: invalid tokens need no action
+    if result.claims.get("client_id") == caller.client_id:
+        jti, exp = str(result.claims["jti"]), float(result.claims["exp"])
+        await anyio.to_thread.run_sync(runtime.keys.revoke_token, jti, exp)
+    return Response(status_code=200, headers=NO_STORE)

@@ -1,0 +1,126 @@
+"""Plain records shared by the core, the stores and the edges. Frozen: changes make new records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class KeyState(StrEnum):
+    NEXT = "next"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    RETIRED = "retired"
+    REVOKED = "revoked"
+
+
+PUBLISHED_STATES = frozenset({KeyState.NEXT, KeyState.CURRENT, KeyState.PREVIOUS})
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    kid: str
+    keyset: str
+    alg: str
+    state: KeyState
+    created_at: float  # also the moment it was published (as next)
+    public_jwk: dict[str, Any] | None = None  # None for HMAC keys, which are never published
+    sealed_private: bytes | None = None  # backend-specific, encrypted; None once destroyed
+    activated_at: float | None = None  # became current
+    deactivated_at: float | None = None  # stopped signing (became previous / revoked)
+    retire_at: float | None = None  # previous keys: end of their verification window
+    retired_at: float | None = None
+    revoked_at: float | None = None
+    revoke_reason: str = ""
+
+    @property
+    def verifies(self) -> bool:
+        return self.state in PUBLISHED_STATES
+
+    def with_(self, **changes: Any) -> KeyVersion:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """A keyset as stored: its policy-relevant identity, its versions and a revision for compare-and-set."""
+
+    name: str
+    alg: str
+    backend: str
+    revision: int
+    keys: tuple[KeyVersion, ...] = ()
+
+    def by_state(self, state: KeyState) -> list[KeyVersion]:
+        return [k for k in self.keys if k.state == state]
+
+    @property
+    def current(self) -> KeyVersion | None:
+        found = self.by_state(KeyState.CURRENT)
+        return found[0] if found else None
+
+    @property
+    def next(self) -> KeyVersion | None:
+        found = self.by_state(KeyState.NEXT)
+        return found[0] if found else None
+
+    def find(self, kid: str) -> KeyVersion | None:
+        for k in self.keys:
+            if k.kid == kid:
+                return k
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretHash:
+    digest: bytes  # HMAC-SHA256(pepper, secret)
+    created_at: float
+    expires_at: float | None = None  # set when a newer secret replaced it (grace period)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    name: str
+    scopes: tuple[str, ...]
+    audiences: tuple[str, ...]
+    keyset: str
+    token_ttl: int
+    created_at: float
+    secrets: tuple[SecretHash, ...] = field(default_factory=tuple)
+
+    def public_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "audiences": list(self.audiences),
+            "keyset": self.keyset,
+            "token_ttl": self.token_ttl,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str = "ok"
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "details": self.details,
+        }

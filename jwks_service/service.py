@@ -1,0 +1,369 @@
+"""KeyService: the one place where backends, the store and the clock meet.
+
+It keeps an in-memory snapshot of every keyset (signer of the current key with its pre-encoded
+header, verification keys, the rendered JWKS), so signing and JWKS serving never touch the store.
+Changes go through the pure lifecycle planner and land with compare-and-set; a writer that loses
+the race reloads and plans again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from . import audit
+from .algorithms import ALGORITHMS
+from .backends import KeyBackend
+from .clock import Clock
+from .config import KeysetPolicy, Settings
+from .crypto import SignFn
+from .errors import (
+    ConfigError,
+    ConflictError,
+    InvalidTokenError,
+    JwksServiceError,
+    KeyValidationError,
+    NotFoundError,
+    RevisionConflictError,
+    UnavailableError,
+)
+from .jwks import RenderedJWKS, render_jwks
+from .jws import VerificationKey
+from .lifecycle import Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
+from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
+from .stores import Store
+from .tokens import access_token_claims, encode_header, encode_token, verify_access_token
+
+log = logging.getLogger("jwks_service")
+
+CAS_ATTEMPTS = 8
+# Introspection refuses to vouch for a token when the revocation list is older than this.
+REVOCATION_STALENESS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    alg: str
+    header_b64: bytes
+    sign: SignFn
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the hot paths need, swapped atomically on every change."""
+
+    keysets: Mapping[str, Keyset]
+    signing: Mapping[str, SigningKey]  # keyset -> current key
+    verify_keys: Mapping[str, VerificationKey]  # kid -> key, every verifying key of every keyset
+    kid_keyset: Mapping[str, str]
+    jwks: RenderedJWKS
+    problems: Mapping[str, str] = field(default_factory=dict)  # keyset -> why it cannot sign
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    token: str
+    expires_in: int
+    scope: str
+    kid: str
+    claims: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Introspected:
+    claims: dict[str, Any]
+    kid: str
+    keyset: str
+
+
+class KeyService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        backends: Mapping[str, KeyBackend],
+        clock: Clock,
+        *,
+        on_transitions: Callable[[str, int, list[Transition]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.backends = backends
+        self.clock = clock
+        self.on_transitions = on_transitions
+        self._write_lock = threading.Lock()
+        self._seen_revision = -1
+        self._snapshot = Snapshot({}, {}, {}, {}, render_jwks([]))
+        self._revoked: dict[str, float] = {}
+        self._revoked_loaded_at = float("-inf")
+        self.canary_failures = 0
+
+    # ----- start-up and reloading -------------------------------------------------------------
+
+    def check_store_against_config(self) -> None:
+        """Refuse a configured alg or backend that differs from a keyset's existing keys."""
+        problems = []
+        for ks in self.store.list_keysets():
+            policy = self.settings.keysets.get(ks.name)
+            live = [k for k in ks.keys if k.verifies]
+            if policy is None or not live:
+                continue
+            if policy.alg != ks.alg:
+                problems.append(
+                    f"keysets.{ks.name}.alg: is {policy.alg} but the keyset holds {ks.alg} keys; an alg cannot change"
+                    " while keys exist (use a new keyset name)"
+                )
+            if policy.backend != ks.backend:
+                problems.append(
+                    f"keysets.{ks.name}.backend: is {policy.backend} but the keyset's keys live in {ks.backend}"
+                )
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def start(self) -> list[Transition]:
+        """Validate against the store, create missing keysets and keys, load everything."""
+        self.check_store_against_config()
+        transitions = self.tick()
+        self.refresh(force=True)
+        return transitions
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reload from the store if anything changed there; True when something did."""
+        revision = self.store.revision()
+        if revision == self._seen_revision and not force:
+            self._revoked_loaded_at = self.clock.now()
+            return False
+        keysets = {ks.name: ks for ks in self.store.list_keysets() if ks.name in self.settings.keysets}
+        revoked = self.store.revoked_tokens(self.clock.now())
+        self._install(keysets)
+        self._revoked = revoked
+        self._revoked_loaded_at = self.clock.now()
+        self._seen_revision = revision
+        return True
+
+    def _install(self, keysets: Mapping[str, Keyset]) -> None:
+        old = self._snapshot
+        signing: dict[str, SigningKey] = {}
+        verify_keys: dict[str, VerificationKey] = {}
+        kid_keyset: dict[str, str] = {}
+        problems: dict[str, str] = {}
+        for name, ks in keysets.items():
+            backend = self.backends[ks.backend]
+            for key in ks.keys:
+                if not key.verifies:
+                    continue
+                known = old.verify_keys.get(key.kid)
+                try:
+                    verify_keys[key.kid] = known or VerificationKey(key.kid, key.alg, backend.verifier(key))
+                except JwksServiceError as exc:
+                    log.error("key %s of keyset %s cannot verify: %s", key.kid, name, exc.description)
+                    continue
+                kid_keyset[key.kid] = name
+                if key.state == KeyState.CURRENT:
+                    prior = old.signing.get(name)
+                    if prior is not None and prior.kid == key.kid:
+                        signing[name] = prior
+                        continue
+                    try:
+                        signing[name] = SigningKey(
+                            key.kid, key.alg, encode_header(key.alg, key.kid), backend.signer(key)
+                        )
+                    except JwksServiceError as exc:
+                        problems[name] = f"current key {key.kid} cannot sign: {exc.description}"
+            if name not in signing and name not in problems:
+                problems[name] = "no current key"
+        for name in self.settings.keysets:
+            if name not in keysets:
+                problems[name] = "keyset not created yet"
+        self._snapshot = Snapshot(keysets, signing, verify_keys, kid_keyset, render_jwks(keysets.values()), problems)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # ----- transitions ------------------------------------------------------------------------
+
+    def tick(self) -> list[Transition]:
+        """The scheduler: apply whatever the lifecycle says is due now, for every keyset."""
+        done: list[Transition] = []
+        now = self.clock.now()
+        for name, policy in self.settings.keysets.items():
+            cached = self._snapshot.keysets.get(name)
+            # Plan on the in-memory copy first: most ticks have nothing to do and touch no store.
+            if cached is not None and plan_tick(policy, cached, now).empty:
+                continue
+            try:
+                _, transitions = self._transition(name, partial(self._plan_tick, policy))
+            except JwksServiceError as exc:
+                log.error("scheduled maintenance of keyset %s failed: %s", name, exc.description)
+                continue
+            done.extend(transitions)
+        return done
+
+    def _plan_tick(self, policy: KeysetPolicy, keyset: Keyset) -> Plan:
+        return plan_tick(policy, keyset, self.clock.now())
+
+    def rotate(self, name: str, *, force: bool = False, reason: str = "", actor: str = "cli") -> Keyset:
+        policy = self._policy(name)
+        keyset, _ = self._transition(
+            name, lambda ks: plan_rotate(policy, ks, self.clock.now(), force=force), actor=actor, reason=reason
+        )
+        return keyset
+
+    def revoke(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
+        """Emergency revocation of a key, by kid, in whichever keyset holds it; idempotent."""
+        for ks in self.store.list_keysets():
+            if ks.find(kid) is not None:
+                keyset, _ = self._transition(ks.name, lambda k: plan_revoke(k, kid), actor=actor, reason=reason)
+                revoked = keyset.find(kid)
+                assert revoked is not None
+                return keyset, revoked
+        raise NotFoundError(f"no key with kid {kid}")
+
+    def _policy(self, name: str) -> KeysetPolicy:
+        policy = self.settings.keysets.get(name)
+        if policy is None:
+            raise NotFoundError(f"no keyset {name} (configured: {', '.join(self.settings.keysets)})")
+        return policy
+
+    def _transition(
+        self, name: str, planner: Callable[[Keyset], Plan], *, actor: str = "scheduler", reason: str = ""
+    ) -> tuple[Keyset, list[Transition]]:
+        policy = self._policy(name)
+        backend = self.backends[policy.backend]
+        with self._write_lock:  # one writer per process; across processes compare-and-set decides
+            for _ in range(CAS_ATTEMPTS):
+                stored = self.store.get_keyset(name) or Keyset(name, policy.alg, policy.backend, 0)
+                plan = planner(stored)
+                if plan.empty:
+                    self._install({**self._snapshot.keysets, name: stored})
+                    return stored, []
+                now = self.clock.now()
+                events: list[AuditEvent] = []
+                if plan.promote is not None:
+                    candidate = stored.find(plan.promote)
+                    assert candidate is not None
+                    failure = self._canary(backend, candidate)
+                    if failure:
+                        self.canary_failures += 1
+                        events.append(
+                            audit.event(now, actor, "key.validate", candidate.kid, outcome="failed", reason=failure)
+                        )
+                        log.error("key %s failed validation and will not be promoted: %s", candidate.kid, failure)
+                        plan = on_canary_failure(plan)
+                alg = ALGORITHMS[policy.alg]
+                new_keys = [backend.generate(name, alg, policy.key_bits) for _ in range(plan.new_keys)]
+                keys, transitions = apply_plan(policy, stored, plan, new_keys, now)
+                if plan.new_current:
+                    fresh = next(k for k in keys if k.kid == new_keys[0].kid)
+                    failure = self._canary(backend, fresh)
+                    if failure:
+                        self.canary_failures += 1
+                        self.store.append_audit(
+                            [audit.event(now, actor, "key.validate", fresh.kid, outcome="failed", reason=failure)]
+                        )
+                        raise KeyValidationError(f"a freshly generated key failed validation: {failure}")
+                events.extend(
+                    audit.event(
+                        now,
+                        actor,
+                        f"key.{t.event}",
+                        t.kid,
+                        reason=reason or plan.reason,
+                        keyset=name,
+                        state=t.state.value,
+                        trigger=plan.reason,
+                        **({"detail": t.detail} if t.detail else {}),
+                    )
+                    for t in transitions
+                )
+                try:
+                    saved = self.store.save_keyset(
+                        Keyset(name, policy.alg, policy.backend, stored.revision, keys), stored.revision, events
+                    )
+                except RevisionConflictError:
+                    continue  # another replica or the CLI came first: reload and plan again
+                audit.log_events(events)
+                self._install({**self._snapshot.keysets, name: saved})
+                if self.on_transitions is not None and transitions:
+                    self.on_transitions(name, saved.revision, transitions)
+                return saved, transitions
+        raise ConflictError(f"keyset {name} kept changing under us; try again")
+
+    def _canary(self, backend: KeyBackend, key: KeyVersion) -> str:
+        """Sign a token with the key and verify it with its published key; '' when it works."""
+        try:
+            header = encode_header(key.alg, key.kid)
+            claims = access_token_claims(
+                issuer=self.settings.issuer,
+                client_id="jwks-service-canary",
+                audience=self.settings.issuer,
+                scope="",
+                now=self.clock.now(),
+                ttl=60,
+            )
+            token = encode_token(header, claims, backend.signer(key))
+            keys = {key.kid: VerificationKey(key.kid, key.alg, backend.verifier(key))}
+            verify_access_token(
+                token, keys, issuer=self.settings.issuer, audiences=None, now=self.clock.now(), leeway=0
+            )
+        except JwksServiceError as exc:
+            return exc.description
+        except Exception as exc:  # a broken key must never be promoted, whatever the failure
+            return f"{type(exc).__name__}: {exc}"
+        return ""
+
+    # ----- tokens -----------------------------------------------------------------------------
+
+    def issue(self, client: Client, scope: str, audience: str) -> Issued:
+        policy = self.settings.keysets.get(client.keyset)
+        signing = self._snapshot.signing.get(client.keyset)
+        if policy is None or signing is None:
+            raise UnavailableError(f"keyset {client.keyset} cannot sign right now", retry_after=5)
+        ttl = min(client.token_ttl, policy.token_ttl)
+        claims = access_token_claims(
+            issuer=self.settings.issuer,
+            client_id=client.client_id,
+            audience=audience,
+            scope=scope,
+            now=self.clock.now(),
+            ttl=ttl,
+        )
+        return Issued(encode_token(signing.header_b64, claims, signing.sign), ttl, scope, signing.kid, claims)
+
+    def introspect(self, token: str) -> Introspected:
+        """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive."""
+        now = self.clock.now()
+        snap = self._snapshot
+        leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
+        verified = verify_access_token(
+            token, snap.verify_keys, issuer=self.settings.issuer, audiences=None, now=now, leeway=leeway
+        )
+        keyset = snap.kid_keyset[verified.kid]
+        policy = self.settings.keysets[keyset]
+        if now >= float(verified.claims["exp"]) + policy.leeway:
+            raise InvalidTokenError("token expired")
+        if now - self._revoked_loaded_at > REVOCATION_STALENESS:
+            raise UnavailableError("revocation state is stale; cannot vouch for tokens", retry_after=1)
+        if verified.claims["jti"] in self._revoked:
+            raise InvalidTokenError("token revoked")
+        return Introspected(verified.claims, verified.kid, keyset)
+
+    def revoke_token(self, jti: str, expires_at: float) -> None:
+        self.store.revoke_token(jti, expires_at)
+        self._revoked[jti] = expires_at
+
+    def readiness(self) -> dict[str, str]:
+        """Problems that make this replica unready: {} when ready."""
+        problems: dict[str, str] = {}
+        try:
+            self.store.revision()
+        except JwksServiceError as exc:
+            problems["store"] = exc.description
+        problems.update(self._snapshot.problems)
+        return problems

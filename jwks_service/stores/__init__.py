@@ -1,0 +1,53 @@
+"""Stores: where keysets, clients, token revocations and the audit log persist.
+
+Every implementation passes the same conformance suite (tests/contract/test_store_conformance.py).
+Keyset writes are compare-and-set on the keyset's revision: a writer that read revision N may
+write only while it is still N, so a transition planned by several replicas lands exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..model import AuditEvent, Client, Keyset
+
+
+class Store(Protocol):
+    def revision(self) -> int:
+        """A counter that grows with every write of any kind; cheap, for change polling."""
+        ...
+
+    def get_keyset(self, name: str) -> Keyset | None: ...
+
+    def list_keysets(self) -> list[Keyset]: ...
+
+    def save_keyset(self, keyset: Keyset, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Keyset:
+        """Write `keyset` (its keys replace the stored ones) if the stored revision is still
+        `expected_revision` (0: the keyset must not exist yet), with its audit events, atomically.
+        Returns it with the new revision; RevisionConflictError when another writer came first."""
+        ...
+
+    def get_client(self, client_id: str) -> Client | None: ...
+
+    def list_clients(self) -> list[Client]: ...
+
+    def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None: ...
+
+    def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool: ...
+
+    def revoke_token(self, jti: str, expires_at: float) -> None:
+        """Record a revoked access token until it would have expired anyway (RFC 7009)."""
+        ...
+
+    def revoked_tokens(self, now: float) -> dict[str, float]:
+        """Every revoked jti that has not expired yet, with its expiry."""
+        ...
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
+        """Newest first."""
+        ...
+
+    def close(self) -> None: ...

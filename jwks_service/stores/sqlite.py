@@ -1,0 +1,172 @@
+"""The embedded store: one SQLite file in WAL mode, shared by the server and the CLI.
+
+Compare-and-set runs inside ``BEGIN IMMEDIATE``: the write lock is taken before the revision is
+read, so two processes can never both see revision N and both write N + 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import RevisionConflictError, StoreError
+from ..model import AuditEvent, Client, Keyset
+from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('schema', 1);
+CREATE TABLE IF NOT EXISTS keysets (
+  name TEXT PRIMARY KEY, alg TEXT NOT NULL, backend TEXT NOT NULL, revision INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+  keyset TEXT NOT NULL, kid TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (keyset, kid));
+CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+"""
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            fresh = str(self.path) != ":memory:" and not self.path.exists()
+            if fresh:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Sealed keys and secret digests live here: readable by the service's user only.
+                self.path.touch(mode=0o600, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store is not writable: {exc}") from None
+            try:
+                yield self._db
+                self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite write failed: {exc}") from None
+                raise
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite read failed: {exc}") from None
+
+    def revision(self) -> int:
+        return int(str(self._read("SELECT value FROM meta WHERE name = 'revision'")[0][0]))
+
+    def _keyset(self, name: str, alg: object, backend: object, revision: object) -> Keyset:
+        rows = self._read("SELECT data FROM keys WHERE keyset = ?", (name,))
+        keys = sorted((key_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda k: (k.created_at, k.kid))
+        return Keyset(name, str(alg), str(backend), int(str(revision)), tuple(keys))
+
+    def get_keyset(self, name: str) -> Keyset | None:
+        rows = self._read("SELECT name, alg, backend, revision FROM keysets WHERE name = ?", (name,))
+        return self._keyset(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def list_keysets(self) -> list[Keyset]:
+        rows = self._read("SELECT name, alg, backend, revision FROM keysets ORDER BY name")
+        return [self._keyset(*r) for r in rows]  # type: ignore[arg-type]
+
+    def save_keyset(self, keyset: Keyset, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Keyset:
+        new_revision = expected_revision + 1
+        with self._write() as db:
+            row = db.execute("SELECT revision FROM keysets WHERE name = ?", (keyset.name,)).fetchone()
+            stored = row[0] if row else 0
+            if stored != expected_revision:
+                raise RevisionConflictError(
+                    f"keyset {keyset.name} is at revision {stored}, not {expected_revision}: another writer came first"
+                )
+            db.execute(
+                "INSERT INTO keysets (name, alg, backend, revision) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET alg = excluded.alg, backend = excluded.backend, "
+                "revision = excluded.revision",
+                (keyset.name, keyset.alg, keyset.backend, new_revision),
+            )
+            db.execute("DELETE FROM keys WHERE keyset = ?", (keyset.name,))
+            db.executemany(
+                "INSERT INTO keys (keyset, kid, data) VALUES (?, ?, ?)",
+                [(keyset.name, k.kid, json.dumps(key_to_dict(k))) for k in keyset.keys],
+            )
+            self._insert_audit(db, audit)
+        return Keyset(keyset.name, keyset.alg, keyset.backend, new_revision, keyset.keys)
+
+    def get_client(self, client_id: str) -> Client | None:
+        rows = self._read("SELECT data FROM clients WHERE client_id = ?", (client_id,))
+        return client_from_dict(json.loads(str(rows[0][0]))) if rows else None
+
+    def list_clients(self) -> list[Client]:
+        rows = self._read("SELECT data FROM clients ORDER BY client_id")
+        return sorted((client_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda c: c.created_at)
+
+    def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO clients (client_id, data) VALUES (?, ?) "
+                "ON CONFLICT (client_id) DO UPDATE SET data = excluded.data",
+                (client.client_id, json.dumps(client_to_dict(client))),
+            )
+            self._insert_audit(db, audit)
+
+    def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
+        with self._write() as db:
+            deleted = db.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount > 0
+            if deleted:
+                self._insert_audit(db, audit)
+        return deleted
+
+    def revoke_token(self, jti: str, expires_at: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                (jti, expires_at),
+            )
+
+    def revoked_tokens(self, now: float) -> dict[str, float]:
+        rows = self._read("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ?", (now,))
+        return {str(j): float(str(e)) for j, e in rows}
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        with self._write() as db:
+            self._insert_audit(db, events)
+
+    @staticmethod
+    def _insert_audit(db: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
+        for e in events:
+            payload = e.as_dict()
+            payload.pop("id")
+            db.execute("INSERT INTO audit (at, data) VALUES (?, ?)", (e.at, json.dumps(payload)))
+
+    def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
+        rows = self._read(
+            "SELECT id, data FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?",
+            (since if since is not None else float("-inf"), max(0, limit)),
+        )
+        return [audit_from_dict({**json.loads(str(d)), "id": int(str(i))}) for i, d in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

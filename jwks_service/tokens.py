@@ -1,0 +1,148 @@
+"""Access tokens (RFC 9068): headers, claims and the checks a verifier makes. No I/O; `now` is a parameter.
+
+Signing here only builds bytes: the header is encoded once per key, the claims once per token,
+and the backend signs ``header.payload`` (as dex's Vault signer does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidTokenError
+from .jws import VerificationKey, b64encode, parse_json_object, verify_compact
+
+TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4 (media type, case-insensitive)
+ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
+MAX_PAYLOAD_BYTES = 4096
+
+try:  # orjson is the server's fast encoder; the SDK imports this module without it
+    import orjson
+
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+except ImportError:  # pragma: no cover - exercised only in SDK-only installs
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def encode_header(alg: str, kid: str) -> bytes:
+    """The protected header, base64url-encoded, computed once per key."""
+    return b64encode(_dumps({"alg": alg, "kid": kid, "typ": "at+jwt"}))
+
+
+def new_jti() -> str:
+    return b64encode(os.urandom(16)).decode()
+
+
+def access_token_claims(
+    *,
+    issuer: str,
+    client_id: str,
+    audience: str,
+    scope: str,
+    now: float,
+    ttl: int,
+    jti: str | None = None,
+) -> dict[str, Any]:
+    iat = int(now)
+    return {
+        "iss": issuer,
+        "sub": client_id,
+        "aud": audience,
+        "exp": iat + ttl,
+        "iat": iat,
+        "nbf": iat,
+        "jti": jti or new_jti(),
+        "client_id": client_id,
+        "scope": scope,
+    }
+
+
+def encode_token(header_b64: bytes, claims: Mapping[str, Any], sign: Callable[[bytes], bytes]) -> str:
+    signing_input = header_b64 + b"." + b64encode(_dumps(claims))
+    return (signing_input + b"." + b64encode(sign(signing_input))).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    claims: dict[str, Any]
+    kid: str
+    alg: str
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidTokenError(f"claim {name} must be a number")
+    return float(value)
+
+
+def check_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audiences: Iterable[str] | None,
+    now: float,
+    leeway: float,
+) -> None:
+    """RFC 9068 §4 / RFC 8725 §3.8-3.10: exact iss, aud, and exp / nbf / iat with leeway."""
+    if claims.get("iss") != issuer:
+        raise InvalidTokenError("wrong issuer")
+    exp = _number(claims, "exp")
+    iat = _number(claims, "iat")
+    if now >= exp + leeway:
+        raise InvalidTokenError("token expired")
+    if iat > now + leeway:
+        raise InvalidTokenError("token issued in the future")
+    if "nbf" in claims and _number(claims, "nbf") > now + leeway:
+        raise InvalidTokenError("token not yet valid")
+    if exp < iat:
+        raise InvalidTokenError("token expires before it was issued")
+    if audiences is not None:
+        aud = claims.get("aud")
+        wanted = set(audiences)
+        if isinstance(aud, str):
+            ok = aud in wanted
+        elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+            ok = bool(wanted.intersection(aud))
+        else:
+            ok = False
+        if not ok:
+            raise InvalidTokenError("wrong audience")
+    for name in ("sub", "client_id", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidTokenError(f"claim {name} must be a string")
+    if "scope" in claims and not isinstance(claims["scope"], str):
+        raise InvalidTokenError("claim scope must be a string")
+
+
+def verify_access_token(
+    token: str | bytes,
+    keys: Mapping[str, VerificationKey],
+    *,
+    issuer: str,
+    audiences: Iterable[str] | None,
+    now: float,
+    leeway: float,
+) -> VerifiedToken:
+    verified = verify_compact(token, keys)
+    header = verified.header
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
+        raise InvalidTokenError("typ must be at+jwt")
+    extra = set(header) - ALLOWED_HEADERS
+    if extra:
+        raise InvalidTokenError(f"header parameter {sorted(extra)[0]} is not accepted")
+    if len(verified.payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidTokenError("payload too large")
+    claims = parse_json_object(verified.payload, "payload")
+    check_claims(claims, issuer=issuer, audiences=audiences, now=now, leeway=leeway)
+    for required in ("sub", "client_id", "jti"):
+        if required not in claims:
+            raise InvalidTokenError(f"claim {required} missing")
+    return VerifiedToken(claims, verified.key.kid, verified.key.alg)

@@ -1,0 +1,200 @@
+"""The Store conformance suite. Every store implementation runs these tests unchanged:
+add a factory to STORE_FACTORIES and it is held to the same contract."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jwks_service.errors import RevisionConflictError
+from jwks_service.model import AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash
+from jwks_service.stores import Store
+from jwks_service.stores.sqlite import SQLiteStore
+
+StoreFactory = Callable[[Path], Store]
+STORE_FACTORIES: dict[str, StoreFactory] = {
+    "sqlite": lambda tmp: SQLiteStore(tmp / "store.db"),
+}
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens stores on one shared location: two calls are two processes' views of one store."""
+    factory = STORE_FACTORIES[request.param]
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = factory(tmp_path)
+        opened.append(store)
+        return store
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], Store]) -> Store:
+    return make_store()
+
+
+def key(kid: str, state: KeyState = KeyState.CURRENT, t: float = 1000.0, **kw: object) -> KeyVersion:
+    return KeyVersion(
+        kid=kid,
+        keyset="default",
+        alg="ES256",
+        state=state,
+        created_at=t,
+        public_jwk={"kty": "EC", "crv": "P-256", "x": "x", "y": "y"},
+        sealed_private=b"\x01sealed\x00bytes",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def keyset(*keys: KeyVersion, revision: int = 0) -> Keyset:
+    return Keyset("default", "ES256", "local", revision, keys)
+
+
+def test_missing_keyset_is_none(store: Store) -> None:
+    assert store.get_keyset("default") is None
+    assert store.list_keysets() == []
+
+
+def test_create_then_read_round_trips_every_field(store: Store) -> None:
+    k = key("a", activated_at=1001.5, retire_at=None, revoke_reason="")
+    nxt = key("b", KeyState.NEXT, 1002.0)
+    saved = store.save_keyset(keyset(k, nxt), 0)
+    assert saved.revision == 1
+    loaded = store.get_keyset("default")
+    assert loaded is not None
+    assert loaded.revision == 1
+    assert sorted(loaded.keys, key=lambda v: v.kid) == [k, nxt]
+    assert loaded.find("a") == k
+    assert [ks.name for ks in store.list_keysets()] == ["default"]
+
+
+def test_create_twice_conflicts(store: Store) -> None:
+    store.save_keyset(keyset(key("a")), 0)
+    with pytest.raises(RevisionConflictError):
+        store.save_keyset(keyset(key("z")), 0)
+    loaded = store.get_keyset("default")
+    assert loaded is not None and [k.kid for k in loaded.keys] == ["a"]
+
+
+def test_compare_and_set_on_revision(store: Store) -> None:
+    store.save_keyset(keyset(key("a")), 0)
+    store.save_keyset(keyset(key("a"), key("b", KeyState.NEXT)), 1)
+    with pytest.raises(RevisionConflictError):
+        store.save_keyset(keyset(key("c")), 1)  # stale writer
+    loaded = store.get_keyset("default")
+    assert loaded is not None and loaded.revision == 2
+    assert {k.kid for k in loaded.keys} == {"a", "b"}
+
+
+def test_save_replaces_key_set_and_drops_material(store: Store) -> None:
+    store.save_keyset(keyset(key("a"), key("b", KeyState.NEXT)), 0)
+    retired = key("a", KeyState.RETIRED).with_(sealed_private=None, retired_at=2000.0)
+    store.save_keyset(keyset(retired, key("b")), 1)
+    loaded = store.get_keyset("default")
+    assert loaded is not None
+    a = loaded.find("a")
+    assert a is not None and a.sealed_private is None and a.state == KeyState.RETIRED
+
+
+def test_concurrent_writers_exactly_one_wins(make_store: Callable[[], Store]) -> None:
+    first = make_store()
+    first.save_keyset(keyset(key("a")), 0)
+    stores = [make_store() for _ in range(6)]
+    wins: list[str] = []
+    losses: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def writer(i: int, s: Store) -> None:
+        barrier.wait()
+        try:
+            s.save_keyset(keyset(key("a"), key(f"n{i}", KeyState.NEXT)), 1)
+            wins.append(f"n{i}")
+        except RevisionConflictError:
+            losses.append(f"n{i}")
+
+    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == len(stores) - 1
+    loaded = first.get_keyset("default")
+    assert loaded is not None and loaded.revision == 2 and {k.kid for k in loaded.keys} == {"a", wins[0]}
+
+
+def test_revision_counter_grows_with_every_write_and_is_shared(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    r0 = b.revision()
+    a.save_keyset(keyset(key("a")), 0)
+    r1 = b.revision()
+    assert r1 > r0
+    a.put_client(client("c1"))
+    r2 = b.revision()
+    assert r2 > r1
+    a.revoke_token("jti-1", 5000.0)
+    assert b.revision() > r2
+
+
+def client(client_id: str, **kw: object) -> Client:
+    return Client(
+        client_id=client_id,
+        name="svc",
+        scopes=("read", "write"),
+        audiences=("api",),
+        keyset="default",
+        token_ttl=900,
+        created_at=100.0,
+        secrets=(SecretHash(b"\x01" * 32, 100.0), SecretHash(b"\x02" * 32, 50.0, expires_at=200.0)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_clients_crud(store: Store) -> None:
+    assert store.get_client("nope") is None
+    c = client("c1")
+    store.put_client(c)
+    assert store.get_client("c1") == c
+    updated = replace(c, scopes=("read",), secrets=c.secrets[:1])
+    store.put_client(updated)
+    assert store.get_client("c1") == updated
+    store.put_client(client("c2"))
+    assert [x.client_id for x in store.list_clients()] == ["c1", "c2"]
+    assert store.delete_client("c1") is True
+    assert store.delete_client("c1") is False
+    assert store.get_client("c1") is None
+
+
+def test_revoked_tokens_expire(store: Store) -> None:
+    store.revoke_token("j1", 1000.0)
+    store.revoke_token("j2", 3000.0)
+    store.revoke_token("j2", 2000.0)  # an earlier expiry never shortens a revocation
+    assert store.revoked_tokens(500.0) == {"j1": 1000.0, "j2": 3000.0}
+    assert store.revoked_tokens(1500.0) == {"j2": 3000.0}
+
+
+def test_audit_is_ordered_newest_first_and_written_with_changes(store: Store) -> None:
+    events = [AuditEvent(at=float(i), actor="cli", action="test", target=f"t{i}", details={"n": i}) for i in range(5)]
+    store.append_audit(events[:3])
+    store.save_keyset(keyset(key("a")), 0, events[3:4])
+    store.put_client(client("c1"), events[4:5])
+    listed = store.list_audit()
+    assert [e.target for e in listed] == ["t4", "t3", "t2", "t1", "t0"]
+    assert listed[0].details == {"n": 4} and listed[0].id > listed[1].id
+    assert [e.target for e in store.list_audit(since=3.0)] == ["t4", "t3"]
+    assert [e.target for e in store.list_audit(limit=2)] == ["t4", "t3"]
+
+
+def test_failed_compare_and_set_writes_no_audit(store: Store) -> None:
+    store.save_keyset(keyset(key("a")), 0)
+    with pytest.raises(RevisionConflictError):
+        store.save_keyset(keyset(key("b")), 0, [AuditEvent(at=1.0, actor="x", action="lost", target="t")])
+    assert [e.action for e in store.list_audit()] == []

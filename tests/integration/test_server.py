@@ -1,0 +1,112 @@
+"""The real thing: `jwks-service serve` as a uvicorn process, the CLI beside it, PyJWT outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from support import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "jwks_service"]
+
+
+class Server:
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.base = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "JWKS_ISSUER": self.base, "JWKS_LISTEN": f"127.0.0.1:{port}"}
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*CLI, *args], cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=60, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} failed: {result.stderr}")
+        return result
+
+    def token(self, client_id: str, secret: str) -> str:
+        r = httpx.post(f"{self.base}/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """Embedded defaults (no config file): SQLite and KEK under ./var of the working directory."""
+    srv = Server(tmp_path, free_port())
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([*CLI, "serve"], cwd=tmp_path, env=srv.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: httpx.get(f"{srv.base}/readyz").status_code == 200, timeout=20)
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    assert proc.returncode in (0, -15), (tmp_path / "server.log").read_text()
+
+
+def test_cli_client_gets_token_that_pyjwkclient_verifies(server: Server) -> None:
+    created = json.loads(
+        server.cli("clients", "create", "demo", "--scope", "read", "--audience", "api", "--json").stdout
+    )
+    assert set(created) >= {"client_id", "client_secret"}
+    token = server.token(created["client_id"], created["client_secret"])
+    discovery = httpx.get(f"{server.base}/.well-known/openid-configuration").json()
+    assert discovery["issuer"] == server.base
+    client = jwt.PyJWKClient(discovery["jwks_uri"])
+    key = client.get_signing_key_from_jwt(token)
+    claims = jwt.decode(token, key, algorithms=["ES256"], audience="api", issuer=server.base)
+    assert claims["client_id"] == created["client_id"]
+    assert (server.workdir / "var" / "kek").stat().st_mode & 0o777 == 0o600
+
+
+def test_running_server_sees_cli_rotation_and_revocation_within_a_second(server: Server) -> None:
+    created = json.loads(
+        server.cli("clients", "create", "demo", "--scope", "read", "--audience", "api", "--json").stdout
+    )
+    auth = (created["client_id"], created["client_secret"])
+    old = server.token(*auth)
+    old_kid = jwt.get_unverified_header(old)["kid"]
+
+    rotated = server.cli("keys", "rotate", "default", "--force", "--reason", "test", "--json")
+    new_kid = json.loads(rotated.stdout)["current"]
+    assert new_kid != old_kid
+    took = wait_until(lambda: jwt.get_unverified_header(server.token(*auth))["kid"] == new_kid, timeout=5)
+    assert took < 1.0, f"the server took {took:.2f}s to sign with the rotated key"
+    # The previous key still verifies its tokens.
+    r = httpx.post(f"{server.base}/oauth/introspect", data={"token": old}, auth=auth)
+    assert r.json()["active"] is True
+
+    server.cli("keys", "revoke", old_kid, "--reason", "leaked")
+    took = wait_until(
+        lambda: (
+            httpx.post(f"{server.base}/oauth/introspect", data={"token": old}, auth=auth).json() == {"active": False}
+        ),
+        timeout=5,
+    )
+    assert took < 1.0, f"the server took {took:.2f}s to honour the revocation"
+    kids = {k["kid"] for k in httpx.get(f"{server.base}/.well-known/jwks.json").json()["keys"]}
+    assert old_kid not in kids
+    assert new_kid in kids
+
+
+def test_jwks_etag_and_cache_headers(server: Server) -> None:
+    r = httpx.get(f"{server.base}/.well-known/jwks.json")
+    assert r.headers["cache-control"].startswith("public, max-age=300, stale-if-error=")
+    etag = r.headers["etag"]
+    assert etag.startswith('"')
+    assert httpx.get(f"{server.base}/.well-known/jwks.json", headers={"If-None-Match": etag}).status_code == 304
+    assert httpx.get(f"{server.base}/.well-known/jwks.json", headers={"If-None-Match": '"x"'}).status_code == 200

@@ -1,0 +1,52 @@
+"""Helpers shared by test modules (import as `from support import ...`)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from jwks_service.config import Settings, build_settings
+
+ISSUER = "http://127.0.0.1:8000"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+VECTORS = PROJECT_ROOT.parent / "shared" / "vectors" / "wycheproof"
+
+
+def make_settings(tmp_path: Path, keysets: dict[str, dict[str, Any]] | None = None, **extra: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "issuer": ISSUER,
+        "store": {"url": f"sqlite:///{tmp_path}/jwks.db"},
+        "secrets": {"kek_file": str(tmp_path / "kek")},
+        "keysets": keysets or {"default": {"alg": "ES256"}},
+        **extra,
+    }
+    return build_settings(raw)
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> float:
+    """Poll `predicate` until it is truthy; return the seconds it took, or raise TimeoutError."""
+    import time
+
+    start = time.monotonic()
+    while True:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except Exception:  # noqa: S110 - the server may not be up yet; keep polling until the deadline
+            pass
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        time.sleep(interval)

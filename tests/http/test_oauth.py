@@ -220,9 +220,7 @@ def test_introspect_requires_client_auth_and_token(http: TestClient, creds: tupl
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
 
 
-def test_introspect_token_from_other_issuer(
-    http: TestClient, creds: tuple[str, str], runtime: Runtime
-) -> None:
+def test_introspect_token_from_other_issuer(http: TestClient, creds: tuple[str, str], runtime: Runtime) -> None:
     from jwks_service.tokens import access_token_claims, encode_token
 
     signing = runtime.keys.snapshot.signing["default"]

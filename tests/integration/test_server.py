@@ -110,3 +110,36 @@ def test_jwks_etag_and_cache_headers(server: Server) -> None:
     assert etag.startswith('"')
     assert httpx.get(f"{server.base}/.well-known/jwks.json", headers={"If-None-Match": etag}).status_code == 304
     assert httpx.get(f"{server.base}/.well-known/jwks.json", headers={"If-None-Match": '"x"'}).status_code == 200
+
+
+def test_scheduler_rotates_a_live_server(tmp_path: Path) -> None:
+    """Seconds-long periods so the real scheduler loop rotates several times while we watch."""
+    port = free_port()
+    cfg = tmp_path / "fast.toml"
+    cfg.write_text(
+        f'issuer = "http://127.0.0.1:{port}"\nlisten = "127.0.0.1:{port}"\n'
+        f'[store]\nurl = "sqlite:///{tmp_path}/jwks.db"\n[secrets]\nkek_file = "{tmp_path}/kek"\n'
+        '[jwks]\nmax_age = "1s"\n'
+        '[keysets.default]\nalg = "EdDSA"\nrotation_period = "2s"\nprepublish = "1s"\ntoken_ttl = "1s"\nleeway = "0s"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWKS_")}
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([*CLI, "serve", "--config", str(cfg)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=20)
+        seen: list[str] = []
+
+        def current_changed_three_times() -> bool:
+            current = next(k["kid"] for k in httpx.get(f"{base}/keys/status").json()["keys"] if k["state"] == "current")
+            if not seen or seen[-1] != current:
+                seen.append(current)
+            return len(seen) >= 4
+
+        wait_until(current_changed_three_times, timeout=15, interval=0.1)
+        status = httpx.get(f"{base}/keys/status").json()
+        assert [k["state"] for k in status["keys"]].count("current") == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

@@ -1,0 +1,72 @@
+"""Discovery, key status, health and readiness (API.md §3, RFC 8414)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.testclient import TestClient
+from support import ISSUER
+
+from jwks_service.clock import ManualClock
+from jwks_service.http import create_app
+from jwks_service.runtime import Runtime
+
+
+def test_discovery_documents(http: TestClient) -> None:
+    for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+        body = http.get(path).json()
+        assert body["issuer"] == ISSUER
+        assert body["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
+        assert body["token_endpoint"] == f"{ISSUER}/oauth/token"
+        assert body["introspection_endpoint"] == f"{ISSUER}/oauth/introspect"
+        assert body["revocation_endpoint"] == f"{ISSUER}/oauth/revoke"
+        assert body["grant_types_supported"] == ["client_credentials"]
+        assert set(body["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post"}
+        assert body["id_token_signing_alg_values_supported"] == ["ES256"]
+
+
+def test_jwks_has_only_public_members(runtime_factory: Callable[..., Runtime]) -> None:
+    rt = runtime_factory(
+        {"ec": {"alg": "ES384"}, "rsa": {"alg": "PS256"}, "ed": {"alg": "Ed25519"}, "mac": {"alg": "HS512"}}
+    )
+    http = TestClient(create_app(runtime=rt, background=False), base_url=ISSUER)
+    r = http.get("/.well-known/jwks.json")
+    assert r.headers["content-type"] == "application/jwk-set+json"
+    keys = r.json()["keys"]
+    assert len(keys) == 6  # current + next of the three asymmetric keysets; HMAC never published
+    for k in keys:
+        assert {"kid", "kty", "alg", "use"} <= set(k)
+        assert k["use"] == "sig"
+        assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(k)
+        assert k["kty"] != "oct"
+    assert {k["alg"] for k in keys} == {"ES384", "PS256", "Ed25519"}
+
+
+def test_key_status_shows_the_rollover_coming(http: TestClient, runtime: Runtime) -> None:
+    body = http.get("/keys/status").json()
+    assert body["revoked"] == []
+    by_state = {k["state"]: k for k in body["keys"]}
+    assert set(by_state) == {"current", "next"}
+    for k in body["keys"]:
+        assert set(k) >= {"kid", "keyset", "alg", "state", "not_before", "not_after"}
+        assert k["not_before"].endswith("Z")
+    # the next key starts signing when the current one stops: 180 days after activation by default
+    assert by_state["next"]["not_before"] > by_state["current"]["not_before"]
+
+
+def test_health_and_readiness(http: TestClient) -> None:
+    assert http.get("/healthz").status_code == 200
+    r = http.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["keysets"] == ["default"]
+
+
+def test_readyz_names_what_is_missing(runtime: Runtime, clock: ManualClock) -> None:
+    http = TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER)
+    runtime.store.close()  # the store goes away under the running service
+    r = http.get("/readyz")
+    assert r.status_code == 503
+    assert "store" in r.json()["problems"]
+    assert r.json()["error"] == "not_ready"
+    # Signing and JWKS keep working from memory.
+    assert http.get("/.well-known/jwks.json").status_code == 200

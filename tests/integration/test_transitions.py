@@ -1,0 +1,102 @@
+"""Transitions under contention and failure: compare-and-set across processes, canary validation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from jwks_service.clock import ManualClock
+from jwks_service.lifecycle import check_invariants
+from jwks_service.model import KeyState
+from jwks_service.runtime import Runtime
+
+POLICY = {"rotation_period": "2h", "prepublish": "10m", "token_ttl": "15m", "leeway": "30s"}
+
+
+def test_concurrent_schedulers_rotate_exactly_once(runtime_factory: Callable[..., Runtime], clock: ManualClock) -> None:
+    replicas = [runtime_factory({"default": {"alg": "ES256", **POLICY}}) for _ in range(4)]
+    before = replicas[0].store.get_keyset("default")
+    assert before is not None
+    clock.advance(2 * 3600)
+    barrier = threading.Barrier(len(replicas))
+    results: list[int] = []
+
+    def run(rt: Runtime) -> None:
+        barrier.wait()
+        results.append(len([t for t in rt.keys.tick() if t.event == "rotated"]))
+
+    threads = [threading.Thread(target=run, args=(rt,)) for rt in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 0, 0, 2]  # one replica promoted next and demoted current; the rest saw it done
+    after = replicas[0].store.get_keyset("default")
+    assert after is not None
+    assert after.revision == before.revision + 1
+    assert check_invariants(after.keys) == []
+    assert [k.state for k in after.keys].count(KeyState.NEXT) == 1
+    rotations = [e for e in replicas[0].store.list_audit() if e.action == "key.rotated"]
+    assert len(rotations) == 2
+
+
+def test_concurrent_revocations_make_one_new_current(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    replicas = [runtime_factory({"default": {"alg": "ES256", **POLICY}}) for _ in range(3)]
+    ks = replicas[0].store.get_keyset("default")
+    assert ks is not None and ks.current is not None
+    kid = ks.current.kid
+    barrier = threading.Barrier(len(replicas))
+
+    def run(rt: Runtime) -> None:
+        barrier.wait()
+        rt.keys.revoke(kid, reason="leak", actor="test")
+
+    threads = [threading.Thread(target=run, args=(rt,)) for rt in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = replicas[0].store.get_keyset("default")
+    assert after is not None
+    assert after.revision == ks.revision + 1
+    assert check_invariants(after.keys) == []
+    created = [
+        e
+        for e in replicas[0].store.list_audit()
+        if e.action == "key.created" and e.target not in {k.kid for k in ks.keys}
+    ]
+    assert len(created) == 1  # exactly one new next key
+
+
+def test_key_failing_its_canary_is_never_promoted(runtime_factory: Callable[..., Runtime], clock: ManualClock) -> None:
+    rt = runtime_factory({"default": {"alg": "ES256", **POLICY}})
+    ks = rt.store.get_keyset("default")
+    assert ks is not None and ks.current is not None and ks.next is not None
+    # Corrupt the published public key of `next` (as a broken store or backend would): its
+    # signatures no longer verify with what verifiers would download.
+    broken = replace(ks.next, public_jwk=ks.current.public_jwk)
+    keys = tuple(broken if k.kid == broken.kid else k for k in ks.keys)
+    rt.store.save_keyset(replace(ks, keys=keys), ks.revision)
+    rt.keys.refresh()
+    current = ks.current.kid
+    clock.advance(2 * 3600)
+    rt.keys.tick()
+    after = rt.store.get_keyset("default")
+    assert after is not None and after.current is not None and after.next is not None
+    assert after.current.kid == current  # no rotation onto a broken key
+    discarded = after.find(broken.kid)
+    assert discarded is not None and discarded.state == KeyState.RETIRED and discarded.sealed_private is None
+    assert after.next.kid != broken.kid
+    assert rt.keys.canary_failures == 1
+    failures = [e for e in rt.store.list_audit() if e.action == "key.validate"]
+    assert failures and failures[0].outcome == "failed" and failures[0].target == broken.kid
+    # The fresh next key goes through prepublish again before it signs.
+    clock.advance(5 * 60)
+    rt.keys.tick()
+    assert rt.keys.snapshot.signing["default"].kid == current
+    clock.advance(5 * 60)
+    rt.keys.tick()
+    assert rt.keys.snapshot.signing["default"].kid == after.next.kid

@@ -23,9 +23,9 @@ DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_STORE_URL = "sqlite:///var/jwks.db"
 DEFAULT_KEK_FILE = "var/kek"
 
-_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
+_DURATION = re.compile(r"([0-9]{1,9})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_KEYSET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_KEYSET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 # Rotation defaults follow common practice: HMAC JWT secrets every 60-90 days,
 # RSA / ECDSA / EdDSA signing keys every 6-12 months.
@@ -35,7 +35,7 @@ DEFAULT_ROTATION_ASYMMETRIC = "180d"
 
 def parse_duration(value: object, field_name: str) -> int:
     """``<int><s|m|h|d>`` to seconds."""
-    if not isinstance(value, str) or not (m := _DURATION.match(value.strip())):
+    if not isinstance(value, str) or not (m := _DURATION.fullmatch(value.strip())):
         raise ConfigError(f"{field_name}: must be a duration like 30s, 15m, 1h or 90d (got {value!r})")
     return int(m.group(1)) * _UNITS[m.group(2)]
 
@@ -194,21 +194,24 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
 
     issuer = want_str(raw.get("issuer", DEFAULT_ISSUER), "issuer")
     parts = urlsplit(issuer)
-    if issuer and (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment):
+    bad_url = parts.scheme not in ("http", "https") or not parts.netloc or bool(parts.query or parts.fragment)
+    if isinstance(raw.get("issuer", DEFAULT_ISSUER), str) and bad_url:
         problems.append(f"issuer: must be an http(s) URL without query or fragment (got {issuer!r})")
 
     listen = want_str(raw.get("listen", DEFAULT_LISTEN), "listen")
-    if listen and not _valid_listen(listen):
+    if isinstance(raw.get("listen", DEFAULT_LISTEN), str) and not _valid_listen(listen):
         problems.append(f"listen: must be HOST:PORT with a port from 1 to 65535 (got {listen!r})")
 
     store_url = want_str(sections["store"].get("url", DEFAULT_STORE_URL), "store.url")
     scheme = store_url.split(":", 1)[0]
-    if store_url and scheme != "sqlite":
+    if not isinstance(sections["store"].get("url", DEFAULT_STORE_URL), str):
+        pass  # already reported: must be a string
+    elif scheme != "sqlite":
         if scheme in ("redis", "rediss"):
             problems.append("store.url: redis stores are not available in this version; use sqlite:///PATH")
         else:
             problems.append(f"store.url: must be sqlite:///PATH (got {store_url!r})")
-    elif store_url and not store_url.startswith("sqlite:///"):
+    elif not store_url.startswith("sqlite:///") or store_url == "sqlite:///":
         problems.append(f"store.url: must be sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (got {store_url!r})")
 
     vault_table = sections["vault"]
@@ -220,6 +223,8 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
 
     secrets_table = sections["secrets"]
     kek_file = want_str(secrets_table.get("kek_file", DEFAULT_KEK_FILE), "secrets.kek_file")
+    if isinstance(secrets_table.get("kek_file", DEFAULT_KEK_FILE), str) and not kek_file.strip():
+        problems.append("secrets.kek_file: must name a file")
     kek = want_str(secrets_table.get("kek", ""), "secrets.kek")
     if kek:
         problems.append("secrets.kek: Vault Transit wrapping is not available in this version; use secrets.kek_file")
@@ -232,7 +237,8 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
     keysets: dict[str, KeysetPolicy] = {}
     for name, table_value in keysets_raw.items():
         prefix = f"keysets.{name}"
-        if not _KEYSET_NAME.match(name):
+        if not _KEYSET_NAME.fullmatch(name):
+            prefix = f"keysets.{name if name.isprintable() else repr(name)}"
             problems.append(f"{prefix}: keyset names are 1-64 of a-z 0-9 _ - starting with a letter or digit")
             continue
         table = want_table(table_value, prefix)
@@ -326,7 +332,7 @@ def _key_bits(value: object, alg_name: str, family: str, default: int, prefix: s
 
 def _valid_listen(listen: str) -> bool:
     host, sep, port = listen.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+    return bool(sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -188,7 +188,8 @@ def on_canary_failure(plan: Plan) -> Plan:
     """
     if plan.promote is None:
         return plan
-    if plan.revoke is not None:
+    if plan.revoke is not None or plan.demote is None:
+        # Nothing else would sign (an emergency, or a keyset found without a current key): use a fresh key.
         return replace(plan, promote=None, discard=plan.promote, new_current=True, new_next=True)
     return replace(plan, reason="canary_failed", promote=None, demote=None, discard=plan.promote, new_next=True)
 

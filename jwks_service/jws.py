@@ -32,7 +32,8 @@ _FROM_STD = bytes.maketrans(b"+/", b"-_")
 
 
 def b64encode(data: bytes) -> bytes:
-    return binascii.b2a_base64(data, newline=False).translate(_FROM_STD).rstrip(b"=")
+    # One pass maps +/ to -_ and drops the padding and the newline (cheaper than translate + rstrip).
+    return binascii.b2a_base64(data).translate(_FROM_STD, b"=\n")
 
 
 def b64decode(segment: bytes) -> bytes:
@@ -68,7 +69,12 @@ _decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no
 
 def parse_json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = _decoder.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        value = _decoder.decode(text)
+        # I-JSON (RFC 7493 §2.1): an escaped lone surrogate ("\ud800") gives a string that no UTF-8
+        # encoder can write back, so echoing the claims would fail later; refuse it here.
+        if "\\u" in text:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except InvalidTokenError:
         raise
     except (ValueError, RecursionError):

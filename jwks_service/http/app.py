@@ -111,6 +111,7 @@ def create_app(
         middleware=[Middleware(BodyLimitMiddleware)],
         exception_handlers={
             JwksServiceError: _service_error,
+            oauth.ClientAuthError: oauth.client_auth_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },

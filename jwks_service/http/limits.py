@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLargeError
+from ..errors import InvalidRequestError, PayloadTooLargeError
 from .responses import error_response
 
 MAX_BODY_BYTES = 64 * 1024
@@ -23,7 +23,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+            if name != b"content-length":
+                continue
+            if not value.isdigit():
+                await error_response(InvalidRequestError("malformed Content-Length"))(scope, receive, send)
+                return
+            if int(value) > self.max_bytes:
                 too_large = PayloadTooLargeError(f"request bodies are limited to {self.max_bytes} bytes")
                 await error_response(too_large)(scope, receive, send)
                 return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode
-from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_plus
 
 import anyio
@@ -30,12 +29,13 @@ class InvalidTargetError(InvalidRequestError):
     error = "invalid_target"  # RFC 8707 §2: the requested audience is not one of the client's
 
 
-@dataclass(frozen=True, slots=True)
 class ClientAuthError(Exception):
     """invalid_client; `basic` says whether Basic was tried (RFC 6749 §5.2: then WWW-Authenticate)."""
 
-    basic: bool
-    description: str = "client authentication failed"
+    def __init__(self, *, basic: bool, description: str = "client authentication failed") -> None:
+        super().__init__(description)
+        self.basic = basic
+        self.description = description
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -90,9 +90,18 @@ def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]
         raise ClientAuthError(basic=False) from None
 
 
-def client_auth_error(exc: ClientAuthError) -> Response:
+async def client_auth_error(request: Request, exc: Exception) -> Response:
+    """Exception handler: 401 invalid_client, with a Basic challenge when Basic was tried."""
+    assert isinstance(exc, ClientAuthError)
     headers = {"WWW-Authenticate": 'Basic realm="jwks-service", charset="UTF-8"'} if exc.basic else None
     return error_response(InvalidClientError(exc.description), headers)
+
+
+async def client_request(request: Request) -> tuple[Runtime, dict[str, str], Client]:
+    """The runtime, the form and the authenticated client of an OAuth endpoint request."""
+    runtime: Runtime = request.app.state.runtime
+    form = await read_form(request)
+    return runtime, form, authenticate_client(runtime, request, form)
 
 
 def choose_scope(client: Client, requested: str | None) -> str:
@@ -116,12 +125,7 @@ def choose_audience(client: Client, requested: str | None) -> str:
 
 
 async def token(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    form = await read_form(request)
-    try:
-        client = authenticate_client(runtime, request, form)
-    except ClientAuthError as exc:
-        return client_auth_error(exc)
+    runtime, form, client = await client_request(request)
     grant_type = form.get("grant_type")
     if not grant_type:
         raise InvalidRequestError("grant_type is required")
@@ -144,12 +148,7 @@ def _token_param(form: dict[str, str]) -> str:
 
 
 async def introspect(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    form = await read_form(request)
-    try:
-        caller = authenticate_client(runtime, request, form)
-    except ClientAuthError as exc:
-        return client_auth_error(exc)
+    runtime, form, caller = await client_request(request)
     value = _token_param(form)
     inactive = JSONResponse({"active": False}, headers=NO_STORE)
     try:
@@ -159,17 +158,12 @@ async def introspect(request: Request) -> Response:
     # A client sees its own tokens; only a client with scope `introspect` sees others'.
     if result.claims.get("client_id") != caller.client_id and "introspect" not in caller.scopes:
         return inactive
-    body = {"active": True, **result.claims, "token_type": "Bearer", "kid": result.kid, "keyset": result.keyset}
+    body = {**result.claims, "active": True, "token_type": "Bearer", "kid": result.kid, "keyset": result.keyset}
     return JSONResponse(body, headers=NO_STORE)
 
 
 async def revoke(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    form = await read_form(request)
-    try:
-        caller = authenticate_client(runtime, request, form)
-    except ClientAuthError as exc:
-        return client_auth_error(exc)
+    runtime, form, caller = await client_request(request)
     value = _token_param(form)
     try:
         result = runtime.keys.introspect(value)

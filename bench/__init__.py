@@ -1,0 +1,1 @@
+"""Benchmarks (see DESIGN.md, Speed): run as scripts, never as timed tests."""

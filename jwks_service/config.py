@@ -27,10 +27,15 @@ _DURATION = re.compile(r"([0-9]{1,9})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _KEYSET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
-# Rotation defaults follow common practice: HMAC JWT secrets every 60-90 days,
-# RSA / ECDSA / EdDSA signing keys every 6-12 months.
+# Rotation presets follow common practice: HMAC JWT secrets every 60-90 days, RSA / ECDSA / EdDSA
+# signing keys every 6-12 months; client secrets every 30-90 days. Defaults sit inside the ranges;
+# `check-config` warns about a configured value outside them.
 DEFAULT_ROTATION_HMAC = "90d"
 DEFAULT_ROTATION_ASYMMETRIC = "180d"
+PRESET_ROTATION_HMAC = (60 * 86400, 90 * 86400)
+PRESET_ROTATION_ASYMMETRIC = (182 * 86400, 365 * 86400)
+DEFAULT_CLIENT_SECRET_MAX_AGE = "90d"  # noqa: S105 - a duration, not a secret
+PRESET_CLIENT_SECRET_MAX_AGE = (30 * 86400, 90 * 86400)
 
 
 def parse_duration(value: object, field_name: str) -> int:
@@ -76,6 +81,7 @@ class Settings:
     kek_file: str = DEFAULT_KEK_FILE
     kek: str = ""
     jwks_max_age: int = 300
+    client_secret_max_age: int = 90 * 86400  # when `clients list` says a secret is due for rotation
     vault: VaultSettings = field(default_factory=VaultSettings)
     keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
     config_file: str = ""  # where the settings came from ("" = embedded defaults)
@@ -99,12 +105,13 @@ class Settings:
         return self.issuer.rstrip("/") + path
 
 
-_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "keysets"}
+_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets"}
 _SECTION_KEYS = {
     "store": {"url"},
     "vault": {"addr", "token_file", "transit_mount"},
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
+    "clients": {"secret_max_age"},
 }
 _KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
 
@@ -230,6 +237,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
         problems.append("secrets.kek: Vault Transit wrapping is not available in this version; use secrets.kek_file")
 
     max_age = duration(sections["jwks"].get("max_age", "5m"), "jwks.max_age")
+    secret_max_age = duration(
+        sections["clients"].get("secret_max_age", DEFAULT_CLIENT_SECRET_MAX_AGE), "clients.secret_max_age"
+    )
 
     keysets_raw = want_table(raw.get("keysets", {"default": {"alg": "ES256"}}), "keysets")
     if not keysets_raw:
@@ -306,10 +316,32 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
         kek_file=kek_file,
         kek=kek,
         jwks_max_age=max_age,
+        client_secret_max_age=secret_max_age,
         vault=vault,
         keysets=keysets,
         config_file=config_file,
     )
+
+
+def policy_warnings(settings: Settings) -> list[str]:
+    """Rotation periods outside common practice: allowed, but worth a second look."""
+    warnings = []
+    for p in settings.keysets.values():
+        symmetric = ALGORITHMS[p.alg].symmetric
+        low, high = PRESET_ROTATION_HMAC if symmetric else PRESET_ROTATION_ASYMMETRIC
+        kind = "HMAC secrets" if symmetric else "RSA / ECDSA / EdDSA signing keys"
+        if not low <= p.rotation_period <= high:
+            warnings.append(
+                f"keysets.{p.name}.rotation_period: {format_duration(p.rotation_period)} is outside the usual "
+                f"{format_duration(low)}-{format_duration(high)} for {kind}"
+            )
+    low, high = PRESET_CLIENT_SECRET_MAX_AGE
+    if not low <= settings.client_secret_max_age <= high:
+        warnings.append(
+            f"clients.secret_max_age: {format_duration(settings.client_secret_max_age)} is outside the usual "
+            f"{format_duration(low)}-{format_duration(high)} for client secrets"
+        )
+    return warnings
 
 
 def _key_bits(value: object, alg_name: str, family: str, default: int, prefix: str, problems: list[str]) -> int:

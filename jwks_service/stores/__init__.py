@@ -44,6 +44,19 @@ class Store(Protocol):
         """Every revoked jti that has not expired yet, with its expiry."""
         ...
 
+    def record_auth_failure(self, keys: Sequence[str], now: float) -> None:
+        """Count one failed client authentication under each key (e.g. client id + address, address).
+        Failures are short-lived counters: they do not bump `revision`."""
+        ...
+
+    def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        """For each key with failures after `since`: (how many, when the oldest of them happened)."""
+        ...
+
+    def is_empty(self) -> bool:
+        """No keysets, clients, revoked tokens or audit events (a backup may be imported)."""
+        ...
+
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
 
     def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:

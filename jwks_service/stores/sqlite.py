@@ -29,7 +29,12 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, expires_at REAL
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE TABLE IF NOT EXISTS auth_failures (key TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures (key, at);
 """
+
+# Failure counters older than this are deleted as new ones are written (the longest window is a minute).
+AUTH_FAILURE_RETENTION = 300.0
 
 
 class SQLiteStore:
@@ -148,6 +153,35 @@ class SQLiteStore:
     def revoked_tokens(self, now: float) -> dict[str, float]:
         rows = self._read("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ?", (now,))
         return {str(j): float(str(e)) for j, e in rows}
+
+    def record_auth_failure(self, keys: Sequence[str], now: float) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT INTO auth_failures (key, at) VALUES (?, ?)", [(k, now) for k in keys])
+                self._db.execute("DELETE FROM auth_failures WHERE at < ?", (now - AUTH_FAILURE_RETENTION,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"SQLite write failed: {exc}") from None
+
+    def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = self._read(
+            f"SELECT key, count(*), min(at) FROM auth_failures WHERE key IN ({marks}) AND at > ? GROUP BY key",  # noqa: S608 - placeholders only
+            (*keys, since),
+        )
+        return {str(k): (int(str(n)), float(str(t))) for k, n, t in rows}
+
+    def is_empty(self) -> bool:
+        rows = self._read(
+            "SELECT (SELECT count(*) FROM keysets) + (SELECT count(*) FROM clients)"
+            " + (SELECT count(*) FROM revoked_tokens) + (SELECT count(*) FROM audit)"
+        )
+        return int(str(rows[0][0])) == 0
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         with self._write() as db:

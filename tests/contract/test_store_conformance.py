@@ -198,3 +198,24 @@ def test_failed_compare_and_set_writes_no_audit(store: Store) -> None:
     with pytest.raises(RevisionConflictError):
         store.save_keyset(keyset(key("b")), 0, [AuditEvent(at=1.0, actor="x", action="lost", target="t")])
     assert [e.action for e in store.list_audit()] == []
+
+
+def test_auth_failures_count_per_key_within_a_window(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    r0 = a.revision()
+    for t in (100.0, 110.0, 120.0):
+        a.record_auth_failure(["client:1.2.3.4", "addr:1.2.3.4"], t)
+    b.record_auth_failure(["addr:1.2.3.4"], 130.0)
+    assert a.revision() == r0  # counters are not changes other replicas need to reload for
+    assert b.auth_failures(["client:1.2.3.4", "addr:1.2.3.4", "addr:9.9.9.9"], since=0.0) == {
+        "client:1.2.3.4": (3, 100.0),
+        "addr:1.2.3.4": (4, 100.0),
+    }
+    assert a.auth_failures(["addr:1.2.3.4"], since=105.0) == {"addr:1.2.3.4": (3, 110.0)}
+    assert a.auth_failures([], since=0.0) == {}
+
+
+def test_is_empty(store: Store) -> None:
+    assert store.is_empty()
+    store.append_audit([AuditEvent(at=1.0, actor="x", action="y", target="z")])
+    assert not store.is_empty()

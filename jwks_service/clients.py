@@ -16,7 +16,7 @@ from dataclasses import replace
 from . import audit
 from .clock import Clock
 from .config import KeysetPolicy
-from .errors import InvalidClientError, InvalidRequestError, NotFoundError
+from .errors import InvalidClientError, InvalidRequestError, NotFoundError, TooManyRequestsError
 from .model import Client, SecretHash
 from .stores import Store
 
@@ -25,6 +25,28 @@ MAX_SECRETS_PER_CLIENT = 4
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _DUMMY_DIGEST = b"\x00" * 32
+
+# Brute-force protection (API.md §3): failed authentications within a minute, per client id and
+# source address, and per source address alone. Counted in the store, so every replica agrees.
+FAILURE_WINDOW = 60.0
+MAX_FAILURES_PER_CLIENT_AND_ADDRESS = 10
+MAX_FAILURES_PER_ADDRESS = 50
+
+
+def failure_keys(client_id: str, address: str) -> tuple[str, str]:
+    return f"client:{client_id[:256]}|{address}", f"addr:{address}"
+
+
+def throttle(counts: Mapping[str, tuple[int, float]], keys: tuple[str, str], now: float) -> int | None:
+    """Seconds to wait when either limit is reached (1-60), else None. Pure: counts come from the store."""
+    retry: int | None = None
+    for key, limit in zip(keys, (MAX_FAILURES_PER_CLIENT_AND_ADDRESS, MAX_FAILURES_PER_ADDRESS), strict=True):
+        count, oldest = counts.get(key, (0, now))
+        if count >= limit:
+            # The window slides: room frees up when the oldest counted failure leaves it.
+            wait = min(60, max(1, int(oldest + FAILURE_WINDOW - now) + 1))
+            retry = max(retry or 0, wait)
+    return retry
 
 
 def generate_secret() -> str:
@@ -67,11 +89,28 @@ class ClientRegistry:
         self._cache[client_id] = client
         return client
 
-    def authenticate(self, client_id: str, secret: str) -> Client:
-        """The client, or InvalidClientError; unknown id and wrong secret cost the same."""
+    def authenticate(self, client_id: str, secret: str, address: str | None = None) -> Client:
+        """The client, or InvalidClientError; unknown id and wrong secret cost the same.
+
+        With a source `address`, repeated failures are throttled: TooManyRequestsError, even for
+        the right secret, until the window frees up.
+        """
+        now = self._clock.now()
+        keys = failure_keys(client_id, address) if address is not None else None
+        if keys is not None:
+            retry = throttle(self._store.auth_failures(keys, now - FAILURE_WINDOW), keys, now)
+            if retry is not None:
+                raise TooManyRequestsError("too many failed client authentications; slow down", retry_after=retry)
+        try:
+            return self._check_secret(client_id, secret, now)
+        except InvalidClientError:
+            if keys is not None:
+                self._store.record_auth_failure(keys, now)
+            raise
+
+    def _check_secret(self, client_id: str, secret: str, now: float) -> Client:
         client = self.get(client_id)
         presented = self.digest(secret)
-        now = self._clock.now()
         candidates = [s.digest for s in client.secrets if s.expires_at is None or s.expires_at > now] if client else []
         ok = False
         for digest in candidates or [_DUMMY_DIGEST]:

@@ -88,14 +88,13 @@ class KeyService:
         store: Store,
         backends: Mapping[str, KeyBackend],
         clock: Clock,
-        *,
-        on_transitions: Callable[[str, int, list[Transition]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.backends = backends
         self.clock = clock
-        self.on_transitions = on_transitions
+        # Called after every transition this process made: (keyset, revision, transitions).
+        self.listeners: list[Callable[[str, int, list[Transition]], None]] = []
         self._write_lock = threading.Lock()
         self._seen_revision = -1
         self._snapshot = Snapshot({}, {}, {}, {}, render_jwks([]))
@@ -225,6 +224,19 @@ class KeyService:
                 return keyset, revoked
         raise NotFoundError(f"no key with kid {kid}")
 
+    def summary(self, name: str) -> dict[str, Any]:
+        """The kids of a keyset by role, as the admin API and the CLI report them."""
+        ks = self._snapshot.keysets.get(name) or self.store.get_keyset(name)
+        if ks is None:
+            raise NotFoundError(f"no keyset {name}")
+        previous = sorted(ks.by_state(KeyState.PREVIOUS), key=lambda k: k.deactivated_at or 0.0)
+        return {
+            "keyset": name,
+            "current": ks.current.kid if ks.current else None,
+            "previous": previous[-1].kid if previous else None,
+            "next": ks.next.kid if ks.next else None,
+        }
+
     def _policy(self, name: str) -> KeysetPolicy:
         policy = self.settings.keysets.get(name)
         if policy is None:
@@ -290,8 +302,8 @@ class KeyService:
                     continue  # another replica or the CLI came first: reload and plan again
                 audit.log_events(events)
                 self._install({**self._snapshot.keysets, name: saved})
-                if self.on_transitions is not None and transitions:
-                    self.on_transitions(name, saved.revision, transitions)
+                for listener in self.listeners if transitions else ():
+                    listener(name, saved.revision, transitions)
                 return saved, transitions
         raise ConflictError(f"keyset {name} kept changing under us; try again")
 

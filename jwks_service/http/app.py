@@ -18,9 +18,9 @@ from starlette.routing import Route
 
 from ..clock import Clock
 from ..config import Settings, load_settings
-from ..errors import InvalidClientError, JwksServiceError
+from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
-from . import oauth, wellknown
+from . import admin, oauth, wellknown
 from .limits import BodyLimitMiddleware
 from .responses import error_body, error_response
 
@@ -32,9 +32,12 @@ TICK_SECONDS = 1.0  # how often the scheduler plans transitions
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JwksServiceError)
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
-    if isinstance(exc, InvalidClientError):
-        headers = None
+    headers = None
+    # RFC 6750 §3: bearer-protected (admin) resources say why a token was refused.
+    if isinstance(exc, InvalidTokenError):
+        headers = {"WWW-Authenticate": 'Bearer realm="jwks-service", error="invalid_token"'}
+    elif isinstance(exc, InsufficientScopeError):
+        headers = {"WWW-Authenticate": 'Bearer realm="jwks-service", error="insufficient_scope", scope="admin"'}
     return error_response(exc, headers)
 
 
@@ -105,6 +108,15 @@ def create_app(
         Route("/oauth/token", oauth.token, methods=["POST"]),
         Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
         Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
+        Route("/admin/keysets", admin.list_keysets, methods=["GET"]),
+        Route("/admin/keysets/{name}/rotate", admin.rotate, methods=["POST"]),
+        Route("/admin/keys/{kid}/revoke", admin.revoke_key, methods=["POST"]),
+        Route("/admin/clients", admin.list_clients, methods=["GET"]),
+        Route("/admin/clients", admin.create_client, methods=["POST"]),
+        Route("/admin/clients/{client_id}", admin.show_client, methods=["GET"]),
+        Route("/admin/clients/{client_id}", admin.delete_client, methods=["DELETE"]),
+        Route("/admin/clients/{client_id}/secret", admin.rotate_secret, methods=["POST"]),
+        Route("/admin/audit", admin.list_audit, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

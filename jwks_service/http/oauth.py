@@ -56,6 +56,10 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:
     """client_secret_basic or client_secret_post, never both (RFC 6749 §2.3.1)."""
     authorization = request.headers.get("authorization")
@@ -77,7 +81,7 @@ def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]
         if "client_id" in form and form["client_id"] != client_id:
             raise InvalidRequestError("client_id in the body differs from the Basic credentials")
         try:
-            return runtime.clients.authenticate(client_id, secret)
+            return runtime.clients.authenticate(client_id, secret, _address(request))
         except InvalidClientError:
             raise ClientAuthError(basic=True) from None
     post_id = form.get("client_id")
@@ -85,7 +89,7 @@ def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]
     if not post_id or post_secret is None:
         raise ClientAuthError(basic=False, description="client authentication is required")
     try:
-        return runtime.clients.authenticate(post_id, post_secret)
+        return runtime.clients.authenticate(post_id, post_secret, _address(request))
     except InvalidClientError:
         raise ClientAuthError(basic=False) from None
 

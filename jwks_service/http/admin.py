@@ -1,0 +1,315 @@
+"""Admin API (API.md §3 "Admin"): bearer tokens of this service with scope `admin` and audience = issuer.
+
+Every call is audited with the calling client as actor; state changes also audit each key
+transition they cause. Writes run in a worker thread: generating an RSA key takes a while.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import audit
+from ..config import format_duration, parse_duration
+from ..errors import (
+    ConfigError,
+    InsufficientScopeError,
+    InvalidRequestError,
+    InvalidTokenError,
+    JwksServiceError,
+    NotFoundError,
+)
+from ..lifecycle import next_rotation_at
+from ..model import Client
+from ..runtime import Runtime
+from .responses import NO_STORE, JSONResponse
+from .wellknown import rfc3339
+
+MAX_REASON = 1000
+Handler = Callable[[Request, Runtime, str], Awaitable[tuple[Response, str, str]]]
+
+
+def _bearer(request: Request) -> str:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidTokenError("an admin bearer token is required")
+    return token.strip()
+
+
+def authorize(request: Request, runtime: Runtime) -> Client:
+    """401 for anything that is not a live token of ours; 403 without scope admin or audience = issuer."""
+    result = runtime.keys.introspect(_bearer(request))
+    claims = result.claims
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    client = runtime.clients.get(str(claims.get("client_id", "")))
+    if client is None:
+        raise InvalidTokenError("the token's client no longer exists")
+    # The token must carry the scope, and the client must still hold it (revoking a client's admin
+    # scope takes effect at once, not when its tokens expire).
+    if "admin" not in str(claims.get("scope", "")).split() or "admin" not in client.scopes:
+        raise InsufficientScopeError("this call needs a token with scope admin")
+    if runtime.settings.issuer not in audiences:
+        raise InsufficientScopeError(f"admin tokens must have audience {runtime.settings.issuer}")
+    return client
+
+
+def admin(action: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Authorise, run, and audit one admin call (also when it fails or is refused)."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            runtime: Runtime = request.app.state.runtime
+            try:
+                client = authorize(request, runtime)
+            except InsufficientScopeError as exc:
+                claims_client = "unknown"
+                try:
+                    claims_client = runtime.keys.introspect(_bearer(request)).claims.get("client_id", "unknown")
+                except JwksServiceError:
+                    pass
+                await _audit(runtime, f"client:{claims_client}", action, request.url.path, "denied", exc.description)
+                raise
+            actor = f"client:{client.client_id}"
+            try:
+                response, target, reason = await handler(request, runtime, actor)
+            except JwksServiceError as exc:
+                await _audit(runtime, actor, action, request.url.path, f"failed:{exc.error}", exc.description)
+                raise
+            await _audit(runtime, actor, action, target, "ok", reason)
+            return response
+
+        return endpoint
+
+    return wrap
+
+
+async def _audit(runtime: Runtime, actor: str, action: str, target: str, outcome: str, reason: str) -> None:
+    event = audit.event(runtime.clock.now(), actor, f"admin.{action}", target, outcome=outcome, reason=reason)
+    await anyio.to_thread.run_sync(runtime.store.append_audit, [event])
+    audit.log_events([event])
+
+
+async def _json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise InvalidRequestError("the request body must be application/json")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequestError("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidRequestError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+    return data
+
+
+def _reason(data: dict[str, Any], *, required: bool = False) -> str:
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise InvalidRequestError(f"reason must be a string of at most {MAX_REASON} characters")
+    if required and not reason.strip():
+        raise InvalidRequestError("reason is required")
+    return reason
+
+
+def _duration(value: object, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidRequestError(f"{name} must not be negative")
+        return value
+    try:
+        return parse_duration(value, name)
+    except ConfigError as exc:
+        raise InvalidRequestError(exc.description) from None
+
+
+def _string_list(value: object, name: str) -> list[str]:
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequestError(f"{name} must be a list of strings")
+    return value
+
+
+def client_view(runtime: Runtime, client: Client) -> dict[str, Any]:
+    now = runtime.clock.now()
+    live = [s for s in client.secrets if s.expires_at is None or s.expires_at > now]
+    newest = max((s.created_at for s in client.secrets), default=client.created_at)
+    due = newest + runtime.settings.client_secret_max_age
+    return {
+        **client.public_dict(),
+        "created_at": rfc3339(client.created_at),
+        "token_ttl": format_duration(client.token_ttl),
+        "secret_created_at": rfc3339(newest),
+        "secret_due_at": rfc3339(due),
+        "secret_overdue": now >= due,
+        "valid_secrets": len(live),
+    }
+
+
+@admin("keysets.list")
+async def list_keysets(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    out = []
+    for name, policy in runtime.settings.keysets.items():
+        ks = runtime.keys.snapshot.keysets.get(name)
+        keys = ks.keys if ks else ()
+        out.append(
+            {
+                "name": name,
+                "alg": policy.alg,
+                "backend": policy.backend,
+                "revision": ks.revision if ks else 0,
+                "policy": {
+                    "rotation_period": format_duration(policy.rotation_period),
+                    "prepublish": format_duration(policy.prepublish),
+                    "token_ttl": format_duration(policy.token_ttl),
+                    "leeway": format_duration(policy.leeway),
+                    "verify_window": format_duration(policy.verify_window),
+                },
+                "next_rotation_at": rfc3339(next_rotation_at(policy, ks)) if ks else None,
+                "keys": [
+                    {
+                        "kid": k.kid,
+                        "state": k.state.value,
+                        "created_at": rfc3339(k.created_at),
+                        "activated_at": rfc3339(k.activated_at),
+                        "retire_at": rfc3339(k.retire_at),
+                        "retired_at": rfc3339(k.retired_at),
+                        "revoked_at": rfc3339(k.revoked_at),
+                    }
+                    for k in keys
+                ],
+            }
+        )
+    return JSONResponse({"keysets": out}), "keysets", ""
+
+
+@admin("keysets.rotate")
+async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    name = request.path_params["name"]
+    data = await _json_body(request, {"force", "reason"})
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidRequestError("force must be true or false")
+    reason = _reason(data)
+    if name not in runtime.settings.keysets:
+        raise NotFoundError(f"no keyset {name}")
+    await anyio.to_thread.run_sync(lambda: runtime.keys.rotate(name, force=force, reason=reason, actor=actor))
+    return JSONResponse(runtime.keys.summary(name)), f"keyset:{name}", reason
+
+
+@admin("keys.revoke")
+async def revoke_key(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    kid = request.path_params["kid"]
+    reason = _reason(await _json_body(request, {"reason"}), required=True)
+    keyset, revoked = await anyio.to_thread.run_sync(lambda: runtime.keys.revoke(kid, reason=reason, actor=actor))
+    summary = runtime.keys.summary(keyset.name)
+    body = {"keyset": keyset.name, "revoked": revoked.kid, "current": summary["current"], "next": summary["next"]}
+    return JSONResponse(body), f"key:{kid}", reason
+
+
+@admin("clients.list")
+async def list_clients(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    clients = await anyio.to_thread.run_sync(runtime.store.list_clients)
+    return JSONResponse({"clients": [client_view(runtime, c) for c in clients]}), "clients", ""
+
+
+@admin("clients.create")
+async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    data = await _json_body(request, {"name", "scopes", "audiences", "keyset", "token_ttl"})
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise InvalidRequestError("name is required (a string)")
+    scopes = _string_list(data.get("scopes"), "scopes")
+    audiences = _string_list(data.get("audiences"), "audiences")
+    keyset = data.get("keyset", "default")
+    if not isinstance(keyset, str):
+        raise InvalidRequestError("keyset must be a string")
+    ttl = _duration(data["token_ttl"], "token_ttl") if "token_ttl" in data else None
+    client, secret = await anyio.to_thread.run_sync(
+        lambda: runtime.clients.create(name, scopes, audiences, keyset=keyset, token_ttl=ttl, actor=actor)
+    )
+    body = {**client_view(runtime, client), "client_secret": secret}
+    return JSONResponse(body, status_code=201, headers=NO_STORE), f"client:{client.client_id}", ""
+
+
+def _client(runtime: Runtime, client_id: str) -> Client:
+    client = runtime.store.get_client(client_id)
+    if client is None:
+        raise NotFoundError(f"no client {client_id}")
+    return client
+
+
+@admin("clients.show")
+async def show_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    client_id = request.path_params["client_id"]
+    client = await anyio.to_thread.run_sync(_client, runtime, client_id)
+    return JSONResponse(client_view(runtime, client)), f"client:{client_id}", ""
+
+
+@admin("clients.delete")
+async def delete_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    client_id = request.path_params["client_id"]
+    await anyio.to_thread.run_sync(lambda: runtime.clients.delete(client_id, actor=actor))
+    return Response(status_code=204), f"client:{client_id}", ""
+
+
+@admin("clients.rotate_secret")
+async def rotate_secret(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    client_id = request.path_params["client_id"]
+    data = await _json_body(request, {"grace", "reason"})
+    grace = _duration(data.get("grace", "24h"), "grace")
+    reason = _reason(data)
+    client, secret = await anyio.to_thread.run_sync(
+        lambda: runtime.clients.rotate_secret(client_id, grace, actor=actor)
+    )
+    body = {
+        "client_id": client.client_id,
+        "client_secret": secret,
+        "previous_secrets_expire_at": rfc3339(runtime.clock.now() + grace),
+    }
+    return JSONResponse(body, headers=NO_STORE), f"client:{client_id}", reason
+
+
+def _since(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequestError("since must be an RFC 3339 time or seconds since the epoch") from None
+        if parsed.tzinfo is None:
+            raise InvalidRequestError("since needs a time zone (e.g. 2026-01-01T00:00:00Z)") from None
+        return parsed.timestamp()
+    if not math.isfinite(number):
+        raise InvalidRequestError("since must be finite")
+    return number
+
+
+@admin("audit.list")
+async def list_audit(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    since = _since(request.query_params.get("since"))
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise InvalidRequestError("limit must be a whole number from 1 to 1000")
+    limit = int(raw_limit)
+    events = await anyio.to_thread.run_sync(lambda: runtime.store.list_audit(since, limit))
+    body = {"events": [{**e.as_dict(), "at": rfc3339(e.at)} for e in events]}
+    return JSONResponse(body), "audit", ""

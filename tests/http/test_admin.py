@@ -1,0 +1,272 @@
+"""The admin API (API.md §3 "Admin"): authorisation, every endpoint, and its error paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+import pytest
+from starlette.testclient import TestClient
+from support import ISSUER, basic
+
+from jwks_service.clock import ManualClock
+from jwks_service.runtime import Runtime
+
+GRANT = {"grant_type": "client_credentials"}
+
+
+def token_for(http: TestClient, runtime: Runtime, scopes: list[str], audiences: list[str], **form: str) -> str:
+    client, secret = runtime.clients.create("c", scopes, audiences)
+    r = http.post("/oauth/token", data={**GRANT, **form}, headers=basic(client.client_id, secret))
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+@pytest.fixture
+def admin(http: TestClient, runtime: Runtime) -> dict[str, str]:
+    return {"Authorization": "Bearer " + token_for(http, runtime, ["admin"], [ISSUER])}
+
+
+ENDPOINTS = [
+    ("GET", "/admin/keysets", None),
+    ("POST", "/admin/keysets/default/rotate", {"force": True}),
+    ("POST", "/admin/keys/somekid/revoke", {"reason": "x"}),
+    ("GET", "/admin/clients", None),
+    ("POST", "/admin/clients", {"name": "x", "scopes": ["a"], "audiences": ["b"]}),
+    ("GET", "/admin/clients/abc", None),
+    ("DELETE", "/admin/clients/abc", None),
+    ("POST", "/admin/clients/abc/secret", {}),
+    ("GET", "/admin/audit", None),
+]
+
+
+def call(http: TestClient, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+    return http.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
+def test_missing_malformed_or_forged_token_is_401(
+    http: TestClient, runtime: Runtime, method: str, path: str, body: Any
+) -> None:
+    good = token_for(http, runtime, ["admin"], [ISSUER])
+    forged = good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB")
+    none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0." + good.split(".")[1] + "."
+    for headers in (
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer garbage"},
+        {"Authorization": f"Bearer {forged}"},
+        {"Authorization": f"Bearer {none_alg}"},
+    ):
+        r = call(http, method, path, body, headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.json()["error"] == "invalid_token"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
+def test_valid_token_without_admin_scope_or_audience_is_403(
+    http: TestClient, runtime: Runtime, method: str, path: str, body: Any
+) -> None:
+    no_scope = token_for(http, runtime, ["read"], [ISSUER])
+    wrong_aud = token_for(http, runtime, ["admin"], ["api"])
+    for token in (no_scope, wrong_aud):
+        r = call(http, method, path, body, {"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403, r.text
+        assert r.json()["error"] == "insufficient_scope"
+        assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+
+
+def test_expired_admin_token_is_401(
+    http: TestClient, runtime: Runtime, clock: ManualClock, admin: dict[str, str]
+) -> None:
+    assert http.get("/admin/keysets", headers=admin).status_code == 200
+    clock.advance(900 + 31)
+    runtime.keys.refresh()
+    assert http.get("/admin/keysets", headers=admin).status_code == 401
+
+
+def test_admin_scope_removed_from_client_takes_effect_at_once(http: TestClient, runtime: Runtime) -> None:
+    client, secret = runtime.clients.create("ops", ["admin"], [ISSUER])
+    token = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert http.get("/admin/keysets", headers=headers).status_code == 200
+    runtime.clients.delete(client.client_id)
+    assert http.get("/admin/keysets", headers=headers).status_code == 401
+
+
+def test_list_keysets(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    body = http.get("/admin/keysets", headers=admin).json()
+    (ks,) = body["keysets"]
+    assert ks["name"] == "default" and ks["alg"] == "ES256" and ks["backend"] == "local"
+    assert ks["policy"]["verify_window"] == "1230s"
+    assert sorted(k["state"] for k in ks["keys"]) == ["current", "next"]
+    for k in ks["keys"]:
+        assert set(k) == {"kid", "state", "created_at", "activated_at", "retire_at", "retired_at", "revoked_at"}
+    assert ks["next_rotation_at"].endswith("Z")
+
+
+def test_rotate_refused_then_forced(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    before = runtime.keys.summary("default")
+    r = http.post("/admin/keysets/default/rotate", json={"reason": "routine"}, headers=admin)
+    assert r.status_code == 409
+    assert r.json()["error"] == "rotation_refused"
+    r = http.post("/admin/keysets/default/rotate", json={"force": True, "reason": "drill"}, headers=admin)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["keyset"] == "default"
+    assert body["current"] == before["next"] and body["previous"] == before["current"]
+    assert body["next"] not in (before["current"], before["next"])
+
+
+def test_rotate_after_prepublish_needs_no_force(http: TestClient, runtime: Runtime, clock: ManualClock) -> None:
+    clock.advance(3600)
+    runtime.keys.refresh()
+    admin = {"Authorization": "Bearer " + token_for(http, runtime, ["admin"], [ISSUER])}
+    r = http.post("/admin/keysets/default/rotate", headers=admin)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{", "application/json"),
+        (b"[]", "application/json"),
+        (b'{"force": "yes"}', "application/json"),
+        (b'{"force": true, "extra": 1}', "application/json"),
+        (b'{"reason": 5}', "application/json"),
+        (b"force=true", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_rotate_malformed_bodies(http: TestClient, admin: dict[str, str], body: bytes, content_type: str) -> None:
+    r = http.post("/admin/keysets/default/rotate", content=body, headers={**admin, "Content-Type": content_type})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+
+
+def test_rotate_unknown_keyset_is_404(http: TestClient, admin: dict[str, str]) -> None:
+    r = http.post("/admin/keysets/nope/rotate", json={"force": True}, headers=admin)
+    assert r.status_code == 404
+    assert r.json()["error"] == "not_found"
+
+
+def test_emergency_revocation(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    client, secret = runtime.clients.create("svc", ["read"], ["api"])
+    auth = basic(client.client_id, secret)
+    old = http.post("/oauth/token", data=GRANT, headers=auth).json()["access_token"]
+    kid = jwt.get_unverified_header(old)["kid"]
+    next_kid = runtime.keys.summary("default")["next"]
+    assert http.post("/oauth/introspect", data={"token": old}, headers=auth).json()["active"] is True
+
+    r = http.post(f"/admin/keys/{kid}/revoke", json={"reason": "key leaked"}, headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["keyset"] == "default" and body["revoked"] == kid and body["current"] == next_kid
+    assert body["next"] not in (kid, next_kid)
+
+    assert http.post("/oauth/introspect", data={"token": old}, headers=auth).json() == {"active": False}
+    jwks = http.get("/.well-known/jwks.json").json()
+    assert kid not in {k["kid"] for k in jwks["keys"]}
+    new = http.post("/oauth/token", data=GRANT, headers=auth).json()["access_token"]
+    assert jwt.get_unverified_header(new)["kid"] == next_kid
+    key = next(k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == next_kid)
+    assert jwt.decode(new, key, algorithms=["ES256"], audience="api", issuer=ISSUER)["client_id"] == client.client_id
+
+    # The admin's own token was signed by the revoked key too: it is dead, like every other.
+    assert http.get("/admin/keysets", headers=admin).status_code == 401
+    admin = {"Authorization": "Bearer " + token_for(http, runtime, ["admin"], [ISSUER])}
+    # Idempotent: a second call is 200 and rotates nothing.
+    again = http.post(f"/admin/keys/{kid}/revoke", json={"reason": "again"}, headers=admin)
+    assert again.status_code == 200
+    assert again.json() == body
+    assert http.post(f"/admin/keys/{kid}/revoke", json={}, headers=admin).status_code == 400  # reason required
+    assert http.post("/admin/keys/unknown-kid/revoke", json={"reason": "x"}, headers=admin).status_code == 404
+
+
+def test_clients_lifecycle(http: TestClient, admin: dict[str, str], runtime: Runtime, clock: ManualClock) -> None:
+    r = http.post(
+        "/admin/clients",
+        json={"name": "billing", "scopes": ["read", "write"], "audiences": ["api"], "token_ttl": "5m"},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["cache-control"] == "no-store"
+    created = r.json()
+    secret = created["client_secret"]
+    assert len(secret) >= 43 and set(secret) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    cid = created["client_id"]
+    assert created["token_ttl"] == "5m" and created["keyset"] == "default"
+
+    listed = http.get("/admin/clients", headers=admin).json()["clients"]
+    assert cid in {c["client_id"] for c in listed}
+    assert all("client_secret" not in c and "secrets" not in c for c in listed)
+    shown = http.get(f"/admin/clients/{cid}", headers=admin).json()
+    assert shown["name"] == "billing" and shown["secret_overdue"] is False and shown["valid_secrets"] == 1
+    token = http.post("/oauth/token", data=GRANT, headers=basic(cid, secret)).json()
+    assert token["expires_in"] == 300
+
+    # Secret rotation: both work inside the grace, only the new one after.
+    r = http.post(f"/admin/clients/{cid}/secret", json={"grace": "1h"}, headers=admin)
+    assert r.status_code == 200
+    new_secret = r.json()["client_secret"]
+    assert new_secret != secret
+    assert http.post("/oauth/token", data=GRANT, headers=basic(cid, secret)).status_code == 200
+    assert http.post("/oauth/token", data=GRANT, headers=basic(cid, new_secret)).status_code == 200
+    clock.advance(3601)
+    runtime.keys.refresh()
+    assert http.post("/oauth/token", data=GRANT, headers=basic(cid, secret)).status_code == 401
+    assert http.post("/oauth/token", data=GRANT, headers=basic(cid, new_secret)).status_code == 200
+
+    admin = {"Authorization": "Bearer " + token_for(http, runtime, ["admin"], [ISSUER])}  # the old one expired
+    assert http.delete(f"/admin/clients/{cid}", headers=admin).status_code == 204
+    assert http.get(f"/admin/clients/{cid}", headers=admin).status_code == 404
+    assert http.delete(f"/admin/clients/{cid}", headers=admin).status_code == 404
+    assert http.post(f"/admin/clients/{cid}/secret", json={}, headers=admin).status_code == 404
+    assert http.post("/oauth/token", data=GRANT, headers=basic(cid, new_secret)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"name": "x", "scopes": [], "audiences": ["a"]},
+        {"name": "x", "scopes": ["a"], "audiences": []},
+        {"name": "x", "scopes": ["bad scope\\"], "audiences": ["a"]},
+        {"name": "x", "scopes": ["a"], "audiences": ["a"], "keyset": "nope"},
+        {"name": "x", "scopes": ["a"], "audiences": ["a"], "token_ttl": "2h"},
+        {"name": "x", "scopes": ["a"], "audiences": ["a"], "token_ttl": "soon"},
+        {"name": "x", "scopes": "a", "audiences": ["a"], "secret": "chosen-by-user"},
+        {"name": 5, "scopes": ["a"], "audiences": ["a"]},
+    ],
+)
+def test_create_client_validation(http: TestClient, admin: dict[str, str], body: dict[str, Any]) -> None:
+    r = http.post("/admin/clients", json=body, headers=admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+
+
+def test_audit_records_every_call(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    http.post("/admin/keysets/default/rotate", json={"reason": "too early"}, headers=admin)  # 409, audited
+    http.post("/admin/keysets/default/rotate", json={"force": True, "reason": "drill"}, headers=admin)
+    events = http.get("/admin/audit?limit=50", headers=admin).json()["events"]
+    assert events[0]["action"] == "admin.keysets.rotate"  # newest first (this listing is audited after it)
+    rotate_calls = [e for e in events if e["action"] == "admin.keysets.rotate"]
+    assert [e["outcome"] for e in rotate_calls] == ["ok", "failed:rotation_refused"]
+    assert rotate_calls[0]["reason"] == "drill" and rotate_calls[0]["actor"].startswith("client:")
+    transitions = [e for e in events if e["action"] == "key.rotated"]
+    assert len(transitions) == 2 and all(e["actor"] == rotate_calls[0]["actor"] for e in transitions)
+    assert all(e["at"].endswith("Z") for e in events)
+    # newest first, limited, since
+    assert len(http.get("/admin/audit?limit=2", headers=admin).json()["events"]) == 2
+    assert http.get("/admin/audit?since=2999-01-01T00:00:00Z", headers=admin).json()["events"] == []
+    for bad in ("limit=0", "limit=1001", "limit=x", "since=yesterday", "since=2020-01-01T00:00:00"):
+        r = http.get(f"/admin/audit?{bad}", headers=admin)
+        assert r.status_code == 400, bad
+
+
+def test_denied_calls_are_audited(http: TestClient, runtime: Runtime) -> None:
+    reader = token_for(http, runtime, ["read"], [ISSUER])
+    http.get("/admin/keysets", headers={"Authorization": f"Bearer {reader}"})
+    denied = [e for e in runtime.store.list_audit() if e.outcome == "denied"]
+    assert denied and denied[0].action == "admin.keysets.list"

@@ -1,0 +1,66 @@
+"""Brute-force protection on client authentication (API.md §3): 429 + Retry-After, shared via the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.testclient import TestClient
+from support import ISSUER, basic
+
+from jwks_service.clients import failure_keys, throttle
+from jwks_service.clock import ManualClock
+from jwks_service.http import create_app
+from jwks_service.runtime import Runtime
+
+GRANT = {"grant_type": "client_credentials"}
+
+
+def test_ten_failures_per_client_and_address_then_429(http: TestClient, runtime: Runtime, clock: ManualClock) -> None:
+    client, secret = runtime.clients.create("svc", ["read"], ["api"])
+    for _ in range(10):
+        assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, "wrong")).status_code == 401
+        clock.advance(1)
+    r = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret))
+    assert r.status_code == 429
+    assert r.json()["error"] == "slow_down"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # The same client from another address is not locked out.
+    other = TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER, client=("10.9.9.9", 1))
+    assert other.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 200
+    # The window slides: once the oldest failures are a minute old, the right secret works again.
+    clock.advance(int(r.headers["retry-after"]))
+    runtime.keys.refresh()
+    assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 200
+
+
+def test_fifty_failures_per_address_across_client_ids(http: TestClient, runtime: Runtime) -> None:
+    client, secret = runtime.clients.create("svc", ["read"], ["api"])
+    for i in range(50):
+        form = {**GRANT, "client_id": f"guess-{i}", "client_secret": "x"}
+        assert http.post("/oauth/token", data=form).status_code == 401
+    r = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret))
+    assert r.status_code == 429
+    # Introspection and revocation authenticate clients too, and share the counters.
+    r = http.post("/oauth/introspect", data={"token": "x"}, headers=basic(client.client_id, secret))
+    assert r.status_code == 429
+
+
+def test_counters_are_shared_by_processes(runtime_factory: Callable[..., Runtime], clock: ManualClock) -> None:
+    a, b = runtime_factory(), runtime_factory()
+    client, secret = a.clients.create("svc", ["read"], ["api"])
+    http_a = TestClient(create_app(runtime=a, background=False), base_url=ISSUER)
+    http_b = TestClient(create_app(runtime=b, background=False), base_url=ISSUER)
+    for i in range(10):
+        http = http_a if i % 2 else http_b
+        assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, "bad")).status_code == 401
+    assert http_a.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 429
+    assert http_b.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 429
+
+
+def test_throttle_decision_is_pure() -> None:
+    keys = failure_keys("c", "1.2.3.4")
+    assert throttle({}, keys, 100.0) is None
+    assert throttle({keys[0]: (9, 50.0)}, keys, 100.0) is None
+    assert throttle({keys[0]: (10, 50.0)}, keys, 100.0) == 11
+    assert throttle({keys[1]: (50, 99.5)}, keys, 100.0) == 60
+    assert throttle({keys[1]: (49, 99.5)}, keys, 100.0) is None

@@ -22,6 +22,7 @@ from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from . import admin, oauth, wellknown
 from .limits import BodyLimitMiddleware
+from .metrics import Metrics, metrics_endpoint
 from .responses import error_body, error_response
 
 log = logging.getLogger("jwks_service")
@@ -105,6 +106,7 @@ def create_app(
         Route("/keys/status", wellknown.key_status, methods=["GET"]),
         Route("/healthz", wellknown.healthz, methods=["GET"]),
         Route("/readyz", wellknown.readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/oauth/token", oauth.token, methods=["POST"]),
         Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
         Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
@@ -130,6 +132,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.state.metrics = Metrics(rt)
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
     return app
 

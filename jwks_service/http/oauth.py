@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 from base64 import b64decode
+from time import perf_counter
 from urllib.parse import parse_qsl, unquote_plus
 
 import anyio
@@ -16,10 +17,12 @@ from ..errors import (
     InvalidRequestError,
     InvalidScopeError,
     InvalidTokenError,
+    JwksServiceError,
     UnsupportedGrantTypeError,
 )
 from ..model import Client
 from ..runtime import Runtime
+from .metrics import Metrics
 from .responses import NO_STORE, JSONResponse, error_response
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -129,6 +132,20 @@ def choose_audience(client: Client, requested: str | None) -> str:
 
 
 async def token(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    try:
+        response = await _token(request, metrics)
+    except ClientAuthError:
+        metrics.token_requests.labels("invalid_client").inc()
+        raise
+    except JwksServiceError as exc:
+        metrics.token_requests.labels(exc.error).inc()
+        raise
+    metrics.token_requests.labels("ok").inc()
+    return response
+
+
+async def _token(request: Request, metrics: Metrics) -> Response:
     runtime, form, client = await client_request(request)
     grant_type = form.get("grant_type")
     if not grant_type:
@@ -137,7 +154,10 @@ async def token(request: Request) -> Response:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type!r} is not supported; use client_credentials")
     scope = choose_scope(client, form.get("scope"))
     audience = choose_audience(client, form.get("audience"))
+    started = perf_counter()
     issued = runtime.keys.issue(client, scope, audience)
+    metrics.signing_seconds.labels(client.keyset).observe(perf_counter() - started)
+    metrics.tokens_issued.labels(client.keyset, issued.kid).inc()
     return JSONResponse(
         {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in, "scope": issued.scope},
         headers=NO_STORE,
@@ -154,14 +174,21 @@ def _token_param(form: dict[str, str]) -> str:
 async def introspect(request: Request) -> Response:
     runtime, form, caller = await client_request(request)
     value = _token_param(form)
+    metrics: Metrics = request.app.state.metrics
     inactive = JSONResponse({"active": False}, headers=NO_STORE)
     try:
         result = runtime.keys.introspect(value)
     except InvalidTokenError:
+        metrics.introspections.labels("inactive").inc()
         return inactive
+    except JwksServiceError as exc:
+        metrics.introspections.labels(exc.error).inc()
+        raise
     # A client sees its own tokens; only a client with scope `introspect` sees others'.
     if result.claims.get("client_id") != caller.client_id and "introspect" not in caller.scopes:
+        metrics.introspections.labels("inactive").inc()
         return inactive
+    metrics.introspections.labels("active").inc()
     body = {**result.claims, "active": True, "token_type": "Bearer", "kid": result.kid, "keyset": result.keyset}
     return JSONResponse(body, headers=NO_STORE)
 

@@ -51,9 +51,12 @@ async def jwks(request: Request) -> Response:
         "Cache-Control": f"public, max-age={settings.jwks_max_age}, stale-if-error={settings.stale_if_error}",
         "ETag": rendered.etag,
     }
+    counter = request.app.state.metrics.jwks_requests
     inm = request.headers.get("if-none-match")
     if inm is not None and etag_matches(inm, rendered.etag):
+        counter.labels("304").inc()
         return Response(status_code=304, headers=headers)
+    counter.labels("200").inc()
     return Response(rendered.body, media_type="application/jwk-set+json", headers=headers)
 
 

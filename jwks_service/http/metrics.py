@@ -1,0 +1,101 @@
+"""Prometheus metrics (prometheus-client), one registry per app.
+
+Counters are per process (with several uvicorn workers, each reports its own; sum them in
+Prometheus). Key ages and time to the next rotation are read from the in-memory snapshot at
+scrape time, so they agree with what the process serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..lifecycle import Transition, next_rotation_at
+from ..model import KeyState
+from ..runtime import Runtime
+
+
+class _KeyCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        now = self.runtime.clock.now()
+        snap = self.runtime.keys.snapshot
+        age = GaugeMetricFamily(
+            "jwks_key_age_seconds",
+            "Seconds since the key took its state (current: activation)",
+            labels=["keyset", "state"],
+        )
+        to_rotation = GaugeMetricFamily(
+            "jwks_next_rotation_seconds", "Seconds until the scheduler rotates the keyset", labels=["keyset"]
+        )
+        count = GaugeMetricFamily("jwks_keys", "Keys per keyset and state", labels=["keyset", "state"])
+        signing = GaugeMetricFamily(
+            "jwks_keyset_can_sign", "1 when the keyset has a usable current key", labels=["keyset"]
+        )
+        for name, policy in self.runtime.settings.keysets.items():
+            ks = snap.keysets.get(name)
+            signing.add_metric([name], 1.0 if name in snap.signing else 0.0)
+            if ks is None:
+                continue
+            for state in KeyState:
+                count.add_metric([name, state.value], float(len(ks.by_state(state))))
+            if ks.current is not None:
+                age.add_metric([name, "current"], now - (ks.current.activated_at or ks.current.created_at))
+            if ks.next is not None:
+                age.add_metric([name, "next"], now - ks.next.created_at)
+            at = next_rotation_at(policy, ks)
+            if at is not None:
+                to_rotation.add_metric([name], at - now)
+        failures = CounterMetricFamily("jwks_canary_failures", "Keys that failed validation before promotion")
+        failures.add_metric([], float(self.runtime.keys.canary_failures))
+        yield from (age, to_rotation, count, signing, failures)
+
+
+class Metrics:
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.tokens_issued = Counter("jwks_tokens_issued", "Access tokens issued", ["keyset", "kid"], registry=r)
+        self.signing_seconds = Histogram(
+            "jwks_token_signing_seconds",
+            "Time to build and sign one access token",
+            ["keyset"],
+            buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+            registry=r,
+        )
+        self.token_requests = Counter(
+            "jwks_token_requests",
+            "Token endpoint answers by outcome (ok or the OAuth error code)",
+            ["outcome"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "jwks_key_transitions",
+            "Key transitions made by this process (rotated, revoked, created, retired, discarded)",
+            ["keyset", "event"],
+            registry=r,
+        )
+        self.jwks_requests = Counter(
+            "jwks_jwks_requests", "JWKS requests by status (200 or 304)", ["status"], registry=r
+        )
+        self.introspections = Counter(
+            "jwks_introspections", "Introspection answers (active, inactive, or an error code)", ["outcome"], registry=r
+        )
+        r.register(_KeyCollector(runtime))
+        runtime.keys.listeners.append(self.on_transitions)
+
+    def on_transitions(self, keyset: str, revision: int, transitions: list[Transition]) -> None:
+        for t in transitions:
+            self.transitions.labels(keyset, t.event).inc()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

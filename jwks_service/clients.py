@@ -166,16 +166,18 @@ class ClientRegistry:
             created_at=now,
             secrets=(SecretHash(self.digest(secret), now),),
         )
-        self._store.put_client(
-            client, [audit.event(now, actor, "client.create", client.client_id, name=name, scopes=list(scope_list))]
-        )
+        events = [audit.event(now, actor, "client.create", client.client_id, name=name, scopes=list(scope_list))]
+        self._store.put_client(client, events)
+        audit.log_events(events)
         self._cache.pop(client.client_id, None)
         return client, secret
 
     def delete(self, client_id: str, *, actor: str = "cli") -> None:
         now = self._clock.now()
-        if not self._store.delete_client(client_id, [audit.event(now, actor, "client.delete", client_id)]):
+        events = [audit.event(now, actor, "client.delete", client_id)]
+        if not self._store.delete_client(client_id, events):
             raise NotFoundError(f"no client {client_id}")
+        audit.log_events(events)
         self._cache.pop(client_id, None)
 
     def rotate_secret(self, client_id: str, grace: int, *, actor: str = "cli") -> tuple[Client, str]:
@@ -192,8 +194,8 @@ class ClientRegistry:
         ]
         kept = kept[-(MAX_SECRETS_PER_CLIENT - 1) :]
         updated = replace(client, secrets=(*kept, SecretHash(self.digest(secret), now)))
-        self._store.put_client(
-            updated, [audit.event(now, actor, "client.rotate_secret", client_id, grace_seconds=grace)]
-        )
+        events = [audit.event(now, actor, "client.rotate_secret", client_id, grace_seconds=grace)]
+        self._store.put_client(updated, events)
+        audit.log_events(events)
         self._cache.pop(client_id, None)
         return updated, secret

@@ -270,3 +270,18 @@ def test_denied_calls_are_audited(http: TestClient, runtime: Runtime) -> None:
     http.get("/admin/keysets", headers={"Authorization": f"Bearer {reader}"})
     denied = [e for e in runtime.store.list_audit() if e.outcome == "denied"]
     assert denied and denied[0].action == "admin.keysets.list"
+
+
+def test_audit_events_are_also_json_log_lines(
+    http: TestClient, admin: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    with caplog.at_level("INFO", logger="jwks_service.audit"):
+        http.post("/admin/clients", json={"name": "x", "scopes": ["a"], "audiences": ["b"]}, headers=admin)
+        http.post("/admin/keysets/default/rotate", json={"force": True, "reason": "drill"}, headers=admin)
+    lines = [json.loads(r.getMessage())["audit"] for r in caplog.records if r.name == "jwks_service.audit"]
+    actions = [line["action"] for line in lines]
+    assert "client.create" in actions and "admin.clients.create" in actions
+    assert "key.rotated" in actions and "admin.keysets.rotate" in actions
+    assert all({"at", "actor", "action", "target", "outcome", "reason"} <= set(line) for line in lines)

@@ -7,21 +7,56 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import __version__
-from .config import Settings, format_duration, load_settings, parse_duration, split_listen
-from .errors import ConfigError, JwksServiceError
+from . import backup as backups
+from .backends.local import LocalBackend
+from .clock import SystemClock
+from .config import (
+    Settings,
+    format_duration,
+    load_settings,
+    parse_duration,
+    policy_warnings,
+    split_listen,
+    sqlite_path,
+)
+from .errors import ConfigError, ConflictError, InvalidRequestError, JwksServiceError, NotFoundError
+from .kek import load_kek
 from .lifecycle import next_rotation_at
-from .model import KeyState
-from .runtime import Runtime, build_runtime
+from .model import Client, Keyset, KeyState
+from .runtime import Runtime, build_runtime, open_store
+from .service import KeyService
 
 
 def _ts(value: float | None) -> str:
     from .http.wellknown import rfc3339
 
     return rfc3339(value) or "-"
+
+
+def _human(seconds: float) -> str:
+    """A duration for people: its two largest units, e.g. 12d 3h, 5h, 20m 5s, 0s."""
+    s = int(abs(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for i, (unit, size) in enumerate(units):
+        if s >= size or unit == "s":
+            text = f"{s // size}{unit}"
+            if unit != "s":
+                small, small_size = units[i + 1]
+                if (s % size) // small_size:
+                    text += f" {(s % size) // small_size}{small}"
+            return text
+    return "0s"  # unreachable: the loop always returns at "s"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -134,22 +169,11 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kids(rt: Runtime, name: str) -> dict[str, Any]:
-    ks = rt.store.get_keyset(name)
-    assert ks is not None
-    return {
-        "keyset": name,
-        "current": ks.current.kid if ks.current else None,
-        "previous": [k.kid for k in ks.by_state(KeyState.PREVIOUS)],
-        "next": ks.next.kid if ks.next else None,
-    }
-
-
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor="cli")
-        result = _kids(rt, args.keyset)
+        result = rt.keys.summary(args.keyset)
     finally:
         rt.close()
     print(
@@ -164,7 +188,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         keyset, revoked = rt.keys.revoke(args.kid, reason=args.reason, actor="cli")
-        result = {**_kids(rt, keyset.name), "revoked": revoked.kid}
+        summary = rt.keys.summary(keyset.name)
+        result = {"keyset": keyset.name, "revoked": revoked.kid, "current": summary["current"], "next": summary["next"]}
     finally:
         rt.close()
     if args.json:
@@ -192,30 +217,104 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secret_status(client: Client, now: float, max_age: int) -> dict[str, Any]:
+    """Age of the newest secret, when it is due for rotation, and how many secrets still work."""
+    valid = [sec for sec in client.secrets if sec.expires_at is None or sec.expires_at > now]
+    newest = max((sec.created_at for sec in client.secrets), default=client.created_at)
+    due = newest + max_age
+    return {
+        "secret_age_seconds": int(now - newest),
+        "secret_due_at": _ts(due),
+        "secret_overdue": now >= due,
+        "secrets_valid": len(valid),
+    }
+
+
+def _client_dict(client: Client, now: float, max_age: int) -> dict[str, Any]:
+    return {**client.public_dict(), **_secret_status(client, now, max_age)}
+
+
+def _due_text(status: dict[str, Any]) -> str:
+    return f"{status['secret_due_at']}{' OVERDUE' if status['secret_overdue'] else ''}"
+
+
 def cmd_clients_list(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         clients = rt.store.list_clients()
+        now = rt.clock.now()
     finally:
         rt.close()
+    max_age = rt.settings.client_secret_max_age
+    listed = [_client_dict(c, now, max_age) for c in clients]
     if args.json:
-        print(json.dumps({"clients": [c.public_dict() for c in clients]}, indent=2))
+        print(json.dumps({"clients": listed, "secret_max_age": max_age}, indent=2))
         return 0
     _print_table(
         [
             [
-                c.client_id,
-                c.name,
-                " ".join(c.scopes),
-                " ".join(c.audiences),
-                c.keyset,
-                format_duration(c.token_ttl),
-                _ts(c.created_at),
+                c["client_id"],
+                c["name"],
+                " ".join(c["scopes"]),
+                " ".join(c["audiences"]),
+                c["keyset"],
+                format_duration(c["token_ttl"]),
+                _ts(c["created_at"]),
+                _human(c["secret_age_seconds"]),
+                _due_text(c),
+                str(c["secrets_valid"]),
             ]
-            for c in clients
+            for c in listed
         ],
-        ["CLIENT_ID", "NAME", "SCOPES", "AUDIENCES", "KEYSET", "TTL", "CREATED"],
+        ["CLIENT_ID", "NAME", "SCOPES", "AUDIENCES", "KEYSET", "TTL", "CREATED", "SECRET_AGE", "SECRET_DUE", "SECRETS"],
     )
+    overdue = sum(1 for c in listed if c["secret_overdue"])
+    if overdue:
+        _stderr(
+            f"{overdue} client secret{'s are' if overdue > 1 else ' is'} older than clients.secret_max_age"
+            f" ({format_duration(max_age)}): jwks-service clients rotate-secret CLIENT_ID"
+        )
+    return 0
+
+
+def cmd_clients_show(args: argparse.Namespace) -> int:
+    rt = _runtime(args)
+    try:
+        client = rt.store.get_client(args.client_id)
+        now = rt.clock.now()
+    finally:
+        rt.close()
+    if client is None:
+        raise NotFoundError(f"no client {args.client_id}")
+    shown = {
+        **_client_dict(client, now, rt.settings.client_secret_max_age),
+        "secrets": [
+            {
+                "created_at": sec.created_at,
+                "expires_at": sec.expires_at,
+                "valid": sec.expires_at is None or sec.expires_at > now,
+            }
+            for sec in client.secrets
+        ],
+    }
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    print(f"client_id:   {client.client_id}")
+    print(f"name:        {client.name}")
+    print(f"scopes:      {' '.join(client.scopes)}")
+    print(f"audiences:   {' '.join(client.audiences)}")
+    print(f"keyset:      {client.keyset}")
+    print(f"token_ttl:   {format_duration(client.token_ttl)}")
+    print(f"created:     {_ts(client.created_at)}")
+    print(f"secret age:  {_human(shown['secret_age_seconds'])} (rotation due {_due_text(shown)})")
+    print(f"secrets:     {shown['secrets_valid']} valid")
+    for sec in shown["secrets"]:
+        if sec["expires_at"] is None:
+            state = "valid"
+        else:
+            state = f"{'valid until' if sec['valid'] else 'expired'} {_ts(sec['expires_at'])}"
+        print(f"  created {_ts(sec['created_at'])}: {state}")
     return 0
 
 
@@ -259,6 +358,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    stored = _stored_keysets(settings)  # also refuses an alg or backend change while keys exist
     source = settings.config_file or "embedded defaults"
     print(f"configuration OK ({source})")
     print(
@@ -279,6 +379,117 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for p in settings.keysets.values()
     ]
     _print_table(rows, ["KEYSET", "ALG", "BACKEND", "ROTATION", "PREPUBLISH", "TOKEN_TTL", "LEEWAY", "VERIFY_WINDOW"])
+    now = time.time()
+    for name, policy in settings.keysets.items():
+        ks = stored.get(name) if stored is not None else None
+        at = next_rotation_at(policy, ks) if ks is not None else None
+        if stored is None:
+            print(f"{name}: next rotation: (unknown: the store cannot be read)")
+        elif at is None:
+            print(f"{name}: next rotation: (no keys yet)")
+        elif at <= now:
+            print(f"{name}: next rotation: {_ts(at)} (due now: the running service rotates it)")
+        else:
+            print(f"{name}: next rotation: {_ts(at)} (in {_human(at - now)})")
+    print(f"client secrets: due for rotation {format_duration(settings.client_secret_max_age)} after they were issued")
+    for warning in policy_warnings(settings):
+        _stderr(f"warning: {warning}")
+    return 0
+
+
+def _store_exists(settings: Settings) -> bool:
+    """Whether the store is there to read; opening a SQLite store that is not creates it."""
+    if settings.store_url.startswith("sqlite:"):
+        return sqlite_path(settings.store_url).exists()
+    return True  # a store server: opening it creates nothing
+
+
+def _stored_keysets(settings: Settings) -> dict[str, Keyset] | None:
+    """The stored keysets, checked against the configuration; {} without creating a store that does
+    not exist yet; None (with a warning) when the store cannot be read."""
+    if not _store_exists(settings):
+        return {}
+    try:
+        store = open_store(settings)
+    except JwksServiceError as exc:
+        _stderr(f"warning: cannot read the store: {exc.description}")
+        return None
+    try:
+        # The same check a start makes; it reads the store and the settings only (no backends needed).
+        KeyService(settings, store, {}, SystemClock()).check_store_against_config()
+        return {ks.name: ks for ks in store.list_keysets()}
+    except ConfigError:
+        raise
+    except JwksServiceError as exc:
+        _stderr(f"warning: cannot read the store: {exc.description}")
+        return None
+    finally:
+        store.close()
+
+
+def _store_name(settings: Settings) -> str:
+    """The store URL without any credentials in it."""
+    parts = urlsplit(settings.store_url)
+    if parts.password is None and parts.username is None:
+        return settings.store_url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _progress(line: str) -> None:
+    _stderr(f"  {line}")
+
+
+def cmd_backup_export(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not args.force and os.path.lexists(args.file):
+        raise ConflictError(f"{args.file} exists; use --force to overwrite it")
+    if not _store_exists(settings):
+        path = sqlite_path(settings.store_url)
+        raise NotFoundError(f"no store at {path}: nothing to export (check store.url)")
+    store = open_store(settings)
+    try:
+        _stderr(f"exporting {_store_name(settings)}:")
+        backup = backups.collect(store, settings.issuer, time.time(), _progress)
+    finally:
+        store.close()
+    data = backups.encode(backups.to_document(backup))
+    backups.write_file(args.file, data, force=args.force)
+    _stderr(f"wrote {args.file} ({len(data)} bytes, mode 0600)")
+    _stderr(
+        f"Private keys in it are sealed under the KEK ({settings.kek_file}) and client secrets are keyed by it:"
+        " a restore needs that same KEK file. Keep a copy of it, separately from the backup."
+    )
+    return 0
+
+
+def cmd_backup_import(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    backup = backups.parse(backups.read_file(args.file))
+    for line in backups.describe(backup):
+        _stderr(line)
+    backups.check_config(backup, settings)
+    if backup.issuer != settings.issuer:
+        _stderr(
+            f"warning: the backup is of issuer {backup.issuer} but this configuration's issuer is {settings.issuer}:"
+            " tokens issued before will not verify here"
+        )
+    if not Path(settings.kek_file).exists():
+        raise InvalidRequestError(
+            f"secrets.kek_file: {settings.kek_file} does not exist; copy the KEK file the backup was made under"
+            " there (mode 0600). Import refused, nothing written"
+        )
+    kek = load_kek(settings.kek_file, create=False)
+    checked = backups.check_kek(backup, LocalBackend(kek.derive("local-keys")))
+    _stderr(f"the KEK {settings.kek_file} unseals all {checked} live keys of the backup")
+    # start=False: a start would create keys in an empty store before the import lands.
+    rt = build_runtime(settings, start=False)
+    try:
+        backups.check_target(rt.store, force=args.force)
+        _stderr(f"importing into {_store_name(settings)}:")
+        counts = backups.restore(backup, rt.store, rt.clock.now(), str(args.file), _progress)
+    finally:
+        rt.close()
+    print(f"imported {backups.summary(counts)} from {args.file}")
     return 0
 
 
@@ -326,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = clients.add_parser("list", parents=[common], help="registered clients")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clients_list)
+    p = clients.add_parser("show", parents=[common], help="one client, with its secrets' ages (never the secrets)")
+    p.add_argument("client_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_show)
     p = clients.add_parser("rotate-secret", parents=[common], help="new secret; the old one works during --grace")
     p.add_argument("client_id")
     p.add_argument("--grace", default="24h")
@@ -341,6 +556,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration, print derived windows")
     p.set_defaults(func=cmd_check_config)
+
+    backup = sub.add_parser("backup", help="export or import keys, clients and audit in one file").add_subparsers(
+        dest="backup_command", required=True, metavar="ACTION"
+    )
+    p = backup.add_parser("export", parents=[common], help="write the store to FILE (private keys stay sealed)")
+    p.add_argument("file")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(func=cmd_backup_export)
+    p = backup.add_parser("import", parents=[common], help="restore FILE into an empty store")
+    p.add_argument("file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="import into a non-empty store: the backup's keysets replace stored ones, clients are upserted",
+    )
+    p.set_defaults(func=cmd_backup_import)
     return parser
 
 

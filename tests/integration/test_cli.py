@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from jwks_service.cli import main
+from jwks_service.clock import ManualClock
+from jwks_service.config import load_settings
+from jwks_service.runtime import build_runtime, open_store
 
 
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("JWKS_"):
             monkeypatch.delenv(name)
     return tmp_path
@@ -68,7 +74,7 @@ def test_keys_list_json_and_rotation_rules(capsys: pytest.CaptureFixture[str]) -
     assert code == 0
     result = json.loads(out)
     assert result["current"] == next(k["kid"] for k in keys if k["state"] == "next")
-    assert result["previous"] == [next(k["kid"] for k in keys if k["state"] == "current")]
+    assert result["previous"] == next(k["kid"] for k in keys if k["state"] == "current")
 
 
 def test_unknown_things_are_named(capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,3 +121,143 @@ def test_clients_and_token(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "token", created["client_id"])
     assert code == 0
     assert out.count(".") == 2
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _create_client_in_the_past(days: float) -> tuple[str, float]:
+    """A client whose only secret was issued `days` ago, on the CLI's default store."""
+    clock = ManualClock(time.time() - days * 86400)
+    rt = build_runtime(load_settings(), clock)
+    try:
+        client, _ = rt.clients.create("old", ["read"], ["api"])
+    finally:
+        rt.close()
+    return client.client_id, client.created_at
+
+
+def test_clients_list_shows_secret_age_and_due_date(capsys: pytest.CaptureFixture[str]) -> None:
+    old_id, old_created = _create_client_in_the_past(100)
+    code, out, _ = run(capsys, "clients", "create", "fresh", "--scope", "read", "--audience", "api", "--json")
+    assert code == 0
+    fresh_id = json.loads(out)["client_id"]
+    assert run(capsys, "clients", "rotate-secret", fresh_id, "--grace", "1h")[0] == 0
+
+    code, out, _ = run(capsys, "clients", "list", "--json")
+    assert code == 0
+    listed = {c["client_id"]: c for c in json.loads(out)["clients"]}
+    old, fresh = listed[old_id], listed[fresh_id]
+    assert 100 * 86400 - 60 <= old["secret_age_seconds"] <= 100 * 86400 + 60
+    assert old["secret_due_at"] == _rfc3339(old_created + 90 * 86400)
+    assert old["secret_overdue"] is True and old["secrets_valid"] == 1
+    assert fresh["secret_age_seconds"] < 60 and fresh["secret_overdue"] is False
+    assert fresh["secrets_valid"] == 2  # the old secret still works during its grace
+    assert "secrets" not in old and "client_secret" not in old
+
+    code, out, err = run(capsys, "clients", "list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert "SECRET_AGE" in header and "SECRET_DUE" in header
+    old_row = next(r for r in rows if r.startswith(old_id))
+    fresh_row = next(r for r in rows if r.startswith(fresh_id))
+    assert "100d" in old_row and old_row.endswith("OVERDUE  1")
+    assert "OVERDUE" not in fresh_row
+    assert "1 client secret is older than clients.secret_max_age (90d)" in err
+
+    # A longer policy (with a warning from check-config) moves the due date.
+    code, out, _ = run(capsys, "clients", "list", "--json", "--config", _config("[clients]\nsecret_max_age = '200d'\n"))
+    assert code == 0
+    assert all(not c["secret_overdue"] for c in json.loads(out)["clients"])
+
+
+def _config(text: str) -> str:
+    path = Path("extra.toml")
+    path.write_text(text)
+    return str(path)
+
+
+def test_clients_show_and_delete(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api", "--json")
+    client_id = json.loads(out)["client_id"]
+    assert run(capsys, "clients", "rotate-secret", client_id, "--grace", "2h")[0] == 0
+
+    code, out, _ = run(capsys, "clients", "show", client_id, "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["client_id"] == client_id and shown["name"] == "svc" and shown["scopes"] == ["read"]
+    assert shown["secrets_valid"] == 2 and shown["secret_overdue"] is False
+    assert [set(s) for s in shown["secrets"]] == [{"created_at", "expires_at", "valid"}] * 2
+    assert shown["secrets"][0]["expires_at"] is not None and shown["secrets"][1]["expires_at"] is None
+    assert "digest" not in out and "client_secret" not in out
+
+    code, out, _ = run(capsys, "clients", "show", client_id)
+    assert code == 0
+    assert f"client_id:   {client_id}" in out and "secrets:     2 valid" in out and "valid until" in out
+
+    code, out, _ = run(capsys, "clients", "delete", client_id)
+    assert code == 0 and f"deleted client {client_id}" in out
+    code, out, _ = run(capsys, "clients", "list", "--json")
+    assert json.loads(out)["clients"] == []
+    for argv in (("clients", "show", client_id), ("clients", "delete", client_id)):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == ""
+        assert f"not_found: no client {client_id}" in err
+
+    store = open_store(load_settings())
+    try:
+        actions = [(e.action, e.target, e.actor) for e in store.list_audit()]
+    finally:
+        store.close()
+    assert ("client.delete", client_id, "cli") in actions
+    assert actions.count(("client.delete", client_id, "cli")) == 1  # the refused second delete is not audited
+
+
+def test_check_config_next_rotation_without_creating_anything(
+    capsys: pytest.CaptureFixture[str], workdir: Path
+) -> None:
+    code, out, err = run(capsys, "check-config")
+    assert code == 0
+    assert "default: next rotation: (no keys yet)" in out
+    assert "warning" not in err  # the embedded defaults sit inside the rotation presets
+    assert not (workdir / "var").exists()  # neither store nor KEK created
+
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    current = next(k for k in json.loads(out)["keys"] if k["state"] == "current")
+    cfg = _config('[keysets.default]\nalg = "ES256"\n[keysets.hs]\nalg = "HS256"\n')
+    code, out, err = run(capsys, "check-config", "--config", cfg)
+    assert code == 0, err
+    expected = _rfc3339(current["activated_at"] + 180 * 86400)
+    assert (
+        f"default: next rotation: {expected} (in 179d 23h" in out
+        or f"default: next rotation: {expected} (in 180d" in out
+    )
+    assert "hs: next rotation: (no keys yet)" in out
+
+
+def test_check_config_warns_outside_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(
+        '[clients]\nsecret_max_age = "365d"\n'
+        '[keysets.default]\nalg = "ES256"\nrotation_period = "30d"\n'
+        '[keysets.hs]\nalg = "HS256"\nrotation_period = "365d"\n'
+        '[keysets.ok]\nalg = "HS256"\nrotation_period = "60d"\n'
+    )
+    code, out, err = run(capsys, "check-config", "--config", cfg)
+    assert code == 0
+    assert "configuration OK" in out
+    warnings = err.splitlines()
+    assert all(w.startswith("warning: ") for w in warnings)
+    assert len(warnings) == 3
+    assert any("keysets.default.rotation_period: 30d" in w for w in warnings)
+    assert any("keysets.hs.rotation_period: 365d" in w for w in warnings)
+    assert any("clients.secret_max_age: 365d" in w for w in warnings)
+
+
+def test_check_config_refuses_an_alg_change_against_existing_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(capsys, "keys", "list")[0] == 0
+    code, out, err = run(capsys, "check-config", "--config", _config('[keysets.default]\nalg = "RS256"\n'))
+    assert code == 2 and out == ""
+    assert "keysets.default.alg" in err and "ES256" in err

@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import __version__
 from . import backup as backups
@@ -91,7 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         n_clients = len(rt.store.list_clients())
         keysets = ", ".join(f"{n} ({p.alg})" for n, p in settings.keysets.items())
-        print(f"jwks-service {__version__}: issuer {settings.issuer}, store {settings.store_url}, keysets {keysets}")
+        print(
+            f"jwks-service {__version__}: issuer {settings.issuer}, store {settings.store_display}, keysets {keysets}"
+        )
         print(f"JWKS:  http://{listen}/.well-known/jwks.json")
         if n_clients == 0:
             print("No clients yet. Create one and get a token:")
@@ -362,7 +363,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     source = settings.config_file or "embedded defaults"
     print(f"configuration OK ({source})")
     print(
-        f"issuer {settings.issuer}, store {settings.store_url}, jwks.max_age {format_duration(settings.jwks_max_age)}"
+        f"issuer {settings.issuer}, store {settings.store_display},"
+        f" jwks.max_age {format_duration(settings.jwks_max_age)}"
         f", stale-if-error {format_duration(settings.stale_if_error)}"
     )
     rows = [
@@ -427,14 +429,6 @@ def _stored_keysets(settings: Settings) -> dict[str, Keyset] | None:
         store.close()
 
 
-def _store_name(settings: Settings) -> str:
-    """The store URL without any credentials in it."""
-    parts = urlsplit(settings.store_url)
-    if parts.password is None and parts.username is None:
-        return settings.store_url
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-
-
 def _progress(line: str) -> None:
     _stderr(f"  {line}")
 
@@ -448,7 +442,7 @@ def cmd_backup_export(args: argparse.Namespace) -> int:
         raise NotFoundError(f"no store at {path}: nothing to export (check store.url)")
     store = open_store(settings)
     try:
-        _stderr(f"exporting {_store_name(settings)}:")
+        _stderr(f"exporting {settings.store_display}:")
         backup = backups.collect(store, settings.issuer, time.time(), _progress)
     finally:
         store.close()
@@ -485,7 +479,7 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
     rt = build_runtime(settings, start=False)
     try:
         backups.check_target(rt.store, force=args.force)
-        _stderr(f"importing into {_store_name(settings)}:")
+        _stderr(f"importing into {settings.store_display}:")
         counts = backups.restore(backup, rt.store, rt.clock.now(), str(args.file), _progress)
     finally:
         rt.close()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .algorithms import ALGORITHMS, MIN_HMAC_BITS, MIN_RSA_BITS
 from .errors import ConfigError
@@ -85,6 +85,11 @@ class Settings:
     vault: VaultSettings = field(default_factory=VaultSettings)
     keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
     config_file: str = ""  # where the settings came from ("" = embedded defaults)
+
+    @property
+    def store_display(self) -> str:
+        """store.url without a password, for messages and logs."""
+        return redact_url(self.store_url)
 
     @property
     def embedded(self) -> bool:
@@ -213,11 +218,11 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
     scheme = store_url.split(":", 1)[0]
     if not isinstance(sections["store"].get("url", DEFAULT_STORE_URL), str):
         pass  # already reported: must be a string
+    elif scheme in ("redis", "rediss", "unix"):
+        if scheme != "unix" and not urlsplit(store_url).hostname:
+            problems.append("store.url: a redis URL needs a host, e.g. redis://127.0.0.1:6379/0")
     elif scheme != "sqlite":
-        if scheme in ("redis", "rediss"):
-            problems.append("store.url: redis stores are not available in this version; use sqlite:///PATH")
-        else:
-            problems.append(f"store.url: must be sqlite:///PATH (got {store_url!r})")
+        problems.append(f"store.url: must be sqlite:///PATH or redis://HOST:PORT/DB (got {redact_url(store_url)!r})")
     elif not store_url.startswith("sqlite:///") or store_url == "sqlite:///":
         problems.append(f"store.url: must be sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (got {store_url!r})")
 
@@ -360,6 +365,22 @@ def _key_bits(value: object, alg_name: str, family: str, default: int, prefix: s
     if value > 16384:
         problems.append(f"{prefix}.key_size: at most 16384 bits (got {value})")
     return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<unparsable Redis URL>"
 
 
 def _valid_listen(listen: str) -> bool:

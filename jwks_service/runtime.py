@@ -29,7 +29,11 @@ class Runtime:
 
 
 def open_store(settings: Settings) -> Store:
-    return SQLiteStore(sqlite_path(settings.store_url))
+    if settings.embedded:
+        return SQLiteStore(sqlite_path(settings.store_url))
+    from .stores.redis import RedisStore  # only deployments with replicas need redis-py loaded
+
+    return RedisStore(settings.store_url)
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool = True) -> Runtime:

@@ -29,6 +29,7 @@ from .errors import (
     KeyValidationError,
     NotFoundError,
     RevisionConflictError,
+    StoreError,
     UnavailableError,
 )
 from .jwks import RenderedJWKS, render_jwks
@@ -132,13 +133,21 @@ class KeyService:
         return transitions
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Reload from the store if anything changed there; True when something did."""
-        revision = self.store.revision()
-        if revision == self._seen_revision and not force:
-            self._revoked_loaded_at = self.clock.now()
-            return False
-        keysets = {ks.name: ks for ks in self.store.list_keysets() if ks.name in self.settings.keysets}
-        revoked = self.store.revoked_tokens(self.clock.now())
+        """Reload from the store if anything changed there; True when something did.
+
+        When the store cannot be read, signing and the JWKS go on from memory, but introspection
+        stops vouching for tokens at once: the revocation list may be out of date.
+        """
+        try:
+            revision = self.store.revision()
+            if revision == self._seen_revision and not force:
+                self._revoked_loaded_at = self.clock.now()
+                return False
+            keysets = {ks.name: ks for ks in self.store.list_keysets() if ks.name in self.settings.keysets}
+            revoked = self.store.revoked_tokens(self.clock.now())
+        except StoreError:
+            self._revoked_loaded_at = float("-inf")
+            raise
         self._install(keysets)
         self._revoked = revoked
         self._revoked_loaded_at = self.clock.now()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -20,6 +21,7 @@ from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
+from ..stores import ChangeFeed
 from . import admin, oauth, wellknown
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, metrics_endpoint
@@ -64,19 +66,36 @@ def _poll(runtime: Runtime, do_tick: bool) -> None:
 
 
 async def _background(runtime: Runtime) -> None:
+    """Reload on change notifications (when the store pushes them) and every POLL_SECONDS anyway;
+    run the scheduler every TICK_SECONDS. Store calls run in a worker thread."""
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    stop_feed = None
+    if isinstance(runtime.store, ChangeFeed):
+
+        def on_change(revision: int) -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        stop_feed = runtime.store.subscribe(on_change)
     last_tick = 0.0
-    while True:
-        await anyio.sleep(POLL_SECONDS)
-        now = runtime.clock.now()
-        do_tick = now - last_tick >= TICK_SECONDS
-        if do_tick:
-            last_tick = now
-        try:
-            await anyio.to_thread.run_sync(_poll, runtime, do_tick)
-        except JwksServiceError as exc:
-            log.warning("background refresh failed: %s", exc.description)
-        except Exception:
-            log.exception("background refresh failed")
+    try:
+        while True:
+            with anyio.move_on_after(POLL_SECONDS):
+                await wake.wait()
+            wake.clear()
+            now = runtime.clock.now()
+            do_tick = now - last_tick >= TICK_SECONDS
+            if do_tick:
+                last_tick = now
+            try:
+                await anyio.to_thread.run_sync(_poll, runtime, do_tick)
+            except JwksServiceError as exc:
+                log.warning("background refresh failed: %s", exc.description)
+            except Exception:
+                log.exception("background refresh failed")
+    finally:
+        if stop_feed is not None:
+            await anyio.to_thread.run_sync(stop_feed)
 
 
 def create_app(

@@ -7,8 +7,8 @@ write only while it is still N, so a transition planned by several replicas land
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from ..model import AuditEvent, Client, Keyset
 
@@ -64,3 +64,12 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A store that can push change notifications (Redis pub/sub); others are polled."""
+
+    def subscribe(self, on_change: Callable[[int], None]) -> Callable[[], None]:
+        """Call `on_change(revision)` from another thread on every change; returns `stop`."""
+        ...

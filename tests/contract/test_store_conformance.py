@@ -3,6 +3,7 @@ add a factory to STORE_FACTORIES and it is held to the same contract."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -13,22 +14,45 @@ import pytest
 from jwks_service.errors import RevisionConflictError
 from jwks_service.model import AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash
 from jwks_service.stores import Store
+from jwks_service.stores.redis import RedisStore
 from jwks_service.stores.sqlite import SQLiteStore
 
-StoreFactory = Callable[[Path], Store]
+
+def redis_opener(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Store]:
+    """One namespace per test, derived from its tmp_path: every store a test opens shares it, and no
+    other test (nor another run against the same $REDIS_URL) sees it. Its keys are deleted afterwards."""
+    url: str = request.getfixturevalue("redis_url")
+    namespace = "test-" + hashlib.sha256(str(tmp.resolve()).encode()).hexdigest()[:16]
+
+    def cleanup() -> None:
+        import redis
+
+        with redis.Redis.from_url(url) as r:
+            keys = list(r.scan_iter(match=f"{{{namespace}}}:*", count=1000))
+            if keys:
+                r.delete(*keys)
+
+    request.addfinalizer(cleanup)
+    return lambda: RedisStore(url, namespace=namespace)
+
+
+# Given the test's request and its tmp_path, each factory returns an opener of stores on one shared
+# location (resolved while the test is set up, so a factory may use fixtures such as redis_url).
+StoreFactory = Callable[[pytest.FixtureRequest, Path], Callable[[], Store]]
 STORE_FACTORIES: dict[str, StoreFactory] = {
-    "sqlite": lambda tmp: SQLiteStore(tmp / "store.db"),
+    "sqlite": lambda request, tmp: lambda: SQLiteStore(tmp / "store.db"),
+    "redis": redis_opener,
 }
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """Opens stores on one shared location: two calls are two processes' views of one store."""
-    factory = STORE_FACTORIES[request.param]
+    opener = STORE_FACTORIES[request.param](request, tmp_path)
     opened: list[Store] = []
 
     def make() -> Store:
-        store = factory(tmp_path)
+        store = opener()
         opened.append(store)
         return store
 

@@ -497,7 +497,7 @@ def test_good_listen(listen: str) -> None:
     ("raw", "field"),
     [
         ({"store": {"url": "postgres://db/jwks"}}, "store.url"),
-        ({"store": {"url": "redis://127.0.0.1:6379/0"}}, "store.url"),
+        ({"store": {"url": "redis:///0"}}, "store.url"),
         ({"store": {"url": "sqlite:jwks.db"}}, "store.url"),
         ({"issuer": 42}, "issuer"),
         ({"store": "sqlite:///x.db"}, "store"),
@@ -588,3 +588,12 @@ def test_consistency_rules(max_age: int, leeway: int, prepublish: int, rotation:
         lines = refusal(raw)
         assert {line.split(": ", 1)[0] for line in lines} == expected
         assert len(lines) == len(expected)
+
+
+def test_redis_store_url_is_accepted_and_never_displayed_with_its_password() -> None:
+    settings = build_settings({"store": {"url": "redis://:s3cret@127.0.0.1:6379/0"}})
+    assert not settings.embedded
+    assert settings.store_display == "redis://:***@127.0.0.1:6379/0"
+    with pytest.raises(ConfigError) as info:
+        build_settings({"store": {"url": "mysql://u:s3cret@db/x"}})
+    assert "s3cret" not in info.value.description

@@ -1,0 +1,453 @@
+"""The shared store for several replicas: Redis (one server or Sentinel's master; keys are Cluster-ready).
+
+Key layout: every key starts with one hash tag, ``{<namespace>}:``, so all of them live in one
+Cluster slot and every multi-key command or script is legal there:
+
+    {jwks}:revision            string  global revision: INCR on every write (not on auth failures)
+    {jwks}:keysets             set     keyset names
+    {jwks}:keyset:<name>       hash    revision (for compare-and-set), data (JSON: name, alg, backend,
+                                       revision, keys as codec.key_to_dict)
+    {jwks}:clients             set     client ids
+    {jwks}:client:<id>         string  JSON (codec.client_to_dict)
+    {jwks}:revoked             zset    jti -> expiry (ZADD GT: a later revocation never shortens one)
+    {jwks}:audit               zset    id -> JSON of the event with its id (member), score = id
+    {jwks}:audit_at            zset    id -> at, for ``list_audit(since=...)``
+    {jwks}:audit_seq           string  INCR: audit ids grow with every event
+    {jwks}:fail:<key>          zset    unique member -> time of a failed client authentication (EXPIRE 300 s)
+    {jwks}:op:<uuid>           string  the reply of a write script, kept 60 s (EX) so that a write
+                                       retried after a lost reply is applied once
+    channel {jwks}:changes             PUBLISH of the new global revision after every write
+
+Every write of state (keysets, clients, revocations, audit) is one Lua script: the check (the
+keyset's revision for compare-and-set), the change, its audit events, the INCR of the global
+revision and the PUBLISH run as one atomic unit. There is no lock anywhere.
+
+Every redis-py error becomes a StoreError here, once, naming the server but never the password.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..config import redact_url
+from ..errors import ConfigError, RevisionConflictError, StoreError
+from ..model import AuditEvent, Client, Keyset
+from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
+
+log = logging.getLogger(__name__)
+
+# Failure counters older than this are trimmed as new ones are written, and each counter key
+# expires this long after its last failure (the longest throttling window is a minute).
+AUTH_FAILURE_RETENTION = 300
+# Revocations are trimmed this long after their expiry, by the `now` of a reader: more than any
+# clock skew between replicas, so a replica whose clock is behind still sees what it must refuse.
+REVOKED_TRIM_MARGIN = 300.0
+# How long the reply of a write is kept for a client retry of the same call (after a lost reply).
+OP_TTL = 60
+# Reconnection backoff of the change subscription.
+SUBSCRIBE_BACKOFF_MIN = 0.1
+SUBSCRIBE_BACKOFF_MAX = 2.0
+
+# Shared head of every write script.
+#   KEYS: 1 op, 2 revision, 3 audit, 4 audit_at, 5 audit_seq, 6.. the script's own keys
+#   ARGV: 1 channel, 2 op ttl, 3 number of audit events N, then N pairs (at, JSON without id),
+#         then the script's own arguments from index A.
+# A replayed op (same op key) returns the first reply without writing again.
+_PRELUDE = """
+local done = redis.call('GET', KEYS[1])
+if done then return {1, tonumber(done)} end
+local A = 4 + 2 * tonumber(ARGV[3])
+local function commit(reply)
+  for i = 0, tonumber(ARGV[3]) - 1 do
+    local id = redis.call('INCR', KEYS[5])
+    redis.call('ZADD', KEYS[3], id, '{"id":' .. id .. ',' .. string.sub(ARGV[5 + 2 * i], 2))
+    redis.call('ZADD', KEYS[4], ARGV[4 + 2 * i], id)
+  end
+  local revision = redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[1], revision)
+  redis.call('SET', KEYS[1], reply, 'EX', ARGV[2])
+  return {1, reply}
+end
+"""
+
+# KEYS 6 keyset hash, 7 keysets set; ARGV A expected revision, A+1 name, A+2 data JSON.
+# Replies {1, new keyset revision} or {0, stored revision} (compare-and-set lost: nothing written).
+_SAVE_KEYSET = (
+    _PRELUDE
+    + """
+local stored = tonumber(redis.call('HGET', KEYS[6], 'revision') or '0')
+if stored ~= tonumber(ARGV[A]) then return {0, stored} end
+redis.call('HSET', KEYS[6], 'revision', stored + 1, 'data', ARGV[A + 2])
+redis.call('SADD', KEYS[7], ARGV[A + 1])
+return commit(stored + 1)
+"""
+)
+
+# KEYS 6 client key, 7 clients set; ARGV A client id, A+1 JSON.
+_PUT_CLIENT = (
+    _PRELUDE
+    + """
+redis.call('SET', KEYS[6], ARGV[A + 1])
+redis.call('SADD', KEYS[7], ARGV[A])
+return commit(1)
+"""
+)
+
+# KEYS 6 client key, 7 clients set; ARGV A client id. Replies {1, 1} deleted, {1, 0} no such client
+# (then nothing is written: no audit, no revision).
+_DELETE_CLIENT = (
+    _PRELUDE
+    + """
+if redis.call('DEL', KEYS[6]) == 0 then return {1, 0} end
+redis.call('SREM', KEYS[7], ARGV[A])
+return commit(1)
+"""
+)
+
+# KEYS 6 revoked zset; ARGV A expiry, A+1 jti. GT: an earlier expiry never shortens a revocation.
+_REVOKE_TOKEN = (
+    _PRELUDE
+    + """
+redis.call('ZADD', KEYS[6], 'GT', ARGV[A], ARGV[A + 1])
+return commit(1)
+"""
+)
+
+_APPEND_AUDIT = _PRELUDE + "\nreturn commit(1)\n"
+
+# KEYS 1 audit, 2 audit_at; ARGV 1 since ('' for none), 2 limit. Newest (highest id) first.
+_LIST_AUDIT = """
+local limit = tonumber(ARGV[2])
+if limit <= 0 then return {} end
+if ARGV[1] == '' then return redis.call('ZREVRANGE', KEYS[1], 0, limit - 1) end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')
+local nums = {}
+for i, v in ipairs(ids) do nums[i] = tonumber(v) end
+table.sort(nums, function(a, b) return a > b end)
+local out = {}
+for i = 1, math.min(limit, #nums) do
+  out[i] = redis.call('ZRANGEBYSCORE', KEYS[1], nums[i], nums[i])[1]
+end
+return out
+"""
+
+
+def _num(value: float) -> str:
+    """A float as Redis parses it back to the same double."""
+    return repr(float(value))
+
+
+class RedisStore:
+    def __init__(self, url: str, *, socket_timeout: float = 2.0, namespace: str = "jwks") -> None:
+        if not namespace or any(c in namespace for c in "{}") or any(c.isspace() for c in namespace):
+            raise ConfigError(f"Redis namespace {namespace!r}: must be non-empty, without braces or spaces")
+        try:
+            self._r = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                health_check_interval=10,
+                # A few quick retries ride over a restart or a dropped pooled connection; writes stay
+                # exactly-once through the op keys (see _PRELUDE). Timeouts are not retried (redis-py
+                # nests the connect retries inside the command's), so a silent server fails after
+                # about one socket_timeout, and a refused connection within a second.
+                retry=Retry(
+                    ExponentialWithJitterBackoff(cap=0.25, base=0.05),
+                    retries=2,
+                    supported_errors=(RedisConnectionError,),
+                ),
+                decode_responses=True,
+            )
+        except ValueError as exc:
+            raise StoreError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+        kwargs = self._r.connection_pool.connection_kwargs
+        self._password: str | None = kwargs.get("password")
+        if "path" in kwargs:
+            self.where = f"unix:{kwargs['path']}"
+        else:
+            self.where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        self.namespace = namespace
+        p = f"{{{namespace}}}:"
+        self._prefix = p
+        self._k_revision = p + "revision"
+        self._k_keysets = p + "keysets"
+        self._k_clients = p + "clients"
+        self._k_revoked = p + "revoked"
+        self._k_audit = p + "audit"
+        self._k_audit_at = p + "audit_at"
+        self._k_audit_seq = p + "audit_seq"
+        self.channel = p + "changes"
+        self._save_keyset = self._r.register_script(_SAVE_KEYSET)
+        self._put_client = self._r.register_script(_PUT_CLIENT)
+        self._delete_client = self._r.register_script(_DELETE_CLIENT)
+        self._revoke_token = self._r.register_script(_REVOKE_TOKEN)
+        self._append_audit = self._r.register_script(_APPEND_AUDIT)
+        self._list_audit = self._r.register_script(_LIST_AUDIT)
+        self._subscriptions: list[Callable[[], None]] = []
+        self._sub_lock = threading.Lock()
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except AuthenticationError as exc:
+            raise StoreError(f"Redis at {self.where} refused the credentials ({what}): {self._describe(exc)}") from None
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise StoreError(f"Redis at {self.where} unreachable ({what}): {self._describe(exc)}") from None
+        except RedisError as exc:
+            raise StoreError(f"Redis at {self.where}: {what} failed: {self._describe(exc)}") from None
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _keyset_key(self, name: str) -> str:
+        return f"{self._prefix}keyset:{name}"
+
+    def _client_key(self, client_id: str) -> str:
+        return f"{self._prefix}client:{client_id}"
+
+    def _fail_key(self, key: str) -> str:
+        return f"{self._prefix}fail:{key}"
+
+    def _write(self, script: Any, keys: Sequence[str], args: Sequence[object], audit: Sequence[AuditEvent]) -> Any:
+        """Run a write script with the shared head: op key, revision, audit and channel."""
+        audit_args: list[object] = []
+        for e in audit:
+            payload = e.as_dict()
+            payload.pop("id")
+            audit_args += [_num(e.at), json.dumps(payload, separators=(",", ":"))]
+        op = f"{self._prefix}op:{uuid.uuid4().hex}"
+        return script(
+            keys=[op, self._k_revision, self._k_audit, self._k_audit_at, self._k_audit_seq, *keys],
+            args=[self.channel, OP_TTL, len(audit), *audit_args, *args],
+        )
+
+    # -- Store ----------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        with self._guard("read the revision"):
+            value = self._r.get(self._k_revision)
+        return int(value or 0)
+
+    @staticmethod
+    def _keyset(data: str) -> Keyset:
+        d = json.loads(data)
+        keys = sorted((key_from_dict(k) for k in d["keys"]), key=lambda k: (k.created_at, k.kid))
+        return Keyset(d["name"], d["alg"], d["backend"], int(d["revision"]), tuple(keys))
+
+    def get_keyset(self, name: str) -> Keyset | None:
+        with self._guard("read a keyset"):
+            data = self._r.hget(self._keyset_key(name), "data")
+        return self._keyset(str(data)) if data is not None else None
+
+    def list_keysets(self) -> list[Keyset]:
+        with self._guard("list keysets"):
+            names = sorted(str(n) for n in self._r.smembers(self._k_keysets))
+            pipe = self._r.pipeline(transaction=True)
+            for name in names:
+                pipe.hget(self._keyset_key(name), "data")
+            rows = pipe.execute() if names else []
+        return [self._keyset(str(d)) for d in rows if d is not None]
+
+    def save_keyset(self, keyset: Keyset, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Keyset:
+        new_revision = expected_revision + 1
+        data = {
+            "name": keyset.name,
+            "alg": keyset.alg,
+            "backend": keyset.backend,
+            "revision": new_revision,
+            "keys": [key_to_dict(k) for k in keyset.keys],
+        }
+        with self._guard("save a keyset"):
+            ok, value = self._write(
+                self._save_keyset,
+                [self._keyset_key(keyset.name), self._k_keysets],
+                [expected_revision, keyset.name, json.dumps(data, separators=(",", ":"))],
+                audit,
+            )
+        if not ok:
+            raise RevisionConflictError(
+                f"keyset {keyset.name} is at revision {value}, not {expected_revision}: another writer came first"
+            )
+        return Keyset(keyset.name, keyset.alg, keyset.backend, int(value), keyset.keys)
+
+    def get_client(self, client_id: str) -> Client | None:
+        with self._guard("read a client"):
+            data = self._r.get(self._client_key(client_id))
+        return client_from_dict(json.loads(str(data))) if data is not None else None
+
+    def list_clients(self) -> list[Client]:
+        with self._guard("list clients"):
+            ids = sorted(str(i) for i in self._r.smembers(self._k_clients))
+            rows = self._r.mget([self._client_key(i) for i in ids]) if ids else []
+        clients = [client_from_dict(json.loads(str(d))) for d in rows if d is not None]
+        return sorted(clients, key=lambda c: c.created_at)  # stable: ties stay in client_id order
+
+    def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None:
+        payload = json.dumps(client_to_dict(client), separators=(",", ":"))
+        with self._guard("write a client"):
+            self._write(
+                self._put_client,
+                [self._client_key(client.client_id), self._k_clients],
+                [client.client_id, payload],
+                audit,
+            )
+
+    def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
+        with self._guard("delete a client"):
+            _, deleted = self._write(
+                self._delete_client, [self._client_key(client_id), self._k_clients], [client_id], audit
+            )
+        return bool(deleted)
+
+    def revoke_token(self, jti: str, expires_at: float) -> None:
+        with self._guard("revoke a token"):
+            self._write(self._revoke_token, [self._k_revoked], [_num(expires_at), jti], ())
+
+    def revoked_tokens(self, now: float) -> dict[str, float]:
+        with self._guard("read revoked tokens"):
+            pipe = self._r.pipeline(transaction=True)
+            pipe.zremrangebyscore(self._k_revoked, "-inf", "(" + _num(now - REVOKED_TRIM_MARGIN))
+            pipe.zrangebyscore(self._k_revoked, "(" + _num(now), "+inf", withscores=True)
+            _, rows = pipe.execute()
+        return {str(jti): float(exp) for jti, exp in rows}
+
+    def record_auth_failure(self, keys: Sequence[str], now: float) -> None:
+        if not keys:
+            return
+        with self._guard("record an authentication failure"):
+            pipe = self._r.pipeline(transaction=True)
+            for k in keys:
+                fk = self._fail_key(k)
+                pipe.zadd(fk, {f"{_num(now)}:{uuid.uuid4().hex}": now})
+                pipe.zremrangebyscore(fk, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
+                pipe.expire(fk, AUTH_FAILURE_RETENTION)
+            pipe.execute()
+
+    def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        if not keys:
+            return {}
+        low = "(" + _num(since)
+        with self._guard("read authentication failures"):
+            pipe = self._r.pipeline(transaction=True)
+            for k in keys:
+                fk = self._fail_key(k)
+                pipe.zcount(fk, low, "+inf")
+                pipe.zrangebyscore(fk, low, "+inf", start=0, num=1, withscores=True)
+            replies = pipe.execute()
+        found: dict[str, tuple[int, float]] = {}
+        for i, k in enumerate(keys):
+            count, oldest = replies[2 * i], replies[2 * i + 1]
+            if count:
+                found[k] = (int(count), float(oldest[0][1]))
+        return found
+
+    def is_empty(self) -> bool:
+        with self._guard("check for data"):
+            n = self._r.exists(self._k_keysets, self._k_clients, self._k_revoked, self._k_audit)
+        return int(n) == 0
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        with self._guard("append audit events"):
+            self._write(self._append_audit, [], [], events)
+
+    def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
+        with self._guard("read the audit log"):
+            rows = self._list_audit(
+                keys=[self._k_audit, self._k_audit_at],
+                args=["" if since is None else _num(since), max(0, limit)],
+            )
+        return [audit_from_dict(json.loads(str(r))) for r in rows]
+
+    # -- change propagation ---------------------------------------------------------------------
+
+    def subscribe(self, on_change: Callable[[int], None]) -> Callable[[], None]:
+        """Call `on_change(revision)` from a daemon thread for every change any writer publishes.
+
+        Also called with the current revision each time the subscription is (re)established, so
+        changes made while Redis was unreachable are not missed. Reconnects with a bounded backoff
+        (0.1 s doubling to 2 s). Returns a function that stops the thread."""
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._listen, args=(on_change, stop), name=f"redis-changes-{self.namespace}", daemon=True
+        )
+
+        def cancel() -> None:
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+            with self._sub_lock:
+                if cancel in self._subscriptions:
+                    self._subscriptions.remove(cancel)
+
+        with self._sub_lock:
+            self._subscriptions.append(cancel)
+        thread.start()
+        return cancel
+
+    @staticmethod
+    def _notify(on_change: Callable[[int], None], revision: int) -> None:
+        try:
+            on_change(revision)
+        except Exception:
+            log.exception("change callback failed for revision %d", revision)
+
+    def _listen(self, on_change: Callable[[int], None], stop: threading.Event) -> None:
+        delay = SUBSCRIBE_BACKOFF_MIN
+        failing = False
+        while not stop.is_set():
+            pubsub = self._r.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.channel)
+                while not stop.is_set():
+                    msg = pubsub.get_message(timeout=0.25)
+                    if msg is None:
+                        continue
+                    if msg["type"] == "subscribe":
+                        # First subscription, or redis-py re-subscribed after a reconnect: catch up.
+                        if failing:
+                            log.info("change subscription to Redis at %s resumed", self.where)
+                        delay, failing = SUBSCRIBE_BACKOFF_MIN, False
+                        with self._guard("read the revision"):
+                            current = int(self._r.get(self._k_revision) or 0)
+                        self._notify(on_change, current)
+                    elif msg["type"] == "message":
+                        self._notify(on_change, int(msg["data"]))
+            except (RedisError, StoreError, ValueError) as exc:
+                if not failing:
+                    log.warning("change subscription to Redis at %s lost: %s", self.where, self._describe(exc))
+                failing = True
+                stop.wait(delay)
+                delay = min(delay * 2, SUBSCRIBE_BACKOFF_MAX)
+            finally:
+                try:
+                    pubsub.close()
+                except RedisError:
+                    pass
+
+    def close(self) -> None:
+        with self._sub_lock:
+            cancels = list(self._subscriptions)
+        for cancel in cancels:
+            cancel()
+        self._r.close()

@@ -10,7 +10,8 @@ States: next -> current -> previous -> retired, and any of them -> revoked.
     state     in JWKS  signs  verifies
     next      yes      no     yes        published at least `prepublish` before it may sign
     current   yes      yes    yes        exactly one per keyset
-    previous  yes      no     yes        until retire_at = demotion + verify_window
+    previous  yes      no     yes        until retire_at = demotion + verify_window, retired one
+                                         leeway later (clock skew between replicas)
     retired   no       no     no         private material destroyed
     revoked   no       no     no         from the moment of revocation
 """
@@ -86,7 +87,11 @@ class Transition:
 
 def _maintenance(policy: KeysetPolicy, keyset: Keyset, now: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
     retire = tuple(
-        k.kid for k in keyset.keys if k.state == KeyState.PREVIOUS and k.retire_at is not None and k.retire_at <= now
+        k.kid
+        for k in keyset.keys
+        # One leeway after retire_at: replicas' clocks may differ by up to the leeway, and the
+        # replica that demoted the key may have stamped retire_at with a clock behind ours.
+        if k.state == KeyState.PREVIOUS and k.retire_at is not None and k.retire_at + policy.leeway <= now
     )
     prune = tuple(
         k.kid

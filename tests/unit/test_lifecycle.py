@@ -174,14 +174,17 @@ def test_rotation_uses_created_at_when_current_never_recorded_activation() -> No
     assert plan_tick(POLICY, ks, T0 - 1).empty
 
 
-def test_retirement_happens_at_retire_at_exactly() -> None:
+def test_retirement_happens_one_leeway_after_retire_at() -> None:
     retire_at = T0 + 500
     ks = keyset(
         key("old", KeyState.PREVIOUS, T0 - 2 * DAY, activated_at=T0 - 2 * DAY, retire_at=retire_at),
         key("cur", KeyState.CURRENT, T0 - DAY, activated_at=T0),
         key("nxt", KeyState.NEXT, T0),
     )
-    assert plan_tick(POLICY, ks, retire_at - 0.001).empty
+    # retire_at stamped by a replica whose clock may be up to `leeway` behind ours
+    assert plan_tick(POLICY, ks, retire_at).empty
+    assert plan_tick(POLICY, ks, retire_at + POLICY.leeway - 0.001).empty
+    retire_at += POLICY.leeway
     plan = plan_tick(POLICY, ks, retire_at)
     assert plan.retire == ("old",)
     assert plan.reason == "maintenance"
@@ -215,7 +218,7 @@ def test_prune_of_long_retired_records_only() -> None:
 
 def test_scheduled_rotation_also_retires_and_prunes() -> None:
     ks = keyset(
-        key("old", KeyState.PREVIOUS, T0 - 3 * DAY, retire_at=T0 - 1),
+        key("old", KeyState.PREVIOUS, T0 - 3 * DAY, retire_at=T0 - POLICY.leeway),
         key("gone", KeyState.RETIRED, T0 - 90 * DAY, retired_at=T0 - RETAIN_RETIRED_SECONDS - 1),
         key("cur", KeyState.CURRENT, T0 - DAY),
         key("nxt", KeyState.NEXT, T0 - HOUR),
@@ -295,7 +298,7 @@ def test_rotate_on_empty_keyset_bootstraps() -> None:
 
 
 def test_rotate_carries_due_retirements() -> None:
-    ks = keyset(key("old", KeyState.PREVIOUS, T0 - DAY, retire_at=T0), *steady(next_age=HOUR).keys)
+    ks = keyset(key("old", KeyState.PREVIOUS, T0 - DAY, retire_at=T0 - POLICY.leeway), *steady(next_age=HOUR).keys)
     assert plan_rotate(POLICY, ks, T0).retire == ("old",)
 
 

@@ -214,7 +214,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         if moment == "rotation":
             at = next_rotation_at(self.policy, self.keyset)
         elif moment == "retire_at":
-            pending = [k.retire_at for k in self.keyset.by_state(KeyState.PREVIOUS) if k.retire_at is not None]
+            leeway = self.policy.leeway  # retirement waits one leeway past retire_at (replica clock skew)
+            pending = [k.retire_at + leeway for k in self.keyset.by_state(KeyState.PREVIOUS) if k.retire_at is not None]
             at = min(pending, default=None)
         else:
             nxt = self.keyset.next
@@ -227,13 +228,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         plan = plan_tick(self.policy, self.keyset, self.now)
         assert plan.reason in ("bootstrap", "maintenance", "scheduled"), plan.reason
         self.run(plan)
-        ks, now = self.keyset, self.now
+        ks, now, ks_leeway = self.keyset, self.now, self.policy.leeway
         # one tick does everything that is due now
         assert plan_tick(self.policy, ks, now).empty
         assert not rotation_due(self.policy, ks, now)
         assert ks.current is not None
         assert ks.next is not None
-        assert not [k.kid for k in ks.by_state(KeyState.PREVIOUS) if k.retire_at is not None and k.retire_at <= now]
+        due = [k for k in ks.by_state(KeyState.PREVIOUS) if k.retire_at is not None and k.retire_at + ks_leeway <= now]
+        assert not due
         self.sign()
 
     @rule()
@@ -405,8 +407,8 @@ def test_scheduler_alone_rotates_on_time(drawn: Drawn, tick_fraction: float, per
         if k.state == KeyState.RETIRED:
             assert k.retired_at is not None
             assert k.deactivated_at is not None
-            assert k.deactivated_at + policy.verify_window <= k.retired_at
-            assert k.retired_at < k.deactivated_at + policy.verify_window + interval + EPS
+            assert k.deactivated_at + policy.verify_window + policy.leeway <= k.retired_at
+            assert k.retired_at < k.deactivated_at + policy.verify_window + policy.leeway + interval + EPS
     # each rotation comes at most rotation_period + interval after the one before, and the last tick
     # was no earlier than limit - interval
     last_tick = now - interval

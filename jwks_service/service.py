@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -144,6 +144,9 @@ class KeyService:
                 self._revoked_loaded_at = self.clock.now()
                 return False
             keysets = {ks.name: ks for ks in self.store.list_keysets() if ks.name in self.settings.keysets}
+            for name, served in self._snapshot.keysets.items():
+                if name not in keysets and served.revision > 0:
+                    keysets[name] = self._reseed(served)
             revoked = self.store.revoked_tokens(self.clock.now())
         except StoreError:
             self._revoked_loaded_at = float("-inf")
@@ -153,6 +156,27 @@ class KeyService:
         self._revoked_loaded_at = self.clock.now()
         self._seen_revision = revision
         return True
+
+    def _reseed(self, served: Keyset) -> Keyset:
+        """The store lost a keyset we serve (e.g. Redis restarted without persistence): write back
+        the keys we hold rather than let the scheduler make new ones and orphan every live token."""
+        now = self.clock.now()
+        event = audit.event(
+            now,
+            "scheduler",
+            "keyset.reseed",
+            served.name,
+            reason="the store no longer held this keyset",
+            kids=[k.kid for k in served.keys],
+        )
+        log.error("store lost keyset %s; writing back the %d keys this replica serves", served.name, len(served.keys))
+        try:
+            saved = self.store.save_keyset(replace(served, revision=0), 0, [event])
+        except RevisionConflictError:  # another replica put it back first
+            again = self.store.get_keyset(served.name)
+            return again if again is not None else served
+        audit.log_events([event])
+        return saved
 
     def _install(self, keysets: Mapping[str, Keyset]) -> None:
         old = self._snapshot

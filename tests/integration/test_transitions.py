@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from jwks_service.clock import ManualClock
 from jwks_service.lifecycle import check_invariants
@@ -100,3 +102,23 @@ def test_key_failing_its_canary_is_never_promoted(runtime_factory: Callable[...,
     clock.advance(5 * 60)
     rt.keys.tick()
     assert rt.keys.snapshot.signing["default"].kid == after.next.kid
+
+
+def test_store_that_lost_its_keysets_gets_them_back(runtime_factory: Callable[..., Runtime], tmp_path: Path) -> None:
+    """A store emptied under a running replica (Redis restarted without persistence): the replica
+    writes back the keys it serves instead of letting the scheduler orphan every live token."""
+    rt = runtime_factory({"default": {"alg": "ES256", **POLICY}})
+    served = rt.keys.snapshot.keysets["default"]
+    db = sqlite3.connect(tmp_path / "jwks.db")
+    with db:
+        db.execute("DELETE FROM keys")
+        db.execute("DELETE FROM keysets")
+        db.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
+    db.close()
+    rt.keys.refresh()
+    rt.keys.tick()
+    restored = rt.store.get_keyset("default")
+    assert restored is not None
+    assert sorted(k.kid for k in restored.keys) == sorted(k.kid for k in served.keys)
+    assert rt.keys.snapshot.signing["default"].kid == served.current.kid  # type: ignore[union-attr]
+    assert [e.action for e in rt.store.list_audit(limit=1)] == ["keyset.reseed"]

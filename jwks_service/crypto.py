@@ -241,3 +241,19 @@ def public_jwk(alg: Algorithm, key: PrivateKey) -> tuple[dict[str, Any], str]:
         imported = OKPKey.import_key(key.public_key())
     jwk = {str(k): v for k, v in imported.as_dict(private=False).items()}
     return jwk, imported.thumbprint()
+
+
+def public_jwk_from_public_key(key: PublicKey) -> tuple[dict[str, Any], str]:
+    """The JWK (without kid) and RFC 7638 thumbprint of a public key held without its private half
+    (a Vault Transit key, whose private half never leaves Vault)."""
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+    imported: ECKey | RSAKey | OKPKey
+    if isinstance(key, rsa.RSAPublicKey):
+        imported = RSAKey.import_key(key)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        imported = ECKey.import_key(key)
+    else:
+        imported = OKPKey.import_key(key)
+    jwk = {str(k): v for k, v in imported.as_dict(private=False).items()}
+    return jwk, imported.thumbprint()

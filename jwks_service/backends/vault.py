@@ -1,0 +1,499 @@
+"""Vault / OpenBao Transit keys: created inside Vault, used there, never exported.
+
+A keyset ``K`` is one Transit key ``f"{key_prefix}{K}"``; each of our key versions is one version of
+that Transit key. Every signature pins ``key_version``, so a version made out of band (someone ran
+``rotate``, or ``auto_rotate_period`` is set in Vault) never signs before the service has published
+it; `latest_version` lets the service notice such a version and `adopt` turns it into a key record.
+
+The record's ``sealed_private`` holds only a pointer, ``vault-transit:v1:<transit key>:<version>``:
+not secret, and useless without a Vault token allowed to sign with that key.
+
+Errors of hvac and requests become service errors here, exactly once:
+
+- Vault unreachable, timing out, sealed, rate limiting or failing → `UnavailableError` (503, Retry-After);
+- permission denied or a bad token → `VaultPermissionError`, naming the path and capability the
+  token's policy lacks (see ``deploy/vault-policy.hcl``);
+- Vault refusing the key or version (missing key, trimmed version, wrong type) → `KeyValidationError`.
+
+The hvac client is built by the caller (address, token, a short timeout: hvac's default is 30 s) and
+must use hvac's default JSON adapter. Sign and HMAC requests go through its adapter to the Transit
+endpoints directly: hvac's ``create_key`` knows no ``hmac`` keys and its ``generate_hmac`` no
+``batch_input``, and one code path keeps single and batched requests identical.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from ..algorithms import ALGORITHMS, MIN_HMAC_BITS, Algorithm
+from ..crypto import (
+    KeyMismatchError,
+    PublicKey,
+    SignFn,
+    VerifyFn,
+    check_key,
+    make_verifier,
+    public_jwk_from_public_key,
+    public_key_from_jwk,
+)
+from ..errors import ConfigError, KeyValidationError, UnavailableError
+from ..lifecycle import NewKey
+from ..model import KeyVersion
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REFERENCE_PREFIX = b"vault-transit:v1:"
+RETRY_AFTER_UNAVAILABLE = 5  # seconds: Vault down, sealed or slow
+RETRY_AFTER_PERMISSION = 30  # seconds: a policy fix needs a human
+RSA_KEY_BITS = (2048, 3072, 4096)
+HMAC_KEY_BYTES = (32, 512)  # Transit's bounds for an hmac key's key_size
+_HASHES = {"sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha2-512"}
+_EC_TYPES = {"P-256": "ecdsa-p256", "P-384": "ecdsa-p384", "P-521": "ecdsa-p521"}
+# Transit answers 500 (not 400) for some refusals that are about the key, not about Vault's health.
+_KEY_PROBLEMS = ("key version", "requested version", "no such key", "key not found")
+
+
+class VaultPermissionError(UnavailableError):
+    """Vault refused the token: the service cannot sign until its policy (or token) is fixed."""
+
+    def __init__(self, description: str, retry_after: int = RETRY_AFTER_PERMISSION) -> None:
+        super().__init__(description, retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class TransitKeySpec:
+    """How a keyset's algorithm maps to a Transit key."""
+
+    key_type: str  # rsa-2048 | ... | ecdsa-p256 | ... | ed25519 | hmac
+    key_size: int | None = None  # bytes, hmac keys only
+
+
+@dataclass(frozen=True, slots=True)
+class TransitRef:
+    """What a Vault-backed key record points at: a Transit key and one of its versions."""
+
+    key_name: str
+    version: int
+
+    def encode(self) -> bytes:
+        return REFERENCE_PREFIX + f"{self.key_name}:{self.version}".encode()
+
+
+def transit_key_spec(alg: Algorithm, key_bits: int) -> TransitKeySpec:
+    """The Transit key type for `alg`; ConfigError for a size Transit cannot make."""
+    fam = alg.family
+    if fam == "HMAC":
+        least = max(MIN_HMAC_BITS, alg.hash_bytes * 8)
+        if key_bits % 8 or not least <= key_bits <= HMAC_KEY_BYTES[1] * 8:
+            raise ConfigError(
+                f"key_bits: a Vault Transit {alg.name} key is a whole number of bytes from {least} to "
+                f"{HMAC_KEY_BYTES[1] * 8} bits, not {key_bits}"
+            )
+        return TransitKeySpec("hmac", key_bits // 8)
+    if fam in ("RSA", "RSA-PSS"):
+        if key_bits not in RSA_KEY_BITS:
+            raise ConfigError(f"key_bits: Vault Transit RSA keys are 2048, 3072 or 4096 bits, not {key_bits}")
+        return TransitKeySpec(f"rsa-{key_bits}")
+    if fam == "EC":
+        return TransitKeySpec(_EC_TYPES[alg.curve])
+    return TransitKeySpec("ed25519")
+
+
+def parse_reference(key: KeyVersion) -> TransitRef:
+    """The Transit key and version a record points at; KeyValidationError when it has none."""
+    blob = key.sealed_private
+    if blob is None:
+        raise KeyValidationError(f"key {key.kid} holds no Vault reference (retired or revoked)")
+    if not blob.startswith(REFERENCE_PREFIX):
+        raise KeyValidationError(f"key {key.kid}: not a Vault Transit reference")
+    name, sep, version = blob[len(REFERENCE_PREFIX) :].decode("utf-8", "replace").rpartition(":")
+    if not sep or not name or not version.isdigit() or int(version) < 1:
+        raise KeyValidationError(f"key {key.kid}: malformed Vault Transit reference")
+    return TransitRef(name, int(version))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _transit_error(exc: hvac.exceptions.VaultError) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:
+        return "; ".join(" ".join(str(e).split()) for e in errors)
+    return type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    """One pinned Transit signing operation: the endpoint, the fixed request fields, the decoding."""
+
+    path: str  # e.g. transit/sign/jwks-default (no /v1/)
+    fields: dict[str, Any]
+    result: str  # "signature" (sign) or "hmac"
+    prefix: str  # vault:v<version>:
+    urlsafe: bool  # ECDSA with marshaling_algorithm=jws: base64url without padding
+
+    def decode(self, value: Any) -> bytes:
+        if not isinstance(value, str) or not value.startswith(self.prefix):
+            raise KeyValidationError(f"{self.path}: Transit answered with another key version than {self.prefix!r}")
+        body = value[len(self.prefix) :]
+        try:
+            if self.urlsafe:
+                return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise KeyValidationError(f"{self.path}: Transit returned a malformed signature") from None
+
+
+class VaultBackend:
+    """A `KeyBackend` whose keys live in a Vault or OpenBao Transit secrets engine."""
+
+    name = "vault"
+
+    def __init__(self, client: hvac.Client, mount: str = "transit", key_prefix: str = "jwks-") -> None:
+        self._client = client
+        self._mount = mount.strip("/")
+        self._prefix = key_prefix
+        self._public: dict[tuple[str, int], PublicKey] = {}
+        self._public_lock = threading.Lock()
+
+    # ----- names and Vault calls --------------------------------------------------------------
+
+    def key_name(self, keyset: str) -> str:
+        return f"{self._prefix}{keyset}"
+
+    def _vault(self, path: str, capability: str, call: Callable[[], T]) -> T:
+        """Run one Vault request; turn its failure into a service error (the only place that does)."""
+        where = f"{self._mount}/{path}"
+        try:
+            return call()
+        except requests.exceptions.Timeout:
+            raise UnavailableError(
+                f"Vault at {self._client.url} did not answer {where} in time", retry_after=RETRY_AFTER_UNAVAILABLE
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise UnavailableError(
+                f"Vault at {self._client.url} is unreachable ({type(exc).__name__})",
+                retry_after=RETRY_AFTER_UNAVAILABLE,
+            ) from None
+        except hvac.exceptions.Forbidden:
+            raise VaultPermissionError(
+                f"Vault permission denied on {where}: the token's policy must allow {capability!r} on that path "
+                "(see deploy/vault-policy.hcl)"
+            ) from None
+        except hvac.exceptions.Unauthorized:
+            raise VaultPermissionError(
+                f"Vault refused the token on {where}: it is missing, invalid or expired"
+            ) from None
+        except hvac.exceptions.InvalidPath:
+            raise KeyValidationError(
+                f"Vault has no {where} (is the key missing, or the transit engine not mounted at {self._mount}?)"
+            ) from None
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.UnsupportedOperation) as exc:
+            raise KeyValidationError(f"Vault refused {where}: {_transit_error(exc)}") from None
+        except hvac.exceptions.InternalServerError as exc:
+            detail = _transit_error(exc)
+            if any(p in detail for p in _KEY_PROBLEMS):
+                raise KeyValidationError(f"Vault refused {where}: {detail}") from None
+            raise UnavailableError(f"Vault failed on {where}: {detail}", retry_after=RETRY_AFTER_UNAVAILABLE) from None
+        except hvac.exceptions.VaultDown:
+            raise UnavailableError(
+                f"Vault at {self._client.url} is sealed or unavailable", retry_after=RETRY_AFTER_UNAVAILABLE
+            ) from None
+        except hvac.exceptions.VaultError as exc:  # 412, 429, 501, 502 and anything unexpected
+            raise UnavailableError(
+                f"Vault failed on {where}: {_transit_error(exc)}", retry_after=RETRY_AFTER_UNAVAILABLE
+            ) from None
+
+    def _post(self, path: str, body: dict[str, Any] | None, capability: str = "update") -> dict[str, Any]:
+        url = f"/v1/{self._mount}/{path}"
+        resp = self._vault(path, capability, lambda: self._client.adapter.post(url, json=body))
+        return resp if isinstance(resp, dict) else {}
+
+    def _read_key(self, name: str) -> dict[str, Any] | None:
+        """The Transit key's description, or None when it does not exist."""
+        url = f"/v1/{self._mount}/keys/{name}"
+
+        def read() -> Any:
+            try:
+                return self._client.adapter.get(url)
+            except hvac.exceptions.InvalidPath:
+                return None
+
+        resp = self._vault(f"keys/{name}", "read", read)
+        if resp is None:
+            return None
+        info: dict[str, Any] = resp["data"]
+        self._remember_public(name, info)
+        return info
+
+    def _key_info(self, name: str) -> dict[str, Any]:
+        info = self._read_key(name)
+        if info is None:
+            raise KeyValidationError(f"Vault has no Transit key {self._mount}/keys/{name}")
+        return info
+
+    # ----- public keys ------------------------------------------------------------------------
+
+    def _remember_public(self, name: str, info: dict[str, Any]) -> None:
+        key_type = info.get("type")
+        for version, entry in (info.get("keys") or {}).items():
+            if not isinstance(entry, dict) or (name, int(version)) in self._public:
+                continue
+            text = entry.get("public_key")
+            if not text:
+                continue
+            try:
+                public = self._parse_public(str(key_type), str(text))
+            except (ValueError, binascii.Error):
+                log.error("Transit key %s v%s: cannot parse its public key", name, version)
+                continue
+            with self._public_lock:
+                self._public.setdefault((name, int(version)), public)
+
+    @staticmethod
+    def _parse_public(key_type: str, text: str) -> PublicKey:
+        if key_type == "ed25519":
+            return ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+        loaded = serialization.load_pem_public_key(text.encode())
+        if not isinstance(loaded, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise ValueError(f"unexpected public key {type(loaded).__name__}")
+        return loaded
+
+    def public_key(self, key_name: str, version: int) -> PublicKey:
+        """The public key of a Transit key version, read from Vault once per version and cached."""
+        cached = self._public.get((key_name, version))
+        if cached is not None:
+            return cached
+        self._key_info(key_name)  # caches every version it lists
+        cached = self._public.get((key_name, version))
+        if cached is None:
+            raise KeyValidationError(
+                f"Vault has no public key for {self._mount}/keys/{key_name} version {version} "
+                "(not a signing key, trimmed, or below min_decryption_version)"
+            )
+        return cached
+
+    # ----- KeyBackend -------------------------------------------------------------------------
+
+    def _check_key(self, name: str, alg: Algorithm, spec: TransitKeySpec, info: dict[str, Any]) -> None:
+        """Refuse a Transit key we did not make the way we would have (an out-of-band or reused name)."""
+        where = f"{self._mount}/keys/{name}"
+        if info.get("type") != spec.key_type:
+            raise KeyValidationError(f"Transit key {where} is {info.get('type')}, but {alg.name} needs {spec.key_type}")
+        if spec.key_size is not None and info.get("key_size") != spec.key_size:
+            raise KeyValidationError(
+                f"Transit key {where} holds {info.get('key_size')}-byte secrets, not the configured {spec.key_size}"
+            )
+        if info.get("exportable") or info.get("allow_plaintext_backup"):
+            raise KeyValidationError(
+                f"Transit key {where} is exportable or allows plaintext backups: its private key could leave Vault"
+            )
+        if info.get("derived"):
+            raise KeyValidationError(f"Transit key {where} uses key derivation, which JWS signing cannot")
+
+    def generate(self, keyset: str, alg: Algorithm, key_bits: int) -> NewKey:
+        """Create the Transit key (version 1) or rotate it; the new version becomes the new key."""
+        spec = transit_key_spec(alg, key_bits)
+        name = self.key_name(keyset)
+        info = self._read_key(name)
+        if info is None:
+            body: dict[str, Any] = {"type": spec.key_type, "exportable": False, "allow_plaintext_backup": False}
+            if spec.key_size is not None:
+                body["key_size"] = spec.key_size
+            created = self._post(f"keys/{name}", body, "create").get("data")
+            info = created if isinstance(created, dict) and "latest_version" in created else self._key_info(name)
+            self._remember_public(name, info)
+            self._check_key(name, alg, spec, info)  # creating over an existing key is a silent no-op
+        else:
+            self._check_key(name, alg, spec, info)
+            rotated = self._post(f"keys/{name}/rotate", None).get("data")
+            info = rotated if isinstance(rotated, dict) and "latest_version" in rotated else self._key_info(name)
+            self._remember_public(name, info)
+        return self._new_key(name, alg, int(info["latest_version"]))
+
+    def adopt(self, keyset: str, alg: Algorithm, key_bits: int, version: int) -> NewKey:
+        """A key record for a Transit version made outside the service (rotate, auto_rotate_period)."""
+        spec = transit_key_spec(alg, key_bits)
+        name = self.key_name(keyset)
+        info = self._key_info(name)
+        self._check_key(name, alg, spec, info)
+        low, high = int(info.get("min_decryption_version") or 1), int(info["latest_version"])
+        if not low <= version <= high:
+            raise KeyValidationError(f"Transit key {name} has no usable version {version} (usable: {low}..{high})")
+        return self._new_key(name, alg, version)
+
+    def _new_key(self, name: str, alg: Algorithm, version: int) -> NewKey:
+        ref = TransitRef(name, version).encode()
+        if alg.symmetric:
+            # HMAC kids are random, never derived from the secret (which Vault keeps anyway).
+            return NewKey(secrets.token_urlsafe(16), None, ref)
+        public = self.public_key(name, version)
+        try:
+            check_key(alg, public)
+        except KeyMismatchError as exc:
+            raise KeyValidationError(f"Transit key {name} v{version}: {exc}") from None
+        jwk, kid = public_jwk_from_public_key(public)
+        jwk.update({"kid": kid, "alg": alg.name, "use": "sig"})
+        return NewKey(kid, jwk, ref)
+
+    def _operation(self, key: KeyVersion) -> _Operation:
+        ref = parse_reference(key)
+        alg = ALGORITHMS.get(key.alg)
+        if alg is None:
+            raise KeyValidationError(f"key {key.kid}: unsupported algorithm {key.alg!r}")
+        prefix = f"vault:v{ref.version}:"
+        fields: dict[str, Any] = {"key_version": ref.version}
+        if alg.symmetric:
+            fields["algorithm"] = _HASHES[alg.hash_name]
+            return _Operation(f"hmac/{ref.key_name}", fields, "hmac", prefix, urlsafe=False)
+        if alg.family == "RSA":
+            fields.update(hash_algorithm=_HASHES[alg.hash_name], signature_algorithm="pkcs1v15")
+        elif alg.family == "RSA-PSS":
+            # RFC 7518 §3.5: the salt is as long as the hash ("auto", Vault's default, makes it as long as possible).
+            fields.update(hash_algorithm=_HASHES[alg.hash_name], signature_algorithm="pss", salt_length="hash")
+        elif alg.family == "EC":
+            # jws marshaling: r || s in base64url (RFC 7518 §3.4), not ASN.1 DER.
+            fields.update(hash_algorithm=_HASHES[alg.hash_name], marshaling_algorithm="jws")
+        return _Operation(f"sign/{ref.key_name}", fields, "signature", prefix, urlsafe=alg.family == "EC")
+
+    def signer(self, key: KeyVersion) -> SignFn:
+        """Sign with the record's Transit version (pinned): one Vault request per call."""
+        op = self._operation(key)
+
+        def sign(data: bytes) -> bytes:
+            resp = self._post(op.path, {**op.fields, "input": _b64(data)})
+            return op.decode((resp.get("data") or {}).get(op.result))
+
+        return sign
+
+    def sign_batch(self, key: KeyVersion, inputs: Sequence[bytes]) -> list[bytes]:
+        """Sign many inputs in ONE Transit request (``batch_input``), pinned to the record's version.
+
+        Signatures come back in input order; any item Vault refused fails the whole batch.
+        """
+        if not inputs:
+            return []
+        op = self._operation(key)
+        resp = self._post(op.path, {**op.fields, "batch_input": [{"input": _b64(d)} for d in inputs]})
+        results = (resp.get("data") or {}).get("batch_results")
+        if not isinstance(results, list) or len(results) != len(inputs):
+            raise KeyValidationError(f"{self._mount}/{op.path}: Transit answered a batch of {len(inputs)} oddly")
+        out: list[bytes] = []
+        for i, item in enumerate(results):
+            if item.get("error"):
+                raise KeyValidationError(f"{self._mount}/{op.path}: batch item {i} refused: {item['error']}")
+            out.append(op.decode(item.get(op.result)))
+        return out
+
+    def verifier(self, key: KeyVersion) -> VerifyFn:
+        """Asymmetric keys verify locally with the published JWK; HMAC keys ask Transit (the secret stays there)."""
+        alg = ALGORITHMS.get(key.alg)
+        if alg is None:
+            raise KeyValidationError(f"key {key.kid}: unsupported algorithm {key.alg!r}")
+        if not alg.symmetric:
+            if key.public_jwk is None:
+                raise KeyValidationError(f"key {key.kid} has no public key")
+            try:
+                return make_verifier(alg, public_key_from_jwk(key.alg, key.public_jwk))
+            except KeyMismatchError as exc:
+                raise KeyValidationError(f"key {key.kid}: {exc}") from None
+        ref = parse_reference(key)
+        path = f"verify/{ref.key_name}"
+        url = f"/v1/{self._mount}/{path}"
+        prefix, size, algorithm = f"vault:v{ref.version}:", alg.hash_bytes, _HASHES[alg.hash_name]
+
+        def verify_hmac(data: bytes, sig: bytes) -> bool:
+            if len(sig) != size:
+                return False
+            body = {"input": _b64(data), "algorithm": algorithm, "hmac": prefix + _b64(sig)}
+
+            def call() -> Any:
+                try:
+                    return self._client.adapter.post(url, json=body)
+                except hvac.exceptions.InvalidRequest:  # version retired (min_decryption_version) or trimmed
+                    return None
+
+            resp = self._vault(path, "update", call)
+            return isinstance(resp, dict) and (resp.get("data") or {}).get("valid") is True
+
+        return verify_hmac
+
+    # ----- lifecycle helpers ------------------------------------------------------------------
+
+    def latest_version(self, keyset: str) -> int:
+        """The newest version of the keyset's Transit key (0 when it does not exist), to spot
+        versions made out of band."""
+        info = self._read_key(self.key_name(keyset))
+        return 0 if info is None else int(info["latest_version"])
+
+    def retire(self, key: KeyVersion, live: Iterable[KeyVersion]) -> int:
+        """Make retired versions unusable in Vault and destroy them where Transit allows.
+
+        `key` is the record being retired or revoked, as it was before (with its reference); `live`
+        are the keyset's records still in next/current/previous. Transit can only cut a key ring
+        from below: min_decryption_version and min_encryption_version rise to the oldest live version
+        (no older version can then sign, verify or be read) and the key is trimmed to it (older
+        versions deleted for good). A retired version newer than a live one stays in Vault until
+        every older version is retired too; the service no longer signs with it (its record has no
+        reference) nor publishes it. Returns the key ring's min_available_version afterwards.
+        """
+        try:
+            retired: TransitRef | None = parse_reference(key)
+        except KeyValidationError:
+            retired = None
+        live_refs: list[TransitRef] = []
+        for k in live:
+            try:
+                live_refs.append(parse_reference(k))
+            except KeyValidationError:
+                continue
+        name = retired.key_name if retired else (live_refs[0].key_name if live_refs else self.key_name(key.keyset))
+        live_versions = [r.version for r in live_refs if r.key_name == name]
+        info = self._read_key(name)
+        if info is None:
+            return 0
+        latest = int(info["latest_version"])
+        if live_versions:
+            floor = min(live_versions)
+        elif retired is not None:
+            floor = retired.version + 1
+        else:
+            return int(info.get("min_available_version") or 0)
+        floor = min(floor, latest)  # Transit never lets the minimums pass the latest version
+        if retired is not None and retired.version >= floor:
+            log.warning(
+                "Transit key %s v%d stays in Vault until the older live version v%d is retired",
+                name,
+                retired.version,
+                floor,
+            )
+        min_dec = int(info.get("min_decryption_version") or 0)
+        min_enc = int(info.get("min_encryption_version") or 0)
+        min_avail = int(info.get("min_available_version") or 0)
+        new_dec = max(min_dec, floor)
+        new_enc = max(min_enc, new_dec)  # never 0 ("any version") once we manage the ring
+        if (new_dec, new_enc) != (min_dec, min_enc):
+            self._post(f"keys/{name}/config", {"min_decryption_version": new_dec, "min_encryption_version": new_enc})
+            with self._public_lock:
+                for cached in [k for k in self._public if k[0] == name and k[1] < new_dec]:
+                    del self._public[cached]
+        if new_dec > min_avail:
+            self._post(f"keys/{name}/trim", {"min_available_version": new_dec})
+            min_avail = new_dec
+        return min_avail

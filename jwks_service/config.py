@@ -165,6 +165,8 @@ def load_settings(config_file: str | None = None, environ: Mapping[str, str] | N
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
     raw = _merge(raw, env_overrides(env))
+    if env.get("VAULT_ADDR") and not (isinstance(raw.get("vault"), Mapping) and raw["vault"].get("addr")):
+        raw = _merge(raw, {"vault": {"addr": env["VAULT_ADDR"]}})  # Vault's own variable is honoured
     return build_settings(raw, config_file=path)
 
 
@@ -266,9 +268,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
             problems.append(f"{prefix}.alg: unknown algorithm {alg_name!r} (known: {', '.join(ALGORITHMS)})")
             continue
         backend = want_str(table.get("backend", "local"), f"{prefix}.backend")
-        if backend == "vault":
-            problems.append(f"{prefix}.backend: the vault backend is not available in this version; use local")
-        elif backend != "local":
+        if backend == "vault" and not vault.addr:
+            problems.append(f"vault.addr: keysets.{name} uses backend = vault; set vault.addr or VAULT_ADDR")
+        if backend not in ("local", "vault"):
             problems.append(f"{prefix}.backend: must be local or vault (got {backend!r})")
         default_rotation = DEFAULT_ROTATION_HMAC if alg.symmetric else DEFAULT_ROTATION_ASYMMETRIC
         rotation = duration(table.get("rotation_period", default_rotation), f"{prefix}.rotation_period")
@@ -300,6 +302,13 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
             )
         if alg.family in ("RSA", "RSA-PSS") and key_bits and key_bits < MIN_RSA_BITS:
             problems.append(f"{prefix}.key_size: an RSA key needs at least {MIN_RSA_BITS} bits (got {key_bits})")
+        if backend == "vault" and key_bits:
+            from .backends.vault import transit_key_spec  # Transit makes only some key sizes
+
+            try:
+                transit_key_spec(alg, key_bits)
+            except ConfigError as exc:
+                problems.append(f"{prefix}.{exc.description.replace('key_bits', 'key_size', 1)}")
         keysets[name] = KeysetPolicy(
             name=name,
             alg=alg_name,

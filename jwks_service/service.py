@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from . import audit
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
+from .batching import MicroBatcher
 from .clock import Clock
 from .config import KeysetPolicy, Settings
 from .crypto import SignFn
@@ -37,7 +38,15 @@ from .jws import VerificationKey
 from .lifecycle import Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
 from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
-from .tokens import access_token_claims, check_claims, encode_header, encode_token, verify_access_token
+from .tokens import (
+    access_token_claims,
+    assemble,
+    check_claims,
+    encode_header,
+    encode_token,
+    signing_input,
+    verify_access_token,
+)
 
 log = logging.getLogger("jwks_service")
 
@@ -52,6 +61,8 @@ class SigningKey:
     alg: str
     header_b64: bytes
     sign: SignFn
+    # Remote backends (Vault): many inputs in one call, for the micro-batcher; None for local keys.
+    sign_batch: Callable[[Sequence[bytes]], list[bytes]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,9 @@ class KeyService:
         self._revoked: dict[str, float] = {}
         self._revoked_loaded_at = float("-inf")
         self.canary_failures = 0
+        self._batcher: MicroBatcher | None = None
+        # Keysets whose remote backend failed their last signature (cleared by the next success).
+        self.degraded: dict[str, str] = {}
 
     # ----- start-up and reloading -------------------------------------------------------------
 
@@ -202,8 +216,13 @@ class KeyService:
                         signing[name] = prior
                         continue
                     try:
+                        batch = getattr(backend, "sign_batch", None)
                         signing[name] = SigningKey(
-                            key.kid, key.alg, encode_header(key.alg, key.kid), backend.signer(key)
+                            key.kid,
+                            key.alg,
+                            encode_header(key.alg, key.kid),
+                            backend.signer(key),
+                            partial(batch, key) if batch is not None else None,
                         )
                     except JwksServiceError as exc:
                         problems[name] = f"current key {key.kid} cannot sign: {exc.description}"
@@ -335,10 +354,28 @@ class KeyService:
                     continue  # another replica or the CLI came first: reload and plan again
                 audit.log_events(events)
                 self._install({**self._snapshot.keysets, name: saved})
+                self._destroy(backend, stored, saved, transitions)
                 for listener in self.listeners if transitions else ():
                     listener(name, saved.revision, transitions)
                 return saved, transitions
         raise ConflictError(f"keyset {name} kept changing under us; try again")
+
+    def _destroy(self, backend: KeyBackend, before: Keyset, after: Keyset, transitions: list[Transition]) -> None:
+        """Backends that hold keys elsewhere (Vault) destroy retired versions there too.
+        Local keys need nothing: their sealed material left the record in the same write."""
+        retire = getattr(backend, "retire", None)
+        gone = [t.kid for t in transitions if t.event in ("retired", "revoked", "discarded")]
+        if retire is None or not gone:
+            return
+        live = [k for k in after.keys if k.verifies]
+        for kid in gone:
+            key = before.find(kid)
+            if key is None:
+                continue
+            try:
+                retire(key, live)
+            except JwksServiceError as exc:  # the record is already retired; Vault catches up next time
+                log.warning("could not retire key %s in its backend: %s", kid, exc.description)
 
     def _canary(self, backend: KeyBackend, key: KeyVersion) -> str:
         """Sign a token with the key and verify it with its published key; '' when it works."""
@@ -383,6 +420,39 @@ class KeyService:
         )
         return Issued(encode_token(signing.header_b64, claims, signing.sign), ttl, scope, signing.kid, claims)
 
+    async def issue_async(self, client: Client, scope: str, audience: str) -> Issued:
+        """`issue` for the event loop: a remote key's signature goes through the micro-batcher."""
+        signing = self._snapshot.signing.get(client.keyset)
+        if signing is None or signing.sign_batch is None:
+            return self.issue(client, scope, audience)
+        batch = signing.sign_batch
+        if self._batcher is None:
+            self._batcher = MicroBatcher()
+        batcher = self._batcher
+
+        async def sign(data: bytes) -> bytes:
+            try:
+                signature = await batcher.sign(signing.kid, batch, data)
+            except UnavailableError as exc:
+                self.degraded[client.keyset] = exc.description
+                raise
+            self.degraded.pop(client.keyset, None)
+            return signature
+
+        policy = self.settings.keysets[client.keyset]
+        ttl = min(client.token_ttl, policy.token_ttl)
+        claims = access_token_claims(
+            issuer=self.settings.issuer,
+            client_id=client.client_id,
+            audience=audience,
+            scope=scope,
+            now=self.clock.now(),
+            ttl=ttl,
+        )
+        data = signing_input(signing.header_b64, claims)
+        token = assemble(data, await sign(data))
+        return Issued(token, ttl, scope, signing.kid, claims)
+
     def introspect(self, token: str) -> Introspected:
         """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive."""
         now = self.clock.now()
@@ -416,4 +486,5 @@ class KeyService:
         except JwksServiceError as exc:
             problems["store"] = exc.description
         problems.update(self._snapshot.problems)
+        problems.update({name: f"degraded: {why}" for name, why in self.degraded.items()})
         return problems

@@ -155,7 +155,7 @@ async def _token(request: Request, metrics: Metrics) -> Response:
     scope = choose_scope(client, form.get("scope"))
     audience = choose_audience(client, form.get("audience"))
     started = perf_counter()
-    issued = runtime.keys.issue(client, scope, audience)
+    issued = await runtime.keys.issue_async(client, scope, audience)
     metrics.signing_seconds.labels(client.keyset).observe(perf_counter() - started)
     metrics.tokens_issued.labels(client.keyset, issued.kid).inc()
     return JSONResponse(

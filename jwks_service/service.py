@@ -35,7 +35,7 @@ from .errors import (
 )
 from .jwks import RenderedJWKS, render_jwks
 from .jws import VerificationKey
-from .lifecycle import Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
+from .lifecycle import NewKey, Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
 from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
 from .tokens import (
@@ -51,6 +51,7 @@ from .tokens import (
 log = logging.getLogger("jwks_service")
 
 CAS_ATTEMPTS = 8
+OUT_OF_BAND_CHECK_SECONDS = 10.0  # how often a remote backend is asked for versions made behind our back
 # Introspection refuses to vouch for a token when the revocation list is older than this.
 REVOCATION_STALENESS = 5.0
 
@@ -114,6 +115,7 @@ class KeyService:
         self._revoked_loaded_at = float("-inf")
         self.canary_failures = 0
         self._batcher: MicroBatcher | None = None
+        self._adoption_checked: dict[str, float] = {}
         # Keysets whose remote backend failed their last signature (cleared by the next success).
         self.degraded: dict[str, str] = {}
 
@@ -244,6 +246,7 @@ class KeyService:
         done: list[Transition] = []
         now = self.clock.now()
         for name, policy in self.settings.keysets.items():
+            done.extend(self._adopt_out_of_band(name, policy, now))
             cached = self._snapshot.keysets.get(name)
             # Plan on the in-memory copy first: most ticks have nothing to do and touch no store.
             if cached is not None and plan_tick(policy, cached, now).empty:
@@ -255,6 +258,42 @@ class KeyService:
                 continue
             done.extend(transitions)
         return done
+
+    def _adopt_out_of_band(self, name: str, policy: KeysetPolicy, now: float) -> list[Transition]:
+        """A remote key version made behind our back (a Transit rotate, auto_rotate_period) becomes
+        `next`: published now, signing no earlier than prepublish from now. We never sign with a
+        version we have not published (signing pins the version), so this only keeps rotation moving."""
+        backend = self.backends[policy.backend]
+        latest_version = getattr(backend, "latest_version", None)
+        version_of = getattr(backend, "version_of", None)
+        adopt = getattr(backend, "adopt", None)
+        cached = self._snapshot.keysets.get(name)
+        if latest_version is None or version_of is None or adopt is None or cached is None:
+            return []
+        if now - self._adoption_checked.get(name, float("-inf")) < OUT_OF_BAND_CHECK_SECONDS:
+            return []
+        self._adoption_checked[name] = now
+        try:
+            latest = int(latest_version(name))
+            known = max((v for k in cached.keys if (v := version_of(k)) is not None), default=0)
+            if latest <= known:
+                return []
+
+            def planner(ks: Keyset) -> Plan:
+                if max((v for k in ks.keys if (v := version_of(k)) is not None), default=0) >= latest:
+                    return Plan(name, "maintenance")  # another replica adopted it already
+                nxt = ks.next
+                return Plan(name, "adopted", discard=nxt.kid if nxt is not None else None, new_next=True)
+
+            log.warning("keyset %s: Transit version %d was made outside the service; adopting it as next", name, latest)
+            alg = ALGORITHMS[policy.alg]
+            _, transitions = self._transition(
+                name, planner, reason="out-of-band version", new_key=lambda: adopt(name, alg, policy.key_bits, latest)
+            )
+        except JwksServiceError as exc:
+            log.error("keyset %s: checking for out-of-band key versions failed: %s", name, exc.description)
+            return []
+        return transitions
 
     def _plan_tick(self, policy: KeysetPolicy, keyset: Keyset) -> Plan:
         return plan_tick(policy, keyset, self.clock.now())
@@ -296,8 +335,15 @@ class KeyService:
         return policy
 
     def _transition(
-        self, name: str, planner: Callable[[Keyset], Plan], *, actor: str = "scheduler", reason: str = ""
+        self,
+        name: str,
+        planner: Callable[[Keyset], Plan],
+        *,
+        actor: str = "scheduler",
+        reason: str = "",
+        new_key: Callable[[], NewKey] | None = None,
     ) -> tuple[Keyset, list[Transition]]:
+        """Plan, make new keys (`new_key`, else the backend generates), validate, compare-and-set."""
         policy = self._policy(name)
         backend = self.backends[policy.backend]
         with self._write_lock:  # one writer per process; across processes compare-and-set decides
@@ -321,7 +367,8 @@ class KeyService:
                         log.error("key %s failed validation and will not be promoted: %s", candidate.kid, failure)
                         plan = on_canary_failure(plan)
                 alg = ALGORITHMS[policy.alg]
-                new_keys = [backend.generate(name, alg, policy.key_bits) for _ in range(plan.new_keys)]
+                make = new_key or partial(backend.generate, name, alg, policy.key_bits)
+                new_keys = [make() for _ in range(plan.new_keys)]
                 keys, transitions = apply_plan(policy, stored, plan, new_keys, now)
                 if plan.new_current:
                     fresh = next(k for k in keys if k.kid == new_keys[0].kid)

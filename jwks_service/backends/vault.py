@@ -436,6 +436,13 @@ class VaultBackend:
 
     # ----- lifecycle helpers ------------------------------------------------------------------
 
+    def version_of(self, key: KeyVersion) -> int | None:
+        """The Transit version a record points at; None once its reference is gone (retired)."""
+        try:
+            return parse_reference(key).version
+        except KeyValidationError:
+            return None
+
     def latest_version(self, keyset: str) -> int:
         """The newest version of the keyset's Transit key (0 when it does not exist), to spot
         versions made out of band."""

@@ -125,3 +125,31 @@ def test_sealed_vault_degrades_only_its_keyset_and_recovers(vault_runtime: Any, 
         root.sys.submit_unseal_key(match.group(1))
     assert http.post("/oauth/token", data=GRANT, headers=basic(vclient.client_id, vsecret)).status_code == 200
     assert http.get("/readyz").status_code == 200
+
+
+def test_out_of_band_transit_rotation_is_adopted_as_next(vault_runtime: Any, openbao: Any) -> None:
+    name = unique("o")
+    rt = vault_runtime({name: {"alg": "ES256", "backend": "vault"}})
+    client, secret = rt.clients.create("svc", ["read"], ["api"], keyset=name)
+    http = TestClient(create_app(runtime=rt, background=False), base_url=ISSUER)
+    before = rt.keys.summary(name)
+    root = openbao.client()
+    root.secrets.transit.rotate_key(f"jwks-{name}")  # someone rotates the Transit key by hand
+    latest = int(root.secrets.transit.read_key(f"jwks-{name}")["data"]["latest_version"])
+    rt.keys.tick()
+    after = rt.keys.summary(name)
+    assert after["current"] == before["current"]  # nothing signs with the new version yet
+    assert after["next"] != before["next"]
+    adopted = rt.keys.snapshot.keysets[name].find(after["next"])
+    assert adopted is not None
+    assert adopted.sealed_private == f"vault-transit:v1:jwks-{name}:{latest}".encode()
+    assert after["next"] in {k["kid"] for k in http.get("/.well-known/jwks.json").json()["keys"]}
+    # Once promoted, the adopted version signs tokens that verify against the JWKS.
+    rt.keys.rotate(name, force=True, reason="test")
+    token = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).json()["access_token"]
+    assert jwt.get_unverified_header(token)["kid"] == after["next"]
+    jwks = jwt.PyJWKSet.from_dict(http.get("/.well-known/jwks.json").json())
+    key = next(k for k in jwks.keys if k.key_id == after["next"])
+    jwt.decode(token, key, algorithms=["ES256"], audience="api", issuer=ISSUER)
+    rt.keys.tick()  # adopted once, not again
+    assert rt.keys.summary(name)["current"] == after["next"]

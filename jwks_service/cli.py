@@ -173,8 +173,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor="cli")
-        result = rt.keys.summary(args.keyset)
+        result = rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor="cli")
     finally:
         rt.close()
     print(

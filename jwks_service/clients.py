@@ -8,6 +8,7 @@ fast. Unknown client ids and wrong secrets take the same path: one HMAC, constan
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -16,9 +17,11 @@ from dataclasses import replace
 from . import audit
 from .clock import Clock
 from .config import KeysetPolicy
-from .errors import InvalidClientError, InvalidRequestError, NotFoundError, TooManyRequestsError
+from .errors import InvalidClientError, InvalidRequestError, NotFoundError, StoreError, TooManyRequestsError
 from .model import Client, SecretHash
 from .stores import Store
+
+log = logging.getLogger("jwks_service")
 
 SECRET_BYTES = 32
 MAX_SECRETS_PER_CLIENT = 4
@@ -70,6 +73,7 @@ class ClientRegistry:
         self._clock = clock
         self._keysets = keysets
         self._cache: dict[str, Client | None] = {}
+        self._local_failures: dict[str, list[float]] = {}
 
     def digest(self, secret: str) -> bytes:
         return hmac.digest(self._pepper, secret.encode("utf-8", "surrogateescape"), "sha256")
@@ -98,15 +102,44 @@ class ClientRegistry:
         now = self._clock.now()
         keys = failure_keys(client_id, address) if address is not None else None
         if keys is not None:
-            retry = throttle(self._store.auth_failures(keys, now - FAILURE_WINDOW), keys, now)
+            retry = throttle(self._failures(keys, now), keys, now)
             if retry is not None:
                 raise TooManyRequestsError("too many failed client authentications; slow down", retry_after=retry)
         try:
             return self._check_secret(client_id, secret, now)
         except InvalidClientError:
             if keys is not None:
-                self._store.record_auth_failure(keys, now)
+                self._record_failure(keys, now)
             raise
+
+    # The counters live in the store so that every replica agrees; while the store cannot be
+    # reached, this process counts on its own (a store outage must not stop token issuance, nor
+    # switch throttling off).
+    def _failures(self, keys: tuple[str, str], now: float) -> dict[str, tuple[int, float]]:
+        try:
+            counts = self._store.auth_failures(keys, now - FAILURE_WINDOW)
+        except StoreError as exc:
+            log.debug("failure counters unavailable, counting in this process: %s", exc.description)
+            counts = {}
+        local = self._local_failures
+        for key in keys:
+            recent = [t for t in local.get(key, ()) if t > now - FAILURE_WINDOW]
+            if recent:
+                local[key] = recent
+                stored = counts.get(key, (0, now))
+                counts[key] = (stored[0] + len(recent), min(stored[1], recent[0]))
+            else:
+                local.pop(key, None)
+        return counts
+
+    def _record_failure(self, keys: tuple[str, str], now: float) -> None:
+        try:
+            self._store.record_auth_failure(keys, now)
+        except StoreError:
+            if len(self._local_failures) > 100_000:
+                self._local_failures.clear()
+            for key in keys:
+                self._local_failures.setdefault(key, []).append(now)
 
     def _check_secret(self, client_id: str, secret: str, now: float) -> Client:
         client = self.get(client_id)

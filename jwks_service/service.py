@@ -298,12 +298,14 @@ class KeyService:
     def _plan_tick(self, policy: KeysetPolicy, keyset: Keyset) -> Plan:
         return plan_tick(policy, keyset, self.clock.now())
 
-    def rotate(self, name: str, *, force: bool = False, reason: str = "", actor: str = "cli") -> Keyset:
+    def rotate(self, name: str, *, force: bool = False, reason: str = "", actor: str = "cli") -> dict[str, Any]:
+        """Rotate now; the keyset's kids by role, `previous` being the key this rotation demoted."""
         policy = self._policy(name)
-        keyset, _ = self._transition(
+        _, transitions = self._transition(
             name, lambda ks: plan_rotate(policy, ks, self.clock.now(), force=force), actor=actor, reason=reason
         )
-        return keyset
+        demoted = next((t.kid for t in transitions if t.state == KeyState.PREVIOUS), None)
+        return self.summary(name, previous=demoted)
 
     def revoke(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
         """Emergency revocation of a key, by kid, in whichever keyset holds it; idempotent."""
@@ -315,16 +317,19 @@ class KeyService:
                 return keyset, revoked
         raise NotFoundError(f"no key with kid {kid}")
 
-    def summary(self, name: str) -> dict[str, Any]:
-        """The kids of a keyset by role, as the admin API and the CLI report them."""
+    def summary(self, name: str, previous: str | None = None) -> dict[str, Any]:
+        """The kids of a keyset by role, as the admin API and the CLI report them. Without `previous`
+        (the key a rotation just demoted), the most recently demoted previous key by our clock."""
         ks = self._snapshot.keysets.get(name) or self.store.get_keyset(name)
         if ks is None:
             raise NotFoundError(f"no keyset {name}")
-        previous = sorted(ks.by_state(KeyState.PREVIOUS), key=lambda k: k.deactivated_at or 0.0)
+        if previous is None:
+            demoted = sorted(ks.by_state(KeyState.PREVIOUS), key=lambda k: k.deactivated_at or 0.0)
+            previous = demoted[-1].kid if demoted else None
         return {
             "keyset": name,
             "current": ks.current.kid if ks.current else None,
-            "previous": previous[-1].kid if previous else None,
+            "previous": previous,
             "next": ks.next.kid if ks.next else None,
         }
 

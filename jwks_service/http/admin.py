@@ -208,8 +208,8 @@ async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Respon
     reason = _reason(data)
     if name not in runtime.settings.keysets:
         raise NotFoundError(f"no keyset {name}")
-    await anyio.to_thread.run_sync(lambda: runtime.keys.rotate(name, force=force, reason=reason, actor=actor))
-    return JSONResponse(runtime.keys.summary(name)), f"keyset:{name}", reason
+    summary = await anyio.to_thread.run_sync(lambda: runtime.keys.rotate(name, force=force, reason=reason, actor=actor))
+    return JSONResponse(summary), f"keyset:{name}", reason
 
 
 @admin("keys.revoke")

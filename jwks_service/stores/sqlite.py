@@ -6,6 +6,7 @@ read, so two processes can never both see revision N and both write N + 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -67,7 +68,8 @@ class SQLiteStore:
                 self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
                 self._db.execute("COMMIT")
             except BaseException as exc:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"SQLite write failed: {exc}") from None
                 raise
@@ -162,7 +164,7 @@ class SQLiteStore:
                 self._db.execute("DELETE FROM auth_failures WHERE at < ?", (now - AUTH_FAILURE_RETENTION,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"SQLite write failed: {exc}") from None
 

@@ -64,3 +64,13 @@ def test_throttle_decision_is_pure() -> None:
     assert throttle({keys[0]: (10, 50.0)}, keys, 100.0) == 11
     assert throttle({keys[1]: (50, 99.5)}, keys, 100.0) == 60
     assert throttle({keys[1]: (49, 99.5)}, keys, 100.0) is None
+
+
+def test_store_outage_neither_stops_issuance_nor_switches_throttling_off(http: TestClient, runtime: Runtime) -> None:
+    client, secret = runtime.clients.create("svc", ["read"], ["api"])
+    assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 200
+    runtime.store.close()  # the store goes away; the client record is cached
+    assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 200
+    for _ in range(10):
+        assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, "bad")).status_code == 401
+    assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 429

@@ -1,6 +1,10 @@
-# Vault / OpenBao policy for jwks-service's Transit backend: exactly what VaultBackend needs.
+# Vault / OpenBao policy for jwks-service: exactly what its Transit backend, envelope mode (a KEK wrapped
+# by Transit) and its token renewal need.
 #
 #   bao policy write jwks-service deploy/vault-policy.hcl      (or: vault policy write ...)
+#
+# Attach it to the service's token, or to its AppRole (token_policies=jwks-service): logging in needs
+# no policy.
 #
 # Assumes the transit engine at "transit/" and the default key prefix "jwks-" (keyset K is the Transit
 # key jwks-K). With another [vault] transit_mount or prefix, change the paths below to match.
@@ -36,6 +40,17 @@ path "transit/hmac/jwks-*" {
 }
 
 path "transit/verify/jwks-*" {
+  capabilities = ["update"]
+}
+
+# Envelope mode, secrets.kek = "vault-transit:jwks-kek": wrap a new KEK on first start, unwrap it at every
+# start. The key itself is created (aes256-gcm96, not exportable) through transit/keys/jwks-* above.
+# With another key name, change these two paths (and create the key yourself if it is not jwks-*).
+path "transit/encrypt/jwks-kek" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/jwks-kek" {
   capabilities = ["update"]
 }
 

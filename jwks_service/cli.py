@@ -26,10 +26,10 @@ from .config import (
     sqlite_path,
 )
 from .errors import ConfigError, ConflictError, InvalidRequestError, JwksServiceError, NotFoundError
-from .kek import load_kek
+from .kek import LoadedKek
 from .lifecycle import next_rotation_at
 from .model import Client, Keyset, KeyState
-from .runtime import Runtime, build_runtime, open_store
+from .runtime import Runtime, build_runtime, open_kek, open_store
 from .service import KeyService
 
 
@@ -71,8 +71,20 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _runtime(args: argparse.Namespace) -> Runtime:
     rt = build_runtime(_settings(args))
     if rt.kek.generated:
-        print(f"Generated a new key-encryption key in {rt.kek.path} (mode 0600); back it up.", file=sys.stderr)
+        print(_generated_kek(rt.kek), file=sys.stderr)
     return rt
+
+
+def _generated_kek(kek: LoadedKek) -> str:
+    if kek.wrapped_by:
+        return (
+            f"Generated a new key-encryption key, wrapped by {kek.wrapped_by}, in {kek.path} (mode 0600). Back up"
+            " both: without that file and that Transit key the stored private keys cannot be read."
+        )
+    return (
+        f"Generated a new key-encryption key in {kek.path} (mode 0600). Back it up: without it the"
+        " stored private keys cannot be read."
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -84,10 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rt = build_runtime(settings)  # validates, creates keys, tells the user what happened
     try:
         if rt.kek.generated:
-            print(
-                f"Generated a new key-encryption key in {rt.kek.path} (mode 0600). Back it up: without it the"
-                " stored private keys cannot be read."
-            )
+            print(_generated_kek(rt.kek))
         n_clients = len(rt.store.list_clients())
         keysets = ", ".join(f"{n} ({p.alg})" for n, p in settings.keysets.items())
         print(
@@ -448,10 +457,17 @@ def cmd_backup_export(args: argparse.Namespace) -> int:
     data = backups.encode(backups.to_document(backup))
     backups.write_file(args.file, data, force=args.force)
     _stderr(f"wrote {args.file} ({len(data)} bytes, mode 0600)")
-    _stderr(
-        f"Private keys in it are sealed under the KEK ({settings.kek_file}) and client secrets are keyed by it:"
-        " a restore needs that same KEK file. Keep a copy of it, separately from the backup."
-    )
+    if settings.kek_transit_key:
+        _stderr(
+            f"Private keys in it are sealed under the KEK, which {settings.kek_file} holds wrapped by Vault Transit key"
+            f" {settings.kek_transit_key}, and client secrets are keyed by it: a restore needs that same file and"
+            " that Transit key. Keep a copy of the file, separately from the backup."
+        )
+    else:
+        _stderr(
+            f"Private keys in it are sealed under the KEK ({settings.kek_file}) and client secrets are keyed by it:"
+            " a restore needs that same KEK file. Keep a copy of it, separately from the backup."
+        )
     return 0
 
 
@@ -471,7 +487,7 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
             f"secrets.kek_file: {settings.kek_file} does not exist; copy the KEK file the backup was made under"
             " there (mode 0600). Import refused, nothing written"
         )
-    kek = load_kek(settings.kek_file, create=False)
+    kek = open_kek(settings, create=False)
     checked = backups.check_kek(backup, LocalBackend(kek.derive("local-keys")))
     _stderr(f"the KEK {settings.kek_file} unseals all {checked} live keys of the backup")
     # start=False: a start would create keys in an empty store before the import lands.

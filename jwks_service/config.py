@@ -26,6 +26,9 @@ DEFAULT_KEK_FILE = "var/kek"
 _DURATION = re.compile(r"([0-9]{1,9})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _KEYSET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+KEK_TRANSIT_PREFIX = "vault-transit:"
+_TRANSIT_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_MOUNT_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,127})*")
 
 # Rotation presets follow common practice: HMAC JWT secrets every 60-90 days, RSA / ECDSA / EdDSA
 # signing keys every 6-12 months; client secrets every 30-90 days. Defaults sit inside the ranges;
@@ -68,9 +71,19 @@ class KeysetPolicy:
 
 @dataclass(frozen=True, slots=True)
 class VaultSettings:
+    """Where Vault is and how to log in: a token (token_file, else VAULT_TOKEN) or AppRole (role_id
+    with secret_id_file, else VAULT_SECRET_ID). Secrets themselves are never held here."""
+
     addr: str = ""
     token_file: str = ""
     transit_mount: str = "transit"
+    role_id: str = ""  # AppRole: not secret (like a user name); VAULT_ROLE_ID is honoured
+    secret_id_file: str = ""  # AppRole secret_id, re-read at every login; else VAULT_SECRET_ID
+    auth_mount: str = "approle"
+
+    @property
+    def approle(self) -> bool:
+        return bool(self.role_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,16 @@ class Settings:
     def store_display(self) -> str:
         """store.url without a password, for messages and logs."""
         return redact_url(self.store_url)
+
+    @property
+    def kek_transit_key(self) -> str:
+        """The Transit key that wraps the KEK (``secrets.kek = "vault-transit:<key>"``), or ""."""
+        return self.kek[len(KEK_TRANSIT_PREFIX) :] if self.kek.startswith(KEK_TRANSIT_PREFIX) else ""
+
+    @property
+    def uses_vault(self) -> bool:
+        """Whether the service needs a Vault login: a keyset with backend = vault, or a wrapped KEK."""
+        return bool(self.kek_transit_key) or any(p.backend == "vault" for p in self.keysets.values())
 
     @property
     def embedded(self) -> bool:
@@ -113,7 +136,7 @@ class Settings:
 _TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets"}
 _SECTION_KEYS = {
     "store": {"url"},
-    "vault": {"addr", "token_file", "transit_mount"},
+    "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount"},
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
     "clients": {"secret_max_age"},
@@ -151,7 +174,11 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_settings(config_file: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the file (``--config``, else ``JWKS_CONFIG``, else none) and the environment."""
+    """Read the file (``--config``, else ``JWKS_CONFIG``, else none) and the environment.
+
+    Vault's own variables are honoured where the file and ``JWKS_VAULT__*`` say nothing: VAULT_ADDR,
+    VAULT_ROLE_ID here; VAULT_TOKEN and VAULT_SECRET_ID (secrets) only when logging in.
+    """
     env = os.environ if environ is None else environ
     path = config_file or env.get("JWKS_CONFIG") or ""
     raw: dict[str, Any] = {}
@@ -165,12 +192,15 @@ def load_settings(config_file: str | None = None, environ: Mapping[str, str] | N
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
     raw = _merge(raw, env_overrides(env))
-    if env.get("VAULT_ADDR") and not (isinstance(raw.get("vault"), Mapping) and raw["vault"].get("addr")):
-        raw = _merge(raw, {"vault": {"addr": env["VAULT_ADDR"]}})  # Vault's own variable is honoured
-    return build_settings(raw, config_file=path)
+    for variable, key in (("VAULT_ADDR", "addr"), ("VAULT_ROLE_ID", "role_id")):
+        if env.get(variable) and not (isinstance(raw.get("vault"), Mapping) and raw["vault"].get(key)):
+            raw = _merge(raw, {"vault": {key: env[variable]}})  # Vault's own variables are honoured
+    return build_settings(raw, config_file=path, environ=env)
 
 
-def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
+def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate `raw`. With `environ`, also check that credentials named by the settings can come
+    from there (VAULT_SECRET_ID); without it that check waits for the login at start."""
     problems: list[str] = []
 
     def want_str(value: object, name: str) -> str:
@@ -233,15 +263,33 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
         addr=want_str(vault_table.get("addr", ""), "vault.addr"),
         token_file=want_str(vault_table.get("token_file", ""), "vault.token_file"),
         transit_mount=want_str(vault_table.get("transit_mount", "transit"), "vault.transit_mount"),
+        role_id=want_str(vault_table.get("role_id", ""), "vault.role_id").strip(),
+        secret_id_file=want_str(vault_table.get("secret_id_file", ""), "vault.secret_id_file"),
+        auth_mount=want_str(vault_table.get("auth_mount", "approle"), "vault.auth_mount").strip("/"),
     )
+    if vault.role_id and vault.token_file:
+        problems.append("vault.role_id: log in either with vault.token_file or with AppRole (vault.role_id), not both")
+    if vault.secret_id_file and not vault_table.get("role_id"):
+        problems.append("vault.secret_id_file: an AppRole secret_id needs vault.role_id (or VAULT_ROLE_ID)")
+    if vault.role_id and not vault.secret_id_file and environ is not None and not environ.get("VAULT_SECRET_ID"):
+        problems.append("vault.secret_id_file: vault.role_id is set; give vault.secret_id_file or set VAULT_SECRET_ID")
+    if isinstance(vault_table.get("auth_mount", "approle"), str) and not _MOUNT_PATH.fullmatch(vault.auth_mount):
+        problems.append(
+            f"vault.auth_mount: must be the path of an auth method mount, e.g. approle (got {vault.auth_mount!r})"
+        )
 
     secrets_table = sections["secrets"]
     kek_file = want_str(secrets_table.get("kek_file", DEFAULT_KEK_FILE), "secrets.kek_file")
     if isinstance(secrets_table.get("kek_file", DEFAULT_KEK_FILE), str) and not kek_file.strip():
         problems.append("secrets.kek_file: must name a file")
-    kek = want_str(secrets_table.get("kek", ""), "secrets.kek")
-    if kek:
-        problems.append("secrets.kek: Vault Transit wrapping is not available in this version; use secrets.kek_file")
+    kek = want_str(secrets_table.get("kek", ""), "secrets.kek").strip()
+    kek_key = kek[len(KEK_TRANSIT_PREFIX) :] if kek.startswith(KEK_TRANSIT_PREFIX) else ""
+    if kek and not _TRANSIT_KEY_NAME.fullmatch(kek_key):
+        problems.append(
+            f"secrets.kek: must be vault-transit:<Transit key name>, e.g. vault-transit:jwks-kek (got {kek!r})"
+        )
+    elif kek and not vault.addr:
+        problems.append("vault.addr: secrets.kek wraps the KEK with Vault Transit; set vault.addr or VAULT_ADDR")
 
     max_age = duration(sections["jwks"].get("max_age", "5m"), "jwks.max_age")
     secret_max_age = duration(
@@ -270,6 +318,10 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "") -> Settings:
         backend = want_str(table.get("backend", "local"), f"{prefix}.backend")
         if backend == "vault" and not vault.addr:
             problems.append(f"vault.addr: keysets.{name} uses backend = vault; set vault.addr or VAULT_ADDR")
+        if backend == "vault" and kek_key and kek_key == f"jwks-{name}":
+            problems.append(
+                f"secrets.kek: Transit key {kek_key} is also the signing key of keysets.{name}; name another key"
+            )
         if backend not in ("local", "vault"):
             problems.append(f"{prefix}.backend: must be local or vault (got {backend!r})")
         default_rotation = DEFAULT_ROTATION_HMAC if alg.symmetric else DEFAULT_ROTATION_ASYMMETRIC

@@ -1,4 +1,15 @@
-"""The key-encryption key (KEK) that protects local private keys at rest, and keys derived from it."""
+"""The key-encryption key (KEK) that protects local private keys at rest, and keys derived from it.
+
+Two ways to hold it:
+
+- ``secrets.kek_file``: the KEK itself, base64, mode 0600 (generated on first start in embedded mode);
+- envelope mode, ``secrets.kek = "vault-transit:<key>"``: ``secrets.kek_file`` then holds the KEK
+  *wrapped* by a Vault Transit key (Transit's ciphertext ``vault:v1:...``, useless without Vault and
+  a token allowed to decrypt with that key). At start the service asks Transit to unwrap it and
+  keeps the plaintext in memory only; nothing secret is on disk. Every replica needs the same file,
+  as with a plain KEK file. The wrapped KEK is not rewrapped after the Transit key rotates (Transit
+  still decrypts older versions until its min_decryption_version passes them).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +19,12 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import ConfigError
+from .errors import ConfigError, UnavailableError
 
 KEK_BYTES = 32
 
@@ -22,6 +34,7 @@ class LoadedKek:
     key: bytes
     path: Path
     generated: bool  # True when this start created the file
+    wrapped_by: str = ""  # envelope mode: the Transit key that wraps the file's KEK
 
     def derive(self, purpose: str) -> bytes:
         """A 256-bit key for one purpose (HKDF-SHA256), so one secret file serves several uses."""
@@ -44,6 +57,11 @@ def load_kek(path_text: str, *, create: bool) -> LoadedKek:
         return _create(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"secrets.kek_file: cannot read {path}: {exc}") from None
+    if text.startswith("vault:v"):
+        raise ConfigError(
+            f"secrets.kek_file: {path} holds a KEK wrapped by Vault Transit; set secrets.kek = "
+            '"vault-transit:<the key that wrapped it>" to unwrap it'
+        )
     try:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -70,3 +88,126 @@ def _create(path: Path) -> LoadedKek:
         fh.flush()
         os.fsync(fh.fileno())
     return LoadedKek(key, path, generated=True)
+
+
+# ----- envelope mode: the KEK wrapped by Vault Transit ------------------------------------------
+
+
+class KeyWrapper(Protocol):
+    """Wraps a data key with a key held elsewhere (``backends.vault.TransitWrapper``). Raises
+    ConfigError when a human must act, UnavailableError when trying again may help."""
+
+    description: str
+
+    def ensure_key(self) -> None: ...
+
+    def wrap(self, data: bytes) -> str: ...
+
+    def unwrap(self, wrapped: str) -> bytes: ...
+
+
+def load_wrapped_kek(path_text: str, wrapper: KeyWrapper, *, create: bool) -> LoadedKek:
+    """Unwrap the KEK in `path_text` with `wrapper`; with `create`, make one when the file is absent."""
+    path = Path(path_text)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError(
+                f"secrets.kek_file: {path} does not exist; in envelope mode it holds the KEK wrapped by Vault Transit. "
+                f"Make it once with `bao write -field=ciphertext transit/datakey/wrapped/<key> bits=256 > {path}`"
+                " (or vault write ...) and give every replica the same file"
+            ) from None
+        return _create_wrapped(path, wrapper)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"secrets.kek_file: cannot read {path}: {exc}") from None
+    if not text.startswith("vault:v"):
+        looks_plain = _plain_kek(text)
+        raise ConfigError(
+            f"secrets.kek_file: {path} "
+            + (
+                "holds a plaintext KEK, but secrets.kek wraps the KEK with Vault Transit; remove secrets.kek to use"
+                " it (moving existing keys to a wrapped KEK is not supported yet)"
+                if looks_plain
+                else "is not a Vault Transit ciphertext (vault:v<n>:...)"
+            )
+        )
+    key = _unwrap(path, text, wrapper)
+    return LoadedKek(key, path, generated=False, wrapped_by=wrapper.description)
+
+
+def _plain_kek(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) == KEK_BYTES
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _unwrap(path: Path, text: str, wrapper: KeyWrapper) -> bytes:
+    where = f"secrets.kek: cannot unwrap the KEK in {path} with {wrapper.description}"
+    try:
+        key = wrapper.unwrap(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.description}") from None
+    except UnavailableError as exc:
+        raise UnavailableError(
+            f"{where}: {exc.description}. Without it no stored key can be read; start again once Vault answers",
+            retry_after=exc.retry_after,
+        ) from None
+    if len(key) != KEK_BYTES:
+        raise ConfigError(f"{where}: it holds {len(key)} bytes, not {KEK_BYTES}")
+    return key
+
+
+def _create_wrapped(path: Path, wrapper: KeyWrapper) -> LoadedKek:
+    """A new random KEK, wrapped by Transit and checked to unwrap, written atomically (never over another)."""
+    key = secrets.token_bytes(KEK_BYTES)
+    where = f"secrets.kek: cannot wrap a new KEK with {wrapper.description}"
+    try:
+        wrapper.ensure_key()
+        wrapped = wrapper.wrap(key)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.description}") from None
+    except UnavailableError as exc:
+        raise UnavailableError(f"{where}: {exc.description}", retry_after=exc.retry_after) from None
+    if _unwrap(path, wrapped, wrapper) != key:  # the token can decrypt too, before anything is sealed with it
+        raise ConfigError(f"{where}: Vault unwrapped it to another value")
+    try:
+        written = _write_new(path, wrapped + "\n")
+    except OSError as exc:
+        raise ConfigError(f"secrets.kek_file: cannot create {path}: {exc.strerror}") from None
+    if not written:  # another process of this deployment wrote its KEK first: use theirs
+        return load_wrapped_kek(str(path), wrapper, create=False)
+    return LoadedKek(key, path, generated=True, wrapped_by=wrapper.description)
+
+
+def _write_new(path: Path, text: str) -> bool:
+    """Write a new file (mode 0600) whole or not at all; False when `path` exists already.
+
+    Written to a temporary file, then hard-linked into place (atomic, never replacing a file); where
+    the file system has no hard links, created in place with O_EXCL.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        _write_exclusive(tmp, text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            try:
+                _write_exclusive(path, text)
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_exclusive(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())

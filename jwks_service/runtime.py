@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clients import ClientRegistry
 from .clock import Clock, SystemClock
 from .config import Settings, sqlite_path
-from .errors import ConfigError
-from .kek import LoadedKek, load_kek
+from .errors import UnavailableError
+from .kek import LoadedKek, load_kek, load_wrapped_kek
 from .service import KeyService
 from .stores import Store
 from .stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from .vault_auth import VaultAuth
 
 
 @dataclass
@@ -26,8 +28,11 @@ class Runtime:
     clients: ClientRegistry
     kek: LoadedKek
     clock: Clock
+    vault: VaultAuth | None = None  # the Vault login (and its renewal thread) when anything uses Vault
 
     def close(self) -> None:
+        if self.vault is not None:
+            self.vault.close()
         self.store.close()
 
 
@@ -39,41 +44,81 @@ def open_store(settings: Settings) -> Store:
     return RedisStore(settings.store_url)
 
 
-VAULT_TIMEOUT_SECONDS = 5  # hvac's default is 30 s; a token request should fail fast with 503 instead
+def _vault_users(settings: Settings) -> str:
+    """Who needs Vault, for messages."""
+    users = [f"keysets.{p.name} uses backend = vault" for p in settings.keysets.values() if p.backend == "vault"]
+    if settings.kek_transit_key:
+        users.insert(0, f"secrets.kek wraps the KEK with Vault Transit key {settings.kek_transit_key}")
+    return ", ".join(users)
 
 
-def open_vault(settings: Settings) -> KeyBackend:
-    """The Transit backend, authenticated with vault.token_file or VAULT_TOKEN."""
-    import hvac
+def open_vault_auth(settings: Settings) -> VaultAuth:
+    """Log in to Vault (token or AppRole, see vault_auth). A wrapped KEK cannot wait for Vault: then an
+    unreachable Vault is an error; Vault-backed keysets alone start degraded and recover."""
+    from .vault_auth import VaultAuth
 
+    auth = VaultAuth(settings.vault, needed_by=_vault_users(settings))
+    try:
+        auth.login(strict=bool(settings.kek_transit_key))
+    except UnavailableError as exc:
+        raise UnavailableError(
+            f"secrets.kek: cannot log in to Vault to unwrap the KEK: {exc.description}. Without it no stored key"
+            " can be read; start again once Vault answers",
+            retry_after=exc.retry_after,
+        ) from None
+    return auth
+
+
+def open_vault(settings: Settings, auth: VaultAuth) -> KeyBackend:
+    """The Transit backend, on the runtime's authenticated client."""
     from .backends.vault import VaultBackend
 
-    token = os.environ.get("VAULT_TOKEN", "")
-    if settings.vault.token_file:
-        try:
-            token = Path(settings.vault.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"vault.token_file: cannot read {settings.vault.token_file}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError("vault.token_file: a keyset uses backend = vault; give a token file or set VAULT_TOKEN")
-    client = hvac.Client(url=settings.vault.addr, token=token, timeout=VAULT_TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
-    return VaultBackend(client, mount=settings.vault.transit_mount)
+    return VaultBackend(auth.client, mount=settings.vault.transit_mount)
+
+
+def open_kek(settings: Settings, auth: VaultAuth | None = None, *, create: bool) -> LoadedKek:
+    """The KEK: read from secrets.kek_file, or unwrapped by Vault Transit (envelope mode, logging in
+    with `auth`, or with a login of its own when none is given)."""
+    key_name = settings.kek_transit_key
+    if not key_name:
+        return load_kek(settings.kek_file, create=create)
+    from .backends.vault import TransitWrapper
+
+    own = auth is None
+    if auth is None:
+        auth = open_vault_auth(settings)
+    try:
+        wrapper = TransitWrapper(auth.client, settings.vault.transit_mount, key_name)
+        return load_wrapped_kek(settings.kek_file, wrapper, create=create)
+    finally:
+        if own:
+            auth.close()
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool = True) -> Runtime:
     """Open the store and backends; with `start`, create missing keys and load them."""
     clock = clock or SystemClock()
-    kek = load_kek(settings.kek_file, create=settings.embedded)
-    store = open_store(settings)
+    vault = open_vault_auth(settings) if settings.uses_vault else None
+    try:
+        kek = open_kek(settings, vault, create=settings.embedded)
+        store = open_store(settings)
+    except BaseException:
+        if vault is not None:
+            vault.close()
+        raise
     try:
         backends: dict[str, KeyBackend] = {"local": LocalBackend(kek.derive("local-keys"))}
-        if any(p.backend == "vault" for p in settings.keysets.values()):
-            backends["vault"] = open_vault(settings)
+        if vault is not None:
+            vault.start()  # renews the token from now on; Runtime.close() stops it
+            if any(p.backend == "vault" for p in settings.keysets.values()):
+                backends["vault"] = open_vault(settings, vault)
         keys = KeyService(settings, store, backends, clock)
         clients = ClientRegistry(store, kek.derive("client-secret-pepper"), clock, settings.keysets)
         if start:
             keys.start()
     except BaseException:
+        if vault is not None:
+            vault.close()
         store.close()
         raise
-    return Runtime(settings, store, keys, clients, kek, clock)
+    return Runtime(settings, store, keys, clients, kek, clock, vault)

@@ -138,6 +138,49 @@ def _transit_error(exc: hvac.exceptions.VaultError) -> str:
     return type(exc).__name__
 
 
+def vault_call(client: hvac.Client, where: str, capability: str, call: Callable[[], T], *, missing: str = "") -> T:
+    """Run one Vault request on `where` (a path without /v1/); turn its failure into a service error.
+
+    The only place that maps hvac's and requests' exceptions (see the module's docstring); `missing`
+    is added to the message when Vault has no such path.
+    """
+    try:
+        return call()
+    except requests.exceptions.Timeout:
+        raise UnavailableError(
+            f"Vault at {client.url} did not answer {where} in time", retry_after=RETRY_AFTER_UNAVAILABLE
+        ) from None
+    except requests.exceptions.RequestException as exc:
+        raise UnavailableError(
+            f"Vault at {client.url} is unreachable ({type(exc).__name__})",
+            retry_after=RETRY_AFTER_UNAVAILABLE,
+        ) from None
+    except hvac.exceptions.Forbidden:
+        raise VaultPermissionError(
+            f"Vault permission denied on {where}: the token's policy must allow {capability!r} on that path "
+            "(see deploy/vault-policy.hcl)"
+        ) from None
+    except hvac.exceptions.Unauthorized:
+        raise VaultPermissionError(f"Vault refused the token on {where}: it is missing, invalid or expired") from None
+    except hvac.exceptions.InvalidPath:
+        raise KeyValidationError(f"Vault has no {where}{missing}") from None
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.UnsupportedOperation) as exc:
+        raise KeyValidationError(f"Vault refused {where}: {_transit_error(exc)}") from None
+    except hvac.exceptions.InternalServerError as exc:
+        detail = _transit_error(exc)
+        if any(p in detail for p in _KEY_PROBLEMS):
+            raise KeyValidationError(f"Vault refused {where}: {detail}") from None
+        raise UnavailableError(f"Vault failed on {where}: {detail}", retry_after=RETRY_AFTER_UNAVAILABLE) from None
+    except hvac.exceptions.VaultDown:
+        raise UnavailableError(
+            f"Vault at {client.url} is sealed or unavailable", retry_after=RETRY_AFTER_UNAVAILABLE
+        ) from None
+    except hvac.exceptions.VaultError as exc:  # 412, 429, 501, 502 and anything unexpected
+        raise UnavailableError(
+            f"Vault failed on {where}: {_transit_error(exc)}", retry_after=RETRY_AFTER_UNAVAILABLE
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class _Operation:
     """One pinned Transit signing operation: the endpoint, the fixed request fields, the decoding."""
@@ -178,47 +221,9 @@ class VaultBackend:
         return f"{self._prefix}{keyset}"
 
     def _vault(self, path: str, capability: str, call: Callable[[], T]) -> T:
-        """Run one Vault request; turn its failure into a service error (the only place that does)."""
-        where = f"{self._mount}/{path}"
-        try:
-            return call()
-        except requests.exceptions.Timeout:
-            raise UnavailableError(
-                f"Vault at {self._client.url} did not answer {where} in time", retry_after=RETRY_AFTER_UNAVAILABLE
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise UnavailableError(
-                f"Vault at {self._client.url} is unreachable ({type(exc).__name__})",
-                retry_after=RETRY_AFTER_UNAVAILABLE,
-            ) from None
-        except hvac.exceptions.Forbidden:
-            raise VaultPermissionError(
-                f"Vault permission denied on {where}: the token's policy must allow {capability!r} on that path "
-                "(see deploy/vault-policy.hcl)"
-            ) from None
-        except hvac.exceptions.Unauthorized:
-            raise VaultPermissionError(
-                f"Vault refused the token on {where}: it is missing, invalid or expired"
-            ) from None
-        except hvac.exceptions.InvalidPath:
-            raise KeyValidationError(
-                f"Vault has no {where} (is the key missing, or the transit engine not mounted at {self._mount}?)"
-            ) from None
-        except (hvac.exceptions.InvalidRequest, hvac.exceptions.UnsupportedOperation) as exc:
-            raise KeyValidationError(f"Vault refused {where}: {_transit_error(exc)}") from None
-        except hvac.exceptions.InternalServerError as exc:
-            detail = _transit_error(exc)
-            if any(p in detail for p in _KEY_PROBLEMS):
-                raise KeyValidationError(f"Vault refused {where}: {detail}") from None
-            raise UnavailableError(f"Vault failed on {where}: {detail}", retry_after=RETRY_AFTER_UNAVAILABLE) from None
-        except hvac.exceptions.VaultDown:
-            raise UnavailableError(
-                f"Vault at {self._client.url} is sealed or unavailable", retry_after=RETRY_AFTER_UNAVAILABLE
-            ) from None
-        except hvac.exceptions.VaultError as exc:  # 412, 429, 501, 502 and anything unexpected
-            raise UnavailableError(
-                f"Vault failed on {where}: {_transit_error(exc)}", retry_after=RETRY_AFTER_UNAVAILABLE
-            ) from None
+        """Run one Vault request; turn its failure into a service error (see `vault_call`)."""
+        hint = f" (is the key missing, or the transit engine not mounted at {self._mount}?)"
+        return vault_call(self._client, f"{self._mount}/{path}", capability, call, missing=hint)
 
     def _post(self, path: str, body: dict[str, Any] | None, capability: str = "update") -> dict[str, Any]:
         url = f"/v1/{self._mount}/{path}"
@@ -504,3 +509,76 @@ class VaultBackend:
             self._post(f"keys/{name}/trim", {"min_available_version": new_dec})
             min_avail = new_dec
         return min_avail
+
+
+class TransitWrapper:
+    """Envelope encryption with a Transit encryption key: wraps and unwraps a data key (the KEK).
+
+    The wrapping key is made inside Vault (``aes256-gcm96``, never exportable) and never leaves it;
+    what the service keeps on disk is only Transit's ciphertext (``vault:v<n>:...``). Errors become
+    `ConfigError` (permission, missing or unsuitable key, undecryptable ciphertext: a human must act)
+    or `UnavailableError` (Vault unreachable, sealed, failing: try again).
+    """
+
+    KEY_TYPE = "aes256-gcm96"
+
+    def __init__(self, client: hvac.Client, mount: str, key_name: str) -> None:
+        self._client = client
+        self._mount = mount.strip("/")
+        self.key_name = key_name
+        self.description = f"Vault Transit key {self._mount}/keys/{key_name}"
+
+    def _call(self, path: str, capability: str, call: Callable[[], T]) -> T:
+        hint = f" (is the transit engine mounted at {self._mount}?)"
+        try:
+            return vault_call(self._client, f"{self._mount}/{path}", capability, call, missing=hint)
+        except (VaultPermissionError, KeyValidationError) as exc:
+            raise ConfigError(exc.description) from None
+
+    def ensure_key(self) -> None:
+        """Create the wrapping key when it does not exist; refuse one that cannot wrap."""
+        url = f"/v1/{self._mount}/keys/{self.key_name}"
+
+        def read() -> Any:
+            try:
+                return self._client.adapter.get(url)
+            except hvac.exceptions.InvalidPath:
+                return None
+
+        try:
+            resp = self._call(f"keys/{self.key_name}", "read", read)
+        except ConfigError as exc:  # no 'read' on the key: an operator made it; encrypt will tell
+            log.info("cannot read %s, assuming it exists: %s", self.description, exc.description)
+            return
+        if resp is None:
+            body = {"type": self.KEY_TYPE, "exportable": False, "allow_plaintext_backup": False}
+            self._call(f"keys/{self.key_name}", "create", lambda: self._client.adapter.post(url, json=body))
+            log.info("created %s (%s, not exportable) to wrap the KEK", self.description, self.KEY_TYPE)
+            return
+        info = resp.get("data") or {}
+        if not info.get("supports_encryption", True) or info.get("derived"):
+            raise ConfigError(
+                f"{self.description} is a {info.get('type')}{' derived' if info.get('derived') else ''} key, which "
+                f"cannot wrap the KEK; name a {self.KEY_TYPE} key"
+            )
+        if info.get("exportable") or info.get("allow_plaintext_backup"):
+            log.warning("%s is exportable or allows plaintext backups: the KEK is only as safe as it", self.description)
+
+    def wrap(self, data: bytes) -> str:
+        url = f"/v1/{self._mount}/encrypt/{self.key_name}"
+        body = {"plaintext": _b64(data)}
+        resp = self._call(f"encrypt/{self.key_name}", "update", lambda: self._client.adapter.post(url, json=body))
+        ciphertext = ((resp or {}).get("data") or {}).get("ciphertext")
+        if not isinstance(ciphertext, str) or not ciphertext.startswith("vault:v"):
+            raise ConfigError(f"{self._mount}/encrypt/{self.key_name}: Vault answered without a ciphertext")
+        return ciphertext
+
+    def unwrap(self, ciphertext: str) -> bytes:
+        url = f"/v1/{self._mount}/decrypt/{self.key_name}"
+        body = {"ciphertext": ciphertext}
+        resp = self._call(f"decrypt/{self.key_name}", "update", lambda: self._client.adapter.post(url, json=body))
+        plaintext = ((resp or {}).get("data") or {}).get("plaintext")
+        try:
+            return base64.b64decode(plaintext if isinstance(plaintext, str) else "-", validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{self._mount}/decrypt/{self.key_name}: Vault answered without a plaintext") from None

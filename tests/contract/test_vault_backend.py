@@ -431,6 +431,11 @@ def test_the_policy_file_grants_nothing_else(openbao: Any, root: Any, backend: V
         "other key": lambda: transit.create_key(unique("other"), key_type="ecdsa-p256"),
         "sign with other key": lambda: transit.sign_data("other", hash_input="AAAA"),
         "encrypt": lambda: transit.encrypt_data(name, plaintext="AAAA"),
+        "decrypt": lambda: transit.decrypt_data(name, ciphertext="vault:v1:AAAA"),
+        # Envelope mode may encrypt and decrypt with jwks-kek, nothing more.
+        "plaintext data key": lambda: client.adapter.post("/v1/transit/datakey/plaintext/jwks-kek", json={}),
+        "export the KEK key": lambda: transit.export_key("jwks-kek", "encryption-key"),
+        "rewrap elsewhere": lambda: transit.encrypt_data("jwks-kek-2", plaintext="AAAA"),
         "list keys": lambda: transit.list_keys(),
         "secrets": lambda: client.secrets.kv.v2.read_secret_version("x", raise_on_deleted_version=True),
         "mounts": lambda: client.sys.list_mounted_secrets_engines(),

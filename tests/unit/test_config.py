@@ -597,3 +597,65 @@ def test_redis_store_url_is_accepted_and_never_displayed_with_its_password() -> 
     with pytest.raises(ConfigError) as info:
         build_settings({"store": {"url": "mysql://u:s3cret@db/x"}})
     assert "s3cret" not in info.value.description
+
+
+# ----- Vault: login and envelope mode ---------------------------------------------------------
+
+VAULT = {"addr": "http://127.0.0.1:8200"}
+
+
+def test_vault_login_settings() -> None:
+    s = build_settings({"vault": {**VAULT, "token_file": "/run/secrets/vault-token"}})
+    assert (s.vault.token_file, s.vault.role_id, s.vault.auth_mount) == ("/run/secrets/vault-token", "", "approle")
+    assert not s.vault.approle and not s.uses_vault
+    s = build_settings(
+        {"vault": {**VAULT, "role_id": "r-1", "secret_id_file": "/run/secrets/sid", "auth_mount": "/apps/approle/"}}
+    )
+    assert s.vault.approle and (s.vault.secret_id_file, s.vault.auth_mount) == ("/run/secrets/sid", "apps/approle")
+
+
+def test_vault_role_id_from_the_environment_needs_a_secret_id_source() -> None:
+    env = {"VAULT_ADDR": VAULT["addr"], "VAULT_ROLE_ID": "r-1"}
+    with pytest.raises(ConfigError, match=r"^vault\.secret_id_file: vault\.role_id is set; give vault\.secret_id_file"):
+        load_settings(None, environ=env)
+    assert load_settings(None, environ={**env, "VAULT_SECRET_ID": "s"}).vault.role_id == "r-1"
+    # The configuration wins over VAULT_ROLE_ID; the secret_id itself never enters the settings.
+    s = load_settings(None, environ={**env, "VAULT_SECRET_ID": "s", "JWKS_VAULT__ROLE_ID": "r-2"})
+    assert s.vault.role_id == "r-2" and "'s'" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("vault", "field", "fragment"),
+    [
+        ({"role_id": "r", "token_file": "t", "secret_id_file": "s"}, "vault.role_id", "not both"),
+        ({"secret_id_file": "s"}, "vault.secret_id_file", "needs vault.role_id"),
+        ({"role_id": "r", "secret_id_file": "s", "auth_mount": "../sys"}, "vault.auth_mount", "auth method mount"),
+        ({"role_id": 7, "secret_id_file": "s"}, "vault.role_id", "must be a string"),
+    ],
+)
+def test_vault_login_refusals(vault: dict[str, Any], field: str, fragment: str) -> None:
+    assert fragment in only_line({"vault": {**VAULT, **vault}}, field)
+
+
+def test_envelope_mode_settings() -> None:
+    s = build_settings({"vault": VAULT, "secrets": {"kek": "vault-transit:jwks-kek", "kek_file": "/srv/kek.wrapped"}})
+    assert (s.kek_transit_key, s.kek_file, s.uses_vault) == ("jwks-kek", "/srv/kek.wrapped", True)
+    assert build_settings({}).kek_transit_key == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "fragment"),
+    [
+        ({"vault": VAULT, "secrets": {"kek": "vault-transit:"}}, "secrets.kek", "vault-transit:<Transit key name>"),
+        ({"vault": VAULT, "secrets": {"kek": "vault-transit:a/b"}}, "secrets.kek", "vault-transit:<Transit key name>"),
+        ({"vault": VAULT, "secrets": {"kek": "awskms:alias/x"}}, "secrets.kek", "vault-transit:<Transit key name>"),
+        ({"secrets": {"kek": "vault-transit:jwks-kek"}}, "vault.addr", "set vault.addr or VAULT_ADDR"),
+        (
+            {"vault": VAULT, "secrets": {"kek": "vault-transit:jwks-kek"}, "keysets": {"kek": {"backend": "vault"}}},
+            "secrets.kek",
+            "also the signing key of keysets.kek",
+        ),
+    ],
+)
+def test_envelope_mode_refusals(raw: dict[str, Any], field: str, fragment: str) -> None:
+    assert fragment in only_line(raw, field)

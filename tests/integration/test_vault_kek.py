@@ -1,0 +1,188 @@
+"""Envelope mode against a real OpenBao dev server: secrets.kek = "vault-transit:jwks-kek".
+
+The KEK is made once, wrapped by Transit, and only the wrapped form is written (to secrets.kek_file);
+every start unwraps it with Transit. Tokens use only deploy/vault-policy.hcl.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from support import ISSUER, PROJECT_ROOT, basic, free_port, make_settings
+
+from jwks_service import cli
+from jwks_service.config import Settings
+from jwks_service.errors import ConfigError, UnavailableError
+from jwks_service.http import create_app
+from jwks_service.runtime import Runtime, build_runtime
+
+POLICY_FILE = PROJECT_ROOT / "deploy" / "vault-policy.hcl"
+KEK_KEY = "jwks-kek"  # the name deploy/vault-policy.hcl grants encrypt/decrypt on
+GRANT = {"grant_type": "client_credentials"}
+
+
+@pytest.fixture(autouse=True)
+def no_vault_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "VAULT_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def token_file(openbao: Any, tmp_path: Path, policy_text: str) -> Path:
+    """A file holding a token whose only policy is `policy_text`."""
+    root = openbao.client()
+    name = f"p-{secrets.token_hex(4)}"
+    root.sys.create_or_update_policy(name, policy_text)
+    token = root.auth.token.create(policies=[name], ttl="10m", no_default_policy=True)["auth"]["client_token"]
+    path = tmp_path / f"token-{name}"
+    path.write_text(token + "\n")
+    return path
+
+
+def envelope_settings(tmp_path: Path, vault: dict[str, str], **secrets_table: str) -> Settings:
+    keysets = {"default": {"alg": "ES256"}, "hs": {"alg": "HS256"}}
+    table = {"kek": f"vault-transit:{KEK_KEY}", "kek_file": str(tmp_path / "kek.wrapped"), **secrets_table}
+    return make_settings(tmp_path, keysets, secrets=table, vault=vault)
+
+
+@pytest.fixture
+def runtimes() -> Iterator[Callable[[Settings], Runtime]]:
+    opened: list[Runtime] = []
+
+    def make(settings: Settings) -> Runtime:
+        rt = build_runtime(settings)
+        opened.append(rt)
+        return rt
+
+    yield make
+    for rt in opened:
+        rt.close()
+
+
+def test_the_kek_is_wrapped_by_transit_and_unseals_the_same_keys_on_the_next_start(
+    openbao: Any, tmp_path: Path, runtimes: Callable[[Settings], Runtime]
+) -> None:
+    vault = {"addr": openbao.addr, "token_file": str(token_file(openbao, tmp_path, POLICY_FILE.read_text()))}
+    settings = envelope_settings(tmp_path, vault)
+    first = runtimes(settings)
+    assert first.kek.generated and first.kek.wrapped_by == f"Vault Transit key transit/keys/{KEK_KEY}"
+    wrapped = Path(settings.kek_file).read_text()
+    assert wrapped.startswith("vault:v1:")
+    # No plaintext KEK anywhere on disk (the store holds only keys sealed under it).
+    plain = (first.kek.key, base64.b64encode(first.kek.key), base64.urlsafe_b64encode(first.kek.key))
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert not any(p in data for p in plain), f
+    info = openbao.client().secrets.transit.read_key(KEK_KEY)["data"]
+    assert info["type"] == "aes256-gcm96" and info["exportable"] is False
+
+    tokens = {}
+    http1 = TestClient(create_app(runtime=first, background=False), base_url=ISSUER)
+    creds = {}
+    for keyset in ("default", "hs"):
+        client, secret = first.clients.create(f"svc-{keyset}", ["read"], ["api"], keyset=keyset)
+        creds[keyset] = basic(client.client_id, secret)
+        r = http1.post("/oauth/token", data=GRANT, headers=creds[keyset])
+        assert r.status_code == 200, r.text
+        tokens[keyset] = r.json()["access_token"]
+
+    # Another process of the same deployment: same store, same wrapped file -> same KEK, same keys.
+    second = runtimes(settings)
+    assert not second.kek.generated and second.kek.key == first.kek.key
+    assert Path(settings.kek_file).read_text() == wrapped
+    http2 = TestClient(create_app(runtime=second, background=False), base_url=ISSUER)
+    for keyset, token in tokens.items():  # client secrets (peppered by the KEK) and HMAC keys unseal
+        r = http2.post("/oauth/introspect", data={"token": token}, headers=creds[keyset])
+        assert r.json()["active"] is True, (keyset, r.text)
+    assert http2.get("/.well-known/jwks.json").json() == http1.get("/.well-known/jwks.json").json()
+
+
+def test_a_kek_wrapped_by_an_operator_with_datakey_is_used(openbao: Any, tmp_path: Path) -> None:
+    root = openbao.client()
+    root.adapter.post(f"/v1/transit/keys/{KEK_KEY}", json={"type": "aes256-gcm96"})
+    made = root.adapter.post(f"/v1/transit/datakey/wrapped/{KEK_KEY}", json={"bits": 256})["data"]["ciphertext"]
+    (tmp_path / "kek.wrapped").write_text(made + "\n")
+    vault = {"addr": openbao.addr, "token_file": str(token_file(openbao, tmp_path, POLICY_FILE.read_text()))}
+    rt = build_runtime(envelope_settings(tmp_path, vault))
+    try:
+        assert not rt.kek.generated
+        plaintext = root.adapter.post(f"/v1/transit/decrypt/{KEK_KEY}", json={"ciphertext": made})["data"]["plaintext"]
+        assert rt.kek.key == base64.b64decode(plaintext)
+    finally:
+        rt.close()
+
+
+def test_unreachable_vault_at_start_is_a_clear_error_and_a_failed_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "s.some-token")
+    addr = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(UnavailableError) as caught:
+        build_runtime(envelope_settings(tmp_path, {"addr": addr}))
+    assert caught.value.description.startswith("secrets.kek: cannot log in to Vault to unwrap the KEK")
+    assert f"Vault at {addr} is unreachable" in caught.value.description
+    assert not (tmp_path / "kek.wrapped").exists() and not (tmp_path / "jwks.db").exists()
+
+    config = tmp_path / "jwks.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path}/jwks.db"\n'
+        f'[secrets]\nkek = "vault-transit:{KEK_KEY}"\nkek_file = "{tmp_path}/kek.wrapped"\n'
+        f'[vault]\naddr = "{addr}"\n'
+    )
+    assert cli.main(["keys", "list", "--config", str(config)]) != 0
+    err = capsys.readouterr().err
+    assert "secrets.kek: cannot log in to Vault" in err and "unreachable" in err
+
+
+def test_refusals_name_what_to_fix(openbao: Any, tmp_path: Path) -> None:
+    good = {"addr": openbao.addr, "token_file": str(token_file(openbao, tmp_path, POLICY_FILE.read_text()))}
+    build_runtime(envelope_settings(tmp_path, good)).close()  # writes kek.wrapped
+
+    # A token without decrypt on the key: the path is named.
+    reader = token_file(
+        openbao,
+        tmp_path,
+        'path "transit/keys/jwks-*" { capabilities = ["read"] }\n'
+        'path "auth/token/lookup-self" { capabilities = ["read"] }',
+    )
+    with pytest.raises(ConfigError) as caught:
+        build_runtime(envelope_settings(tmp_path, {"addr": openbao.addr, "token_file": str(reader)}))
+    assert caught.value.description.startswith(
+        f"secrets.kek: cannot unwrap the KEK in {tmp_path}/kek.wrapped with Vault Transit key transit/keys/{KEK_KEY}:"
+        f" Vault permission denied on transit/decrypt/{KEK_KEY}: the token's policy must allow 'update'"
+    )
+
+    # A file wrapped by another Transit key.
+    root = openbao.client()
+    other = f"other-{secrets.token_hex(4)}"
+    root.adapter.post(f"/v1/transit/keys/{other}", json={"type": "aes256-gcm96"})
+    foreign = root.adapter.post(f"/v1/transit/datakey/wrapped/{other}", json={"bits": 256})["data"]["ciphertext"]
+    (tmp_path / "foreign").write_text(foreign)
+    with pytest.raises(ConfigError, match=f"Vault refused transit/decrypt/{KEK_KEY}: "):
+        build_runtime(envelope_settings(tmp_path, good, kek_file=str(tmp_path / "foreign")))
+
+    # A plaintext KEK where the wrapped one should be, and the other way round.
+    plain = tmp_path / "plain-kek"
+    plain.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    plain.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"holds a plaintext KEK, but secrets\.kek wraps the KEK with Vault Transit"):
+        build_runtime(envelope_settings(tmp_path, good, kek_file=str(plain)))
+    with pytest.raises(ConfigError, match=r"holds a KEK wrapped by Vault Transit; set secrets\.kek"):
+        build_runtime(make_settings(tmp_path, secrets={"kek_file": str(tmp_path / "kek.wrapped")}))
+
+    # Replicas (a Redis store) never make their own KEK: the file must be given, and how is said.
+    shared = make_settings(
+        tmp_path,
+        store={"url": "redis://127.0.0.1:1/0"},
+        secrets={"kek": f"vault-transit:{KEK_KEY}", "kek_file": str(tmp_path / "missing")},
+        vault=good,
+    )
+    with pytest.raises(ConfigError, match=r"does not exist; .* transit/datakey/wrapped/<key> bits=256"):
+        build_runtime(shared)
+    assert not (tmp_path / "missing").exists()

@@ -1,4 +1,5 @@
-"""bench/sign.py runs and reports well-formed rows, and the tuned signing path still makes valid tokens.
+"""bench/sign.py and bench/vault.py run and report well-formed rows, and the tuned signing path still makes
+valid tokens.
 
 Never asserts a speed: benchmarks are not timed tests (DESIGN.md, Speed).
 """
@@ -27,17 +28,27 @@ from jwks_service.crypto import generate_private_key, make_signer
 from jwks_service.tokens import access_token_claims, encode_header, encode_token, new_jti
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "sign.py"
+VAULT_BENCH = BENCH.with_name("vault.py")
 NUMBERS = ("ours", "pyjwt", "joserfc", "raw", "ours_vs_raw", "ours_vs_pyjwt", "ours_vs_joserfc")
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_sign", BENCH)
+def _load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _load(BENCH, "bench_sign")
+
+
+@pytest.fixture(scope="module")
+def vault_bench() -> ModuleType:
+    return _load(VAULT_BENCH, "bench_vault")
 
 
 def _well_formed(row: dict[str, Any], alg: str) -> None:
@@ -76,6 +87,63 @@ def test_results_as_data(bench: ModuleType) -> None:
 def test_rejects_unknown_algorithms(bench: ModuleType) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(["--algs", "none"])
+
+
+# ----- bench/vault.py: Vault-backed signing, naive vs batched vs local (starts its own OpenBao) --------
+
+
+def _vault_row_well_formed(row: dict[str, Any], alg: str, rounds: int) -> None:
+    assert row["alg"] == alg
+    for mode in ("naive", "batched", "local"):
+        cell = row[mode]
+        for name in ("tokens_per_s", "p50_ms", "p99_ms", "seconds"):
+            assert isinstance(cell[name], float) and math.isfinite(cell[name]) and cell[name] > 0, (mode, name)
+        assert cell["p50_ms"] <= cell["p99_ms"], mode
+        assert isinstance(cell["tokens"], int) and cell["tokens"] > 0, mode
+        assert len(cell["samples"]) == rounds and all(r > 0 for r in cell["samples"]), mode
+    # One Transit call per naive token; batches of at least one token; none for local keys.
+    assert row["naive"]["vault_calls"] == row["naive"]["tokens"] and row["naive"]["avg_batch"] == 1.0
+    assert 1 <= row["batched"]["vault_calls"] <= row["batched"]["tokens"]
+    assert row["batched"]["avg_batch"] >= 1.0
+    assert row["local"]["vault_calls"] == 0 and row["local"]["avg_batch"] is None
+    for name in ("batched_vs_naive", "batched_vs_local"):
+        assert isinstance(row[name], float) and math.isfinite(row[name]) and row[name] > 0, name
+
+
+def test_vault_quick_run_prints_the_table_and_writes_json(
+    vault_bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "vault.json"
+    argv = ["--quick", "--algs", "ES256,HS256", "--rounds", "2", "--concurrency", "16", "--json", str(out)]
+    assert vault_bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "batched÷naive" in printed and "batched÷local" in printed and "interleaved rounds" in printed
+    for alg in ("ES256", "HS256"):
+        assert {mode for mode in ("naive", "batched", "local") if f"{alg}  {mode}" in printed} == {
+            "naive",
+            "batched",
+            "local",
+        }
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["seconds_per_cell"] == 0.3
+    assert (doc["rounds"], doc["concurrency"], doc["quick"]) == (2, 16, True)
+    assert doc["max_batch"] >= 1 and doc["max_in_flight"] >= 1
+    assert [row["alg"] for row in doc["rows"]] == ["ES256", "HS256"]
+    for row in doc["rows"]:
+        _vault_row_well_formed(row, row["alg"], rounds=2)
+
+
+def test_vault_results_as_data(vault_bench: ModuleType) -> None:
+    rows = vault_bench.run_benchmark(["EdDSA"], seconds=0.05, rounds=2, concurrency=4, max_batch=2, max_in_flight=1)
+    assert [r.alg for r in rows] == ["EdDSA"]
+    _vault_row_well_formed(rows[0].as_dict(), "EdDSA", rounds=2)
+    assert rows[0].batched.avg_batch <= 2  # the batcher parameters given were used
+
+
+def test_vault_bench_rejects_bad_arguments(vault_bench: ModuleType) -> None:
+    for argv in (["--algs", "none"], ["--concurrency", "0"], ["--max-batch", "0"]):
+        with pytest.raises(SystemExit):
+            vault_bench.parse_args(argv)
 
 
 # ----- the tuned signing path makes valid tokens ----------------------------------------------------

@@ -87,6 +87,11 @@ def _generated_kek(kek: LoadedKek) -> str:
     )
 
 
+# On SIGTERM, requests in flight get this long to finish; open /keys/events streams are then cut
+# (their clients reconnect elsewhere with Last-Event-ID).
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -121,11 +126,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level="info",
             access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     else:
         from .http.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any
 
 from .errors import InvalidTokenError
 from .jws import VerificationKey, b64encode, parse_json_object, verify_compact
+from .sdk.claims import check_claims as sdk_check_claims
+from .sdk.errors import InvalidTokenError as SDKInvalidTokenError
 
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4 (media type, case-insensitive)
 ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
@@ -113,19 +114,6 @@ class VerifiedToken:
     alg: str
 
 
-def _number(claims: Mapping[str, Any], name: str) -> float:
-    value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidTokenError(f"claim {name} must be a number")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond the float range, e.g. 400 digits
-        raise InvalidTokenError(f"claim {name} must be a number") from None
-    if not math.isfinite(number):
-        raise InvalidTokenError(f"claim {name} must be a number")
-    return number
-
-
 def check_claims(
     claims: Mapping[str, Any],
     *,
@@ -134,35 +122,13 @@ def check_claims(
     now: float,
     leeway: float,
 ) -> None:
-    """RFC 9068 §4 / RFC 8725 §3.8-3.10: exact iss, aud, and exp / nbf / iat with leeway."""
-    if claims.get("iss") != issuer:
-        raise InvalidTokenError("wrong issuer")
-    exp = _number(claims, "exp")
-    iat = _number(claims, "iat")
-    if now >= exp + leeway:
-        raise InvalidTokenError("token expired")
-    if iat > now + leeway:
-        raise InvalidTokenError("token issued in the future")
-    if "nbf" in claims and _number(claims, "nbf") > now + leeway:
-        raise InvalidTokenError("token not yet valid")
-    if exp < iat:
-        raise InvalidTokenError("token expires before it was issued")
-    if audiences is not None:
-        aud = claims.get("aud")
-        wanted = set(audiences)
-        if isinstance(aud, str):
-            ok = aud in wanted
-        elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
-            ok = bool(wanted.intersection(aud))
-        else:
-            ok = False
-        if not ok:
-            raise InvalidTokenError("wrong audience")
-    for name in ("sub", "client_id", "jti"):
-        if name in claims and not isinstance(claims[name], str):
-            raise InvalidTokenError(f"claim {name} must be a string")
-    if "scope" in claims and not isinstance(claims["scope"], str):
-        raise InvalidTokenError("claim scope must be a string")
+    """RFC 9068 §4 / RFC 8725 §3.8-3.10: exact iss, aud, and exp / nbf / iat with leeway (the SDK's rules)."""
+    try:
+        sdk_check_claims(
+            claims, issuer=issuer, audiences=None if audiences is None else set(audiences), now=now, leeway=leeway
+        )
+    except SDKInvalidTokenError as exc:
+        raise InvalidTokenError(exc.description) from None
 
 
 def verify_access_token(

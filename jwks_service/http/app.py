@@ -23,6 +23,8 @@ from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from ..stores import ChangeFeed
 from . import admin, oauth, wellknown
+from .events import HEARTBEAT_SECONDS, EventHub
+from .events import events as events_endpoint
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, metrics_endpoint
 from .responses import error_body, error_response
@@ -65,12 +67,17 @@ def _poll(runtime: Runtime, do_tick: bool) -> None:
         runtime.keys.tick()
 
 
-async def _background(runtime: Runtime) -> None:
+async def _background(runtime: Runtime, hub: EventHub) -> None:
     """Reload on change notifications (when the store pushes them) and every POLL_SECONDS anyway;
-    run the scheduler every TICK_SECONDS. Store calls run in a worker thread."""
+    run the scheduler every TICK_SECONDS; publish key events. Store calls run in a worker thread."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     stop_feed = None
+
+    def on_transition(*_: object) -> None:  # a change this process made (admin API): publish at once
+        loop.call_soon_threadsafe(wake.set)
+
+    runtime.keys.listeners.append(on_transition)
     if isinstance(runtime.store, ChangeFeed):
 
         def on_change(revision: int) -> None:
@@ -93,7 +100,9 @@ async def _background(runtime: Runtime) -> None:
                 log.warning("background refresh failed: %s", exc.description)
             except Exception:
                 log.exception("background refresh failed")
+            hub.observe()
     finally:
+        runtime.keys.listeners.remove(on_transition)
         if stop_feed is not None:
             await anyio.to_thread.run_sync(stop_feed)
 
@@ -104,18 +113,21 @@ def create_app(
     runtime: Runtime | None = None,
     clock: Clock | None = None,
     background: bool = True,
+    events_heartbeat: float = HEARTBEAT_SECONDS,
 ) -> Starlette:
     """The ASGI app. `background=False` leaves scheduling to the caller (tests with a manual clock)."""
     if runtime is None:
         runtime = build_runtime(settings or load_settings(), clock)
     rt = runtime
+    hub = EventHub(rt, heartbeat=events_heartbeat)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             if background:
-                tg.start_soon(_background, rt)
+                tg.start_soon(_background, rt, hub)
             yield
+            hub.close()
             tg.cancel_scope.cancel()
 
     routes = [
@@ -123,6 +135,7 @@ def create_app(
         Route("/.well-known/openid-configuration", wellknown.discovery, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", wellknown.discovery, methods=["GET"]),
         Route("/keys/status", wellknown.key_status, methods=["GET"]),
+        Route("/keys/events", events_endpoint, methods=["GET"]),
         Route("/healthz", wellknown.healthz, methods=["GET"]),
         Route("/readyz", wellknown.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -152,6 +165,7 @@ def create_app(
     )
     app.state.runtime = rt
     app.state.metrics = Metrics(rt)
+    app.state.events = hub
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
     return app
 

@@ -1,0 +1,245 @@
+"""Token clients for services that obtain tokens (OAuth 2.0 client_credentials, RFC 6749 §4.4).
+
+The token is cached until shortly before it expires (``refresh_margin``: 10% of its lifetime, at
+least 5 s and at most 60 s), and concurrent callers share one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .errors import TokenRequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    access_token: str
+    expires_at: float  # by the client's clock
+    refresh_at: float
+    scope: str
+    token_type: str
+
+
+def _margin(expires_in: float) -> float:
+    return min(60.0, max(5.0, expires_in * 0.1))
+
+
+def _unreachable(exc: Exception) -> TokenRequestError:
+    return TokenRequestError("temporarily_unavailable", f"token endpoint unreachable: {type(exc).__name__}: {exc}")
+
+
+class _Base:
+    def __init__(
+        self,
+        issuer: str | None,
+        client_id: str,
+        client_secret: str,
+        *,
+        token_endpoint: str | None,
+        scope: str | Collection[str] | None,
+        audience: str | None,
+        auth_method: str,
+        clock: Callable[[], float],
+    ) -> None:
+        if not (issuer or token_endpoint):
+            raise ValueError("pass issuer (its RFC 8414 metadata names the token endpoint) or token_endpoint")
+        if auth_method not in ("client_secret_basic", "client_secret_post"):
+            raise ValueError("auth_method is client_secret_basic or client_secret_post")
+        self.issuer = issuer
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_endpoint = token_endpoint
+        self.scope = scope if scope is None or isinstance(scope, str) else " ".join(scope)
+        self.audience = audience
+        self.auth_method = auth_method
+        self.clock = clock
+        self.token: Token | None = None
+        self.requests = 0
+
+    def _metadata_url(self) -> str:
+        assert self.issuer is not None
+        return self.issuer.rstrip("/") + "/.well-known/oauth-authorization-server"
+
+    def _accept_metadata(self, response: httpx.Response) -> str:
+        document: Any = response.json() if response.status_code == 200 else None
+        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+            raise TokenRequestError("server_error", f"no usable RFC 8414 metadata at {self.issuer}")
+        endpoint = document.get("token_endpoint")
+        if not isinstance(endpoint, str):
+            raise TokenRequestError("server_error", "the issuer's metadata has no token_endpoint")
+        self.token_endpoint = endpoint
+        return endpoint
+
+    def _request(self) -> dict[str, Any]:
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        if self.audience:
+            form["audience"] = self.audience
+        kwargs: dict[str, Any] = {"data": form, "headers": {"Accept": "application/json"}}
+        if self.auth_method == "client_secret_basic":
+            kwargs["auth"] = (self.client_id, self.client_secret)  # httpx form-urlencodes (RFC 6749 §2.3.1)
+        else:
+            form["client_id"] = self.client_id
+            form["client_secret"] = self.client_secret
+        return kwargs
+
+    def _accept(self, response: httpx.Response, sent_at: float) -> Token:
+        self.requests += 1
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error", "") if isinstance(body, dict) else ""
+            description = body.get("error_description", "") if isinstance(body, dict) else ""
+            raise TokenRequestError(
+                str(error or f"http_{response.status_code}"), str(description), response.status_code
+            )
+        access_token = body.get("access_token")
+        expires_in = body.get("expires_in")
+        if not isinstance(access_token, str) or not isinstance(expires_in, int | float) or expires_in <= 0:
+            raise TokenRequestError("server_error", "the token response lacks access_token or expires_in")
+        expires_at = sent_at + float(expires_in)  # from when we asked: never later than the server means
+        token = Token(
+            access_token,
+            expires_at,
+            expires_at - _margin(float(expires_in)),
+            str(body.get("scope", "")),
+            str(body.get("token_type", "Bearer")),
+        )
+        self.token = token
+        return token
+
+    def _cached(self) -> str | None:
+        token = self.token
+        if token is not None and self.clock() < token.refresh_at:
+            return token.access_token
+        return None
+
+    def invalidate(self) -> None:
+        """Forget the cached token (e.g. after a 401 from the resource server)."""
+        self.token = None
+
+
+class TokenClient(_Base):
+    """``TokenClient(issuer, client_id, client_secret, scope="read").get()`` → an access token."""
+
+    def __init__(
+        self,
+        issuer: str | None,
+        client_id: str,
+        client_secret: str,
+        *,
+        token_endpoint: str | None = None,
+        scope: str | Collection[str] | None = None,
+        audience: str | None = None,
+        auth_method: str = "client_secret_basic",
+        timeout: float = 5.0,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            issuer,
+            client_id,
+            client_secret,
+            token_endpoint=token_endpoint,
+            scope=scope,
+            audience=audience,
+            auth_method=auth_method,
+            clock=clock,
+        )
+        self._own_http = http is None
+        self.http = http or httpx.Client(timeout=timeout)
+        self._lock = threading.Lock()
+
+    def get(self) -> str:
+        cached = self._cached()
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self._cached()
+            if cached is not None:
+                return cached
+            try:
+                endpoint = self.token_endpoint or self._accept_metadata(self.http.get(self._metadata_url()))
+                sent_at = self.clock()
+                response = self.http.post(endpoint, **self._request())
+            except httpx.HTTPError as exc:
+                raise _unreachable(exc) from None
+            return self._accept(response, sent_at).access_token
+
+    def close(self) -> None:
+        if self._own_http:
+            self.http.close()
+
+    def __enter__(self) -> TokenClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTokenClient(_Base):
+    def __init__(
+        self,
+        issuer: str | None,
+        client_id: str,
+        client_secret: str,
+        *,
+        token_endpoint: str | None = None,
+        scope: str | Collection[str] | None = None,
+        audience: str | None = None,
+        auth_method: str = "client_secret_basic",
+        timeout: float = 5.0,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            issuer,
+            client_id,
+            client_secret,
+            token_endpoint=token_endpoint,
+            scope=scope,
+            audience=audience,
+            auth_method=auth_method,
+            clock=clock,
+        )
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=timeout)
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self) -> str:
+        cached = self._cached()
+        if cached is not None:
+            return cached
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            cached = self._cached()
+            if cached is not None:
+                return cached
+            try:
+                endpoint = self.token_endpoint or self._accept_metadata(await self.http.get(self._metadata_url()))
+                sent_at = self.clock()
+                response = await self.http.post(endpoint, **self._request())
+            except httpx.HTTPError as exc:
+                raise _unreachable(exc) from None
+            return self._accept(response, sent_at).access_token
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncTokenClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

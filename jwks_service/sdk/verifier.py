@@ -1,0 +1,655 @@
+"""`Verifier` (threads) and `AsyncVerifier` (asyncio): the I/O around the pure cache and rules.
+
+Both share `_Core`: what a JWKS response, an event or an introspection answer means. They differ
+only in how they wait: a lock and daemon threads, or an asyncio lock and tasks. Nothing here blocks
+an event loop: `AsyncVerifier` uses httpx's async client throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..jws import VerificationKey
+from .cache import CacheSettings, KeyCache, Refresh
+from .claims import ACCESS_TOKEN_CLAIMS, check_claims
+from .errors import (
+    InactiveTokenError,
+    KeysUnavailableError,
+    SDKError,
+    UnknownKeyError,
+)
+from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
+from .rules import ACCESS_TOKEN_TYPES, MAX_TOKEN_BYTES, Rules, Split
+from .sse import SSEParser, SSEvent
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+MAX_DOCUMENT_BYTES = 1 << 20
+EVENTS_READ_TIMEOUT = 50.0  # the server sends a heartbeat every 15 s; three missed ones mean a dead stream
+EVENTS_BACKOFF_MIN = 0.5
+EVENTS_BACKOFF_MAX = 30.0
+INTROSPECTION_CACHE_ENTRIES = 10_000
+
+
+@dataclass
+class Stats:
+    """Counters, for tests, logs and dashboards."""
+
+    jwks_requests: int = 0
+    jwks_downloads: int = 0  # 200 answers
+    jwks_not_modified: int = 0  # 304 answers
+    jwks_failures: int = 0
+    unknown_kid_refetches: int = 0
+    events_received: int = 0
+    events_connects: int = 0
+    introspections: int = 0
+
+
+def _audiences(audience: str | Collection[str] | None) -> frozenset[str] | None:
+    if audience is None:
+        return None
+    if isinstance(audience, str):
+        return frozenset({audience})
+    return frozenset(audience)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else None
+
+
+class _Core:
+    def __init__(
+        self,
+        issuer: str,
+        audience: str | Collection[str] | None,
+        *,
+        jwks_uri: str | None,
+        jwks: Mapping[str, Any] | None,
+        algorithms: Collection[str] | None,
+        leeway: float,
+        events: bool,
+        events_uri: str | None,
+        typ: Collection[str] | None,
+        required_claims: Collection[str],
+        max_token_bytes: int,
+        cache: CacheSettings | None,
+        timeout: float,
+        introspection: tuple[str, str] | None,
+        introspection_cache: float,
+        clock: Callable[[], float],
+    ) -> None:
+        if not issuer:
+            raise ValueError("issuer is required")
+        allowed = frozenset(algorithms) if algorithms is not None else ASYMMETRIC_ALGORITHMS
+        unknown = allowed - ASYMMETRIC_ALGORITHMS - HMAC_ALGORITHMS
+        if unknown:
+            raise ValueError(f"unsupported algorithms: {', '.join(sorted(unknown))}")
+        if allowed & HMAC_ALGORITHMS and introspection is None:
+            raise ValueError("HS* tokens are verified by introspection: pass introspection=(client_id, secret)")
+        if introspection is not None:
+            allowed |= HMAC_ALGORITHMS if algorithms is None else frozenset()
+        self.issuer = issuer
+        self.key_algorithms = allowed - HMAC_ALGORITHMS
+        self.hmac_algorithms = allowed & HMAC_ALGORITHMS
+        self.rules = Rules(
+            issuer=issuer,
+            audiences=_audiences(audience),
+            algorithms=allowed,
+            leeway=leeway,
+            token_types=typ,
+            required_claims=required_claims,
+            max_token_bytes=max_token_bytes,
+        )
+        self.cache = KeyCache(cache)
+        self.clock = clock
+        self.timeout = timeout
+        self.jwks_uri = jwks_uri
+        self.static = jwks is not None
+        if jwks is not None:
+            ring = load_key_set(dict(jwks), self.key_algorithms)
+            self.cache.replace(clock(), ring.keys, ring.skipped, None, None)
+            self.cache.fetched_at = float("inf")  # a fixed set never expires
+            self.cache.refresh_at = float("inf")
+        self.events_enabled = events and not self.static
+        self.events_uri = events_uri
+        self.introspection = introspection
+        self.introspection_cache = introspection_cache
+        self.introspection_endpoint: str | None = None
+        self._introspected: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._seen_events: deque[str] = deque(maxlen=256)
+        self.metadata: dict[str, Any] | None = None
+        self.stats = Stats()
+
+    # ----- discovery -------------------------------------------------------------------------
+
+    def _metadata_urls(self) -> list[str]:
+        base = self.issuer.rstrip("/")
+        return [base + "/.well-known/oauth-authorization-server", base + "/.well-known/openid-configuration"]
+
+    def _accept_metadata(self, document: Any) -> None:
+        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+            raise KeysUnavailableError("the issuer's metadata names another issuer")
+        uri = document.get("jwks_uri")
+        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+            raise KeysUnavailableError("the issuer's metadata has no jwks_uri")
+        self.metadata = document
+        self.jwks_uri = self.jwks_uri or uri
+        endpoint = document.get("introspection_endpoint")
+        if isinstance(endpoint, str):
+            self.introspection_endpoint = endpoint
+
+    def events_url(self) -> str:
+        return self.events_uri or self.issuer.rstrip("/") + "/keys/events"
+
+    def _introspection_url(self) -> str:
+        return self.introspection_endpoint or self.issuer.rstrip("/") + "/oauth/introspect"
+
+    # ----- JWKS responses --------------------------------------------------------------------
+
+    def _jwks_request_headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/jwk-set+json, application/json"}
+        if self.cache.etag:
+            headers["If-None-Match"] = self.cache.etag
+        return headers
+
+    def _apply(self, now: float, response: httpx.Response) -> None:
+        cache = self.cache
+        cc = response.headers.get("cache-control")
+        if response.status_code == 304 and cache.loaded:
+            self.stats.jwks_not_modified += 1
+            cache.not_modified(now, cc)
+            return
+        if response.status_code != 200:
+            self.stats.jwks_failures += 1
+            cache.failed(now, f"JWKS answered HTTP {response.status_code}", _retry_after(response))
+            return
+        try:
+            if len(response.content) > MAX_DOCUMENT_BYTES:
+                raise KeySetError("JWK set larger than 1 MiB")
+            ring = load_key_set(json.loads(response.content), self.key_algorithms)
+        except (KeySetError, ValueError) as exc:
+            self.stats.jwks_failures += 1
+            cache.failed(now, f"unusable JWK set: {exc}")
+            return
+        self.stats.jwks_downloads += 1
+        cache.replace(now, ring.keys, ring.skipped, response.headers.get("etag"), cc)
+
+    def _failed(self, now: float, exc: Exception) -> None:
+        self.stats.jwks_failures += 1
+        self.cache.failed(now, f"JWKS fetch failed: {type(exc).__name__}: {exc}")
+
+    def _unavailable(self) -> KeysUnavailableError:
+        reason = self.cache.last_error or "no key set fetched yet"
+        retry = max(1, round(self.cache.retry_at - self.clock())) if self.cache.retry_at > 0 else 5
+        return KeysUnavailableError(f"no usable key set from {self.issuer}: {reason}", retry_after=min(retry, 60))
+
+    # ----- events ----------------------------------------------------------------------------
+
+    def _event(self, event: SSEvent) -> str | None:
+        """Apply one event; returns "fetch" when the key set should be (re)fetched now."""
+        if event.id is not None:
+            if event.id in self._seen_events:
+                return None
+            self._seen_events.append(event.id)
+        self.stats.events_received += 1
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        if event.event == "ready":
+            return "fetch"
+        kid = data.get("kid")
+        if not isinstance(kid, str):
+            return None
+        if event.event == "revoked":
+            self.cache.revoke(kid, self.clock())
+        elif event.event == "retired":
+            self.cache.drop(kid)
+        elif event.event in ("created", "rotated"):
+            if data.get("alg") in self.key_algorithms and kid not in self.cache.keys:
+                return "fetch"
+        return None
+
+    # ----- introspection ---------------------------------------------------------------------
+
+    def _introspection_cached(self, token: str | bytes, now: float) -> tuple[bytes, dict[str, Any] | None]:
+        digest = hashlib.sha256(token.encode() if isinstance(token, str) else token).digest()
+        hit = self._introspected.get(digest)
+        if hit is not None and hit[0] > now:
+            return digest, hit[1]
+        return digest, None
+
+    def _introspection_result(self, digest: bytes, response: httpx.Response, now: float) -> dict[str, Any]:
+        self.stats.introspections += 1
+        if response.status_code in (429,) or response.status_code >= 500:
+            raise KeysUnavailableError(f"introspection answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            raise SDKError(f"introspection refused our client credentials (HTTP {response.status_code})")
+        try:
+            body = response.json()
+        except ValueError:
+            raise KeysUnavailableError("introspection answered something other than JSON") from None
+        if not isinstance(body, dict) or body.get("active") is not True:
+            raise InactiveTokenError("the issuer says this token is not active")
+        claims = {k: v for k, v in body.items() if k not in ("active", "kid", "keyset")}
+        check_claims(
+            claims,
+            issuer=self.issuer,
+            audiences=self.rules.audiences,
+            now=now,
+            leeway=self.rules.leeway,
+            required=self.rules.required_claims,
+        )
+        if self.introspection_cache > 0:
+            until = min(now + self.introspection_cache, float(claims["exp"]))
+            self._introspected[digest] = (until, claims)
+            while len(self._introspected) > INTROSPECTION_CACHE_ENTRIES:
+                self._introspected.popitem(last=False)
+        return claims
+
+
+class Verifier(_Core):
+    """Verifies access tokens of one issuer, for threaded code. Thread-safe.
+
+    >>> verifier = Verifier(issuer="https://auth.example.com", audience="api")
+    >>> claims = verifier.verify(token)  # raises an InvalidTokenError subclass on any failure
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str | Collection[str] | None,
+        *,
+        jwks_uri: str | None = None,
+        jwks: Mapping[str, Any] | None = None,
+        algorithms: Collection[str] | None = None,
+        leeway: float = 30.0,
+        events: bool = False,
+        events_uri: str | None = None,
+        typ: Collection[str] | None = ACCESS_TOKEN_TYPES,
+        required_claims: Collection[str] = ACCESS_TOKEN_CLAIMS,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
+        cache: CacheSettings | None = None,
+        timeout: float = 5.0,
+        introspection: tuple[str, str] | None = None,
+        introspection_cache: float = 5.0,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            issuer,
+            audience,
+            jwks_uri=jwks_uri,
+            jwks=jwks,
+            algorithms=algorithms,
+            leeway=leeway,
+            events=events,
+            events_uri=events_uri,
+            typ=typ,
+            required_claims=required_claims,
+            max_token_bytes=max_token_bytes,
+            cache=cache,
+            timeout=timeout,
+            introspection=introspection,
+            introspection_cache=introspection_cache,
+            clock=clock,
+        )
+        self._own_http = http is None
+        self.http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._lock = threading.Lock()
+        self._background: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._events_thread: threading.Thread | None = None
+        self._events_response: httpx.Response | None = None
+        if self.events_enabled:
+            self._events_thread = threading.Thread(target=self._events_loop, name="jwks-events", daemon=True)
+            self._events_thread.start()
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        response = self._events_response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+        if self._events_thread is not None:
+            self._events_thread.join(timeout=2)
+        if self._own_http:
+            self.http.close()
+
+    # ----- verification ----------------------------------------------------------------------
+
+    def verify(self, token: str | bytes) -> dict[str, Any]:
+        """The token's claims, or an InvalidTokenError subclass (KeysUnavailableError: no keys)."""
+        split = self.rules.split(token)
+        if split.alg in self.hmac_algorithms:
+            return self._introspect(token)
+        now = self.clock()
+        cache = self.cache
+        key = cache.keys.get(split.kid)
+        if key is None or now >= cache.refresh_at:
+            key = self._key(split, now)
+        return self.rules.finish(split, key, now)
+
+    def _key(self, split: Split, now: float) -> VerificationKey:
+        cache = self.cache
+        decision = cache.decide(now)
+        if decision is Refresh.BLOCKING:
+            self.refresh()
+        elif decision is Refresh.BACKGROUND:
+            self._refresh_in_background()
+        if not cache.usable(self.clock()):
+            raise self._unavailable()
+        verdict = cache.lookup(split.kid, now)
+        if verdict.key is not None:
+            return verdict.key
+        if verdict.refetch:
+            self.stats.unknown_kid_refetches += 1
+            self.refresh()
+            verdict = cache.lookup(split.kid, self.clock())
+            if verdict.key is not None:
+                return verdict.key
+        raise UnknownKeyError(f"no key {split.kid!r} in the key set of {self.issuer}")
+
+    # ----- fetching --------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Fetch the key set now (conditionally); one fetch at a time, later callers share it."""
+        if self.static:
+            return
+        generation = self.cache.generation
+        with self._lock:
+            if self.cache.generation != generation:
+                return  # another thread fetched while we waited
+            now = self.clock()
+            self.cache.attempt(now)
+            self.stats.jwks_requests += 1
+            try:
+                response = self.http.get(self._resolve_jwks_uri(), headers=self._jwks_request_headers())
+            except (httpx.HTTPError, KeysUnavailableError) as exc:
+                self._failed(now, exc)
+                return
+            self._apply(self.clock(), response)
+
+    def _resolve_jwks_uri(self) -> str:
+        if self.jwks_uri is None or (self.introspection and self.metadata is None):
+            for url in self._metadata_urls():
+                response = self.http.get(url, headers={"Accept": "application/json"})
+                if response.status_code == 200:
+                    self._accept_metadata(response.json())
+                    break
+            else:
+                raise KeysUnavailableError(f"no RFC 8414 metadata at {self.issuer}")
+        assert self.jwks_uri is not None
+        return self.jwks_uri
+
+    def _refresh_in_background(self) -> None:
+        running = self._background
+        if running is not None and running.is_alive():
+            return
+        thread = threading.Thread(target=self.refresh, name="jwks-refresh", daemon=True)
+        self._background = thread
+        thread.start()
+
+    # ----- events ----------------------------------------------------------------------------
+
+    def _events_loop(self) -> None:
+        parser = SSEParser()
+        backoff = EVENTS_BACKOFF_MIN
+        timeout = httpx.Timeout(self.timeout, read=EVENTS_READ_TIMEOUT)
+        while not self._stop.is_set():
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if parser.last_id:
+                headers["Last-Event-ID"] = parser.last_id
+            try:
+                with self.http.stream("GET", self.events_url(), headers=headers, timeout=timeout) as response:
+                    self._events_response = response
+                    if response.status_code != 200:
+                        backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
+                    else:
+                        self.stats.events_connects += 1
+                        for line in response.iter_lines():
+                            if self._stop.is_set():
+                                return
+                            event = parser.feed(line)
+                            if event is None:
+                                continue
+                            if self._event(event) == "fetch":
+                                self.refresh()
+                            if event.event == "ready":
+                                self.cache.set_subscribed(True)
+                                backoff = EVENTS_BACKOFF_MIN
+            except (httpx.HTTPError, OSError, ValueError):
+                pass  # reconnect below
+            finally:
+                self._events_response = None
+                self.cache.set_subscribed(False)
+            self._stop.wait(backoff * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
+            backoff = min(EVENTS_BACKOFF_MAX, backoff * 2)
+
+    # ----- introspection (HMAC keysets) ------------------------------------------------------
+
+    def _introspect(self, token: str | bytes) -> dict[str, Any]:
+        assert self.introspection is not None
+        now = self.clock()
+        digest, cached = self._introspection_cached(token, now)
+        if cached is not None:
+            return cached
+        text = token.decode("ascii") if isinstance(token, bytes) else token
+        try:
+            if self.metadata is None:
+                self._resolve_jwks_uri()
+            response = self.http.post(self._introspection_url(), data={"token": text}, auth=self.introspection)
+        except httpx.HTTPError as exc:
+            raise KeysUnavailableError(f"introspection failed: {type(exc).__name__}") from None
+        return self._introspection_result(digest, response, self.clock())
+
+
+class AsyncVerifier(_Core):
+    """`Verifier` for asyncio code: ``claims = await verifier.verify(token)``. Close with ``aclose``."""
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str | Collection[str] | None,
+        *,
+        jwks_uri: str | None = None,
+        jwks: Mapping[str, Any] | None = None,
+        algorithms: Collection[str] | None = None,
+        leeway: float = 30.0,
+        events: bool = False,
+        events_uri: str | None = None,
+        typ: Collection[str] | None = ACCESS_TOKEN_TYPES,
+        required_claims: Collection[str] = ACCESS_TOKEN_CLAIMS,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
+        cache: CacheSettings | None = None,
+        timeout: float = 5.0,
+        introspection: tuple[str, str] | None = None,
+        introspection_cache: float = 5.0,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            issuer,
+            audience,
+            jwks_uri=jwks_uri,
+            jwks=jwks,
+            algorithms=algorithms,
+            leeway=leeway,
+            events=events,
+            events_uri=events_uri,
+            typ=typ,
+            required_claims=required_claims,
+            max_token_bytes=max_token_bytes,
+            cache=cache,
+            timeout=timeout,
+            introspection=introspection,
+            introspection_cache=introspection_cache,
+            clock=clock,
+        )
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._events_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncVerifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the event subscription (when asked for); `verify` also starts it on first use."""
+        if self.events_enabled and self._events_task is None and not self._closed:
+            self._events_task = asyncio.get_running_loop().create_task(self._events_loop())
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = [*self._tasks, *([self._events_task] if self._events_task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._own_http:
+            await self.http.aclose()
+
+    async def verify(self, token: str | bytes) -> dict[str, Any]:
+        split = self.rules.split(token)
+        if self._events_task is None and self.events_enabled:
+            await self.start()
+        if split.alg in self.hmac_algorithms:
+            return await self._introspect(token)
+        now = self.clock()
+        cache = self.cache
+        key = cache.keys.get(split.kid)
+        if key is None or now >= cache.refresh_at:
+            key = await self._key(split, now)
+        return self.rules.finish(split, key, now)
+
+    async def _key(self, split: Split, now: float) -> VerificationKey:
+        cache = self.cache
+        decision = cache.decide(now)
+        if decision is Refresh.BLOCKING:
+            await self.refresh()
+        elif decision is Refresh.BACKGROUND:
+            self._spawn(self.refresh())
+        if not cache.usable(self.clock()):
+            raise self._unavailable()
+        verdict = cache.lookup(split.kid, now)
+        if verdict.key is not None:
+            return verdict.key
+        if verdict.refetch:
+            self.stats.unknown_kid_refetches += 1
+            await self.refresh()
+            verdict = cache.lookup(split.kid, self.clock())
+            if verdict.key is not None:
+                return verdict.key
+        raise UnknownKeyError(f"no key {split.kid!r} in the key set of {self.issuer}")
+
+    def _spawn(self, coro: Any) -> None:
+        if any(not t.done() for t in self._tasks):
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def refresh(self) -> None:
+        if self.static:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        generation = self.cache.generation
+        async with self._lock:
+            if self.cache.generation != generation:
+                return
+            now = self.clock()
+            self.cache.attempt(now)
+            self.stats.jwks_requests += 1
+            try:
+                uri = await self._resolve_jwks_uri()
+                response = await self.http.get(uri, headers=self._jwks_request_headers())
+            except (httpx.HTTPError, KeysUnavailableError, ValueError) as exc:
+                self._failed(now, exc)
+                return
+            self._apply(self.clock(), response)
+
+    async def _resolve_jwks_uri(self) -> str:
+        if self.jwks_uri is None or (self.introspection and self.metadata is None):
+            for url in self._metadata_urls():
+                response = await self.http.get(url, headers={"Accept": "application/json"})
+                if response.status_code == 200:
+                    self._accept_metadata(response.json())
+                    break
+            else:
+                raise KeysUnavailableError(f"no RFC 8414 metadata at {self.issuer}")
+        assert self.jwks_uri is not None
+        return self.jwks_uri
+
+    async def _events_loop(self) -> None:
+        parser = SSEParser()
+        backoff = EVENTS_BACKOFF_MIN
+        timeout = httpx.Timeout(self.timeout, read=EVENTS_READ_TIMEOUT)
+        while not self._closed:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if parser.last_id:
+                headers["Last-Event-ID"] = parser.last_id
+            try:
+                async with self.http.stream("GET", self.events_url(), headers=headers, timeout=timeout) as response:
+                    if response.status_code != 200:
+                        backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
+                    else:
+                        self.stats.events_connects += 1
+                        async for line in response.aiter_lines():
+                            event = parser.feed(line)
+                            if event is None:
+                                continue
+                            if self._event(event) == "fetch":
+                                await self.refresh()
+                            if event.event == "ready":
+                                self.cache.set_subscribed(True)
+                                backoff = EVENTS_BACKOFF_MIN
+            except (httpx.HTTPError, OSError, ValueError):
+                pass
+            finally:
+                self.cache.set_subscribed(False)
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+            backoff = min(EVENTS_BACKOFF_MAX, backoff * 2)
+
+    async def _introspect(self, token: str | bytes) -> dict[str, Any]:
+        assert self.introspection is not None
+        now = self.clock()
+        digest, cached = self._introspection_cached(token, now)
+        if cached is not None:
+            return cached
+        text = token.decode("ascii") if isinstance(token, bytes) else token
+        try:
+            if self.metadata is None:
+                await self._resolve_jwks_uri()
+            response = await self.http.post(self._introspection_url(), data={"token": text}, auth=self.introspection)
+        except httpx.HTTPError as exc:
+            raise KeysUnavailableError(f"introspection failed: {type(exc).__name__}") from None
+        return self._introspection_result(digest, response, self.clock())

@@ -68,7 +68,10 @@ class _Base:
         return self.issuer.rstrip("/") + "/.well-known/oauth-authorization-server"
 
     def _accept_metadata(self, response: httpx.Response) -> str:
-        document: Any = response.json() if response.status_code == 200 else None
+        try:
+            document: Any = response.json() if response.status_code == 200 else None
+        except ValueError:
+            document = None
         if not isinstance(document, dict) or document.get("issuer") != self.issuer:
             raise TokenRequestError("server_error", f"no usable RFC 8414 metadata at {self.issuer}")
         endpoint = document.get("token_endpoint")

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..algorithms import ALGORITHMS
+from ..algorithms import ALGORITHMS, MIN_RSA_BITS
 from ..crypto import make_verifier, public_key_from_jwk
 from ..errors import JwksServiceError
 from ..jws import VerificationKey
@@ -74,6 +74,11 @@ def load_key(jwk: Mapping[str, Any], allowed: Collection[str]) -> VerificationKe
     alg = _infer_alg(jwk, allowed)
     if alg not in allowed or alg not in ALGORITHMS:
         raise ValueError(f"algorithm {alg!r} is not allowed")
+    if jwk.get("kty") == "RSA":
+        # Refuse a weak modulus before importing it (the importer would warn on every fetch).
+        n = jwk.get("n")
+        if not isinstance(n, str) or len(n.rstrip("=")) * 6 < MIN_RSA_BITS - 7:
+            raise ValueError(f"{alg} needs an RSA key of at least {MIN_RSA_BITS} bits")
     try:
         public = public_key_from_jwk(alg, jwk)
         verify = make_verifier(ALGORITHMS[alg], public)
@@ -90,16 +95,16 @@ def load_key_set(document: Any, allowed: Collection[str] = ASYMMETRIC_ALGORITHMS
         raise KeySetError(f"JWK set of {len(entries)} keys (at most {MAX_KEYS})")
     keys: dict[str, VerificationKey] = {}
     skipped: dict[str, str] = {}
-    duplicated: set[str] = set()
+    seen: set[str] = set()
     for index, jwk in enumerate(entries):
         label = f"#{index}"
         if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str) and jwk["kid"]:
             label = jwk["kid"]
-            if label in keys or label in duplicated:
-                duplicated.add(label)
+            if label in seen:  # ambiguous whichever copy loaded: neither is used
                 keys.pop(label, None)
                 skipped[label] = "kid appears more than once"
                 continue
+            seen.add(label)
         if not isinstance(jwk, dict):
             skipped[label] = "not a JSON object"
             continue

@@ -385,7 +385,7 @@ class Verifier(_Core):
             self.stats.jwks_requests += 1
             try:
                 response = self.http.get(self._resolve_jwks_uri(), headers=self._jwks_request_headers())
-            except (httpx.HTTPError, KeysUnavailableError) as exc:
+            except (httpx.HTTPError, KeysUnavailableError, ValueError) as exc:  # ValueError: metadata not JSON
                 self._failed(now, exc)
                 return
             self._apply(self.clock(), response)

@@ -473,3 +473,47 @@ def test_hmac_keyset_tokens_are_verified_by_introspection(fleet_factory: Callabl
             verifier.verify(token[:-2] + "xx")
     finally:
         verifier.close()
+
+
+def test_an_issuer_answering_garbage_is_unavailable_not_a_crash() -> None:
+    """Metadata that is not JSON: KeysUnavailableError (a 503 for the middleware), with backoff."""
+    import http.server
+
+    hits: list[str] = []
+
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = b"<html>maintenance</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    token = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsiLCJ0eXAiOiJhdCtqd3QifQ.e30.c2ln"
+    try:
+        with Verifier(base, "api") as verifier:
+            for _ in range(20):
+                with pytest.raises(KeysUnavailableError):
+                    verifier.verify(token)
+            assert len(hits) <= 2  # one attempt, then backoff: no request per verification
+        with Verifier(base, "api", jwks_uri=base + "/jwks") as direct, pytest.raises(KeysUnavailableError):
+            direct.verify(token)
+        from jwks_service.sdk import TokenClient, TokenRequestError
+
+        with TokenClient(base, "id", "secret") as client, pytest.raises(TokenRequestError):
+            client.get()
+    finally:
+        server.shutdown()
+        server.server_close()

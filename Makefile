@@ -27,9 +27,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-## bench: in-process signing benchmark (ratios against PyJWT, joserfc and raw cryptography)
+## bench: in-process signing and SDK verification benchmarks (ratios against PyJWT, joserfc, raw cryptography)
 bench: $(STAMP)
 	$(BIN)/python bench/sign.py
+	$(BIN)/python bench/verify.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

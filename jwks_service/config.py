@@ -80,6 +80,7 @@ class VaultSettings:
     role_id: str = ""  # AppRole: not secret (like a user name); VAULT_ROLE_ID is honoured
     secret_id_file: str = ""  # AppRole secret_id, re-read at every login; else VAULT_SECRET_ID
     auth_mount: str = "approle"
+    max_batch: int = 256  # most signatures per Transit call (micro-batching); 1: one call per token
 
     @property
     def approle(self) -> bool:
@@ -136,7 +137,7 @@ class Settings:
 _TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets"}
 _SECTION_KEYS = {
     "store": {"url"},
-    "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount"},
+    "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount", "max_batch"},
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
     "clients": {"secret_max_age"},
@@ -196,6 +197,15 @@ def load_settings(config_file: str | None = None, environ: Mapping[str, str] | N
         if env.get(variable) and not (isinstance(raw.get("vault"), Mapping) and raw["vault"].get(key)):
             raw = _merge(raw, {"vault": {key: env[variable]}})  # Vault's own variables are honoured
     return build_settings(raw, config_file=path, environ=env)
+
+
+def _max_batch(value: Any, problems: list[str]) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())  # from JWKS_VAULT__MAX_BATCH
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        problems.append(f"vault.max_batch: a whole number from 1 to 1000 (got {value!r})")
+        return 256
+    return value
 
 
 def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mapping[str, str] | None = None) -> Settings:
@@ -266,6 +276,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         role_id=want_str(vault_table.get("role_id", ""), "vault.role_id").strip(),
         secret_id_file=want_str(vault_table.get("secret_id_file", ""), "vault.secret_id_file"),
         auth_mount=want_str(vault_table.get("auth_mount", "approle"), "vault.auth_mount").strip("/"),
+        max_batch=_max_batch(vault_table.get("max_batch", 256), problems),
     )
     if vault.role_id and vault.token_file:
         problems.append("vault.role_id: log in either with vault.token_file or with AppRole (vault.role_id), not both")

@@ -479,7 +479,7 @@ class KeyService:
             return self.issue(client, scope, audience)
         batch = signing.sign_batch
         if self._batcher is None:
-            self._batcher = MicroBatcher()
+            self._batcher = MicroBatcher(max_batch=self.settings.vault.max_batch)
         batcher = self._batcher
 
         async def sign(data: bytes) -> bytes:

@@ -659,3 +659,11 @@ def test_envelope_mode_settings() -> None:
 )
 def test_envelope_mode_refusals(raw: dict[str, Any], field: str, fragment: str) -> None:
     assert fragment in only_line(raw, field)
+
+
+def test_vault_max_batch() -> None:
+    assert build_settings({"vault": VAULT}).vault.max_batch == 256
+    assert build_settings({"vault": {**VAULT, "max_batch": 1}}).vault.max_batch == 1
+    assert load_settings(None, environ={"JWKS_VAULT__MAX_BATCH": "64"}).vault.max_batch == 64
+    for bad in (0, 1001, "many", True, 2.5):
+        assert "whole number from 1 to 1000" in only_line({"vault": {**VAULT, "max_batch": bad}}, "vault.max_batch")

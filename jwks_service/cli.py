@@ -92,6 +92,16 @@ def _generated_kek(kek: LoadedKek) -> str:
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol with one write per response (http/corked.py), when httptools is
+    installed (it is a dependency); else uvicorn's own choice."""
+    try:
+        from .http.corked import CorkedHttpToolsProtocol
+    except ImportError:
+        return "auto"
+    return CorkedHttpToolsProtocol
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -127,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level="info",
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            http=_http_protocol(),
         )
     else:
         from .http.app import create_app
@@ -138,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level="info",
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            http=_http_protocol(),
         )
     return 0
 

@@ -27,10 +27,9 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-## bench: in-process signing and SDK verification benchmarks (ratios against PyJWT, joserfc, raw cryptography)
+## bench: the whole suite (in process and over HTTP against OpenBao); writes bench/results/<date>-<host>.*
 bench: $(STAMP)
-	$(BIN)/python bench/sign.py
-	$(BIN)/python bench/verify.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

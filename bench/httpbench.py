@@ -487,6 +487,9 @@ def run_http(
             results.loads.append(result)
             return result
 
+        def warm_up(req: Request) -> None:
+            run_load("warm-up", "", 0, req, connections=connections, seconds=1.0, pids=[], workdir=work, generator=gen)
+
         bao_token_req = Request("GET", f"{bao.addr}/v1/identity/oidc/token/{ROLE}", {"X-Vault-Token": bao_token})
         bao_keys_req = Request("GET", f"{bao.addr}/v1/identity/oidc/.well-known/keys")
 
@@ -498,6 +501,7 @@ def run_http(
                 form = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic}
                 token_req = Request("POST", ours.base + "/oauth/token", form, "grant_type=client_credentials")
                 pids = [ours.pid]
+                warm_up(token_req)  # every worker up and warm; not measured
                 load("issuance", "ours", workers, token_req, pids, connections)
                 if workers == 2:
                     continue
@@ -515,6 +519,7 @@ def run_http(
                 say(f"memory: issuing {memory_tokens:,} tokens through one worker")
                 results.memory = _memory_run(ours, token_req, memory_tokens, gen, work, connections, say)
 
+        warm_up(bao_token_req)
         load("issuance", "openbao", 0, bao_token_req, [bao_pid], connections)
         load("jwks", "openbao", 0, bao_keys_req, [bao_pid], connections)
         for conns in concurrency:
@@ -529,6 +534,7 @@ def run_http(
                 basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
                 form = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic}
                 token_req = Request("POST", ours.base + "/oauth/token", form, "grant_type=client_credentials")
+                warm_up(token_req)
                 load(mode, "ours", 1, token_req, [ours.pid, bao_pid], vault_conns)
         results.notes.append(
             "OpenBao's workers: one Go process using every core (GOMAXPROCS = CPUs); ours: 1 or 2 uvicorn workers. "

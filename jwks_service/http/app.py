@@ -60,6 +60,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_body(500, "server_error", "the server could not complete the request")
 
 
+async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - never routed to
+    raise HTTPException(405)
+
+
 def _poll(runtime: Runtime, do_tick: bool) -> None:
     if runtime.keys.refresh():
         runtime.clients.invalidate()
@@ -131,7 +135,9 @@ def create_app(
             tg.cancel_scope.cancel()
 
     routes = [
-        Route("/.well-known/jwks.json", wellknown.jwks, methods=["GET"]),
+        # GET /.well-known/jwks.json is answered by wellknown.JwksFastPath (middleware) before routing;
+        # this route only makes other methods a 405 like every other path.
+        Route("/.well-known/jwks.json", _method_not_allowed, methods=["GET"]),
         Route("/.well-known/openid-configuration", wellknown.discovery, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", wellknown.discovery, methods=["GET"]),
         Route("/keys/status", wellknown.key_status, methods=["GET"]),
@@ -154,7 +160,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimitMiddleware)],
+        middleware=[Middleware(wellknown.JwksFastPath, runtime=rt), Middleware(BodyLimitMiddleware)],
         exception_handlers={
             JwksServiceError: _service_error,
             oauth.ClientAuthError: oauth.client_auth_error,

@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..jwks import etag_matches
@@ -43,21 +44,62 @@ def metadata(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def jwks(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    rendered = runtime.keys.snapshot.jwks
-    settings = runtime.settings
-    headers = {
-        "Cache-Control": f"public, max-age={settings.jwks_max_age}, stale-if-error={settings.stale_if_error}",
-        "ETag": rendered.etag,
-    }
-    counter = request.app.state.metrics.jwks_requests
-    inm = request.headers.get("if-none-match")
-    if inm is not None and etag_matches(inm, rendered.etag):
-        counter.labels("304").inc()
-        return Response(status_code=304, headers=headers)
-    counter.labels("200").inc()
-    return Response(rendered.body, media_type="application/jwk-set+json", headers=headers)
+class JwksFastPath:
+    """GET/HEAD /.well-known/jwks.json as plain ASGI, ahead of Starlette's routing.
+
+    The busiest public endpoint serves one pre-rendered body: the response head is built once per
+    key-set version (ETag) and sent as is. Behaviour is that of a route: ETag, If-None-Match -> 304,
+    Cache-Control with max-age and stale-if-error, the request counter; other methods fall through
+    to the router (405). Profiled: the Starlette request/response machinery was about a fifth of
+    the CPU of serving the JWKS.
+    """
+
+    PATH = "/.well-known/jwks.json"
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        settings = runtime.settings
+        self.cache_control = (
+            f"public, max-age={settings.jwks_max_age}, stale-if-error={settings.stale_if_error}".encode()
+        )
+        self._etag = ""
+        self._head_200: list[tuple[bytes, bytes]] = []
+        self._head_304: list[tuple[bytes, bytes]] = []
+        self.counter_200: Any = None
+        self.counter_304: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        rendered = self.runtime.keys.snapshot.jwks
+        if rendered.etag != self._etag:
+            etag = rendered.etag.encode()
+            common = [(b"cache-control", self.cache_control), (b"etag", etag)]
+            self._head_200 = [
+                *common,
+                (b"content-type", b"application/jwk-set+json"),
+                (b"content-length", str(len(rendered.body)).encode()),
+            ]
+            self._head_304 = common
+            self._etag = rendered.etag
+        if self.counter_200 is None:
+            counter = scope["app"].state.metrics.jwks_requests
+            self.counter_200, self.counter_304 = counter.labels("200"), counter.labels("304")
+        inm = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                inm = value.decode("latin-1")
+                break
+        if inm is not None and etag_matches(inm, rendered.etag):
+            self.counter_304.inc()
+            await send({"type": "http.response.start", "status": 304, "headers": self._head_304})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.counter_200.inc()
+        await send({"type": "http.response.start", "status": 200, "headers": self._head_200})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else rendered.body})
 
 
 async def discovery(request: Request) -> Response:

@@ -70,3 +70,28 @@ def test_readyz_names_what_is_missing(runtime: Runtime, clock: ManualClock) -> N
     assert r.json()["error"] == "not_ready"
     # Signing and JWKS keep working from memory.
     assert http.get("/.well-known/jwks.json").status_code == 200
+
+
+def test_jwks_caching_headers_head_and_other_methods(http: TestClient, runtime: Runtime) -> None:
+    r = http.get("/.well-known/jwks.json")
+    settings = runtime.settings
+    assert r.headers["cache-control"] == (
+        f"public, max-age={settings.jwks_max_age}, stale-if-error={settings.stale_if_error}"
+    )
+    etag = r.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    assert int(r.headers["content-length"]) == len(r.content)
+    for inm in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        not_modified = http.get("/.well-known/jwks.json", headers={"If-None-Match": inm})
+        assert not_modified.status_code == 304 and not_modified.content == b""
+        assert not_modified.headers["etag"] == etag
+    assert http.get("/.well-known/jwks.json", headers={"If-None-Match": '"stale"'}).status_code == 200
+    head = http.head("/.well-known/jwks.json")
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == etag
+    post = http.post("/.well-known/jwks.json")
+    assert post.status_code == 405 and post.json()["error"] == "method_not_allowed"
+    # A rotation changes the body and the ETag at once.
+    runtime.keys.rotate("default", force=True, reason="test")
+    after = http.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
+    assert after.status_code == 200 and after.headers["etag"] != etag
+    assert after.headers["content-length"] == str(len(after.content))

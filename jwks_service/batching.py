@@ -7,7 +7,7 @@ with the latency of one call; a busy one pays one Vault round trip per batch, no
 The event loop never waits on Vault: a call ``partial(backend.sign_batch, key)`` whose backend
 also has a coroutine ``sign_batch_async`` (VaultBackend: non-blocking sockets) is awaited on the
 loop as ``backend.sign_batch_async(key, inputs)``; any other call runs in a worker thread. Handing
-each batch to a thread and back cost ~12 µs of client CPU per ES256 token (the GIL changing hands),
+each batch to a thread and back cost ~10 µs of client CPU per ES256 token (the GIL changing hands),
 as much as the rest of the batched path (bench/vault.py).
 
 What queued is shared evenly among the free slots (parts of at least `min_split`): a burst of

@@ -7,11 +7,14 @@ verifies with our verifiers and with PyJWT; the private key never leaves Vault; 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import re
 import secrets
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,7 @@ from support import PROJECT_ROOT, free_port
 from jwks_service.algorithms import ALGORITHMS, Algorithm
 from jwks_service.backends import KeyBackend
 from jwks_service.backends.vault import (
+    TransitHTTP,
     TransitRef,
     VaultBackend,
     VaultPermissionError,
@@ -106,14 +110,19 @@ def test_every_alg_signs_with_pinned_versions_singly_and_in_batches(backend: Vau
             assert key.public_jwk["kid"] == key.kid and key.public_jwk["alg"] == alg
             check_with_pyjwt(a, key.public_jwk, data, sig)
 
-    # One Transit call for 50 inputs; each signature verifies on its own and in order.
+    # One Transit call for 50 inputs; each signature verifies on its own and in order: blocking, and
+    # on the event loop (the MicroBatcher's way).
     inputs = [signing_input(alg, k2.kid, n) for n in range(50)]
-    sigs = backend.sign_batch(k2, inputs)
-    assert len(sigs) == 50
     verify2 = backend.verifier(k2)
-    assert all(verify2(d, s) for d, s in zip(inputs, sigs, strict=True))
-    assert not verify2(inputs[0], sigs[1])
+    for sigs in (backend.sign_batch(k2, inputs), asyncio.run(backend.sign_batch_async(k2, inputs))):
+        assert len(sigs) == 50
+        assert all(verify2(d, s) for d, s in zip(inputs, sigs, strict=True))
+        assert not verify2(inputs[0], sigs[1])
+    if not a.symmetric:
+        assert k2.public_jwk is not None
+        check_with_pyjwt(a, k2.public_jwk, inputs[7], sigs[7])
     assert backend.sign_batch(k2, []) == []
+    assert asyncio.run(backend.sign_batch_async(k2, [])) == []
 
     # The private key never leaves Vault.
     info = root.secrets.transit.read_key(name)["data"]
@@ -324,9 +333,16 @@ def test_permission_denied_names_the_policy_path(openbao: Any, root: Any, backen
     with pytest.raises(VaultPermissionError, match="transit/verify/"):
         reader.verifier(hkey)(b"x", bytes(32))
 
+    for sign_batch in (reader.sign_batch, lambda k, d: asyncio.run(reader.sign_batch_async(k, d))):
+        with pytest.raises(VaultPermissionError) as caught:
+            sign_batch(key, [b"header.payload"])
+        assert caught.value.description == err.description
+
     bad_token = VaultBackend(openbao.client(token="not-a-token"))
     with pytest.raises(VaultPermissionError, match="permission denied"):
         bad_token.signer(key)(b"x")
+    with pytest.raises(VaultPermissionError, match="permission denied"):
+        asyncio.run(bad_token.sign_batch_async(key, [b"x"]))
 
 
 def test_unreachable_vault_is_unavailable_within_the_client_timeout() -> None:
@@ -341,6 +357,10 @@ def test_unreachable_vault_is_unavailable_within_the_client_timeout() -> None:
         closed.latest_version("default")
     with pytest.raises(UnavailableError):
         closed.generate("default", ALGORITHMS["ES256"], 256)
+    with pytest.raises(UnavailableError, match="unreachable"):
+        closed.sign_batch(key, [b"x"])
+    with pytest.raises(UnavailableError, match="unreachable"):
+        asyncio.run(closed.sign_batch_async(key, [b"x"]))
     assert time.monotonic() - started < 2
 
     # Something accepts the connection and never answers: the client's timeout (1 s) bounds the wait.
@@ -349,10 +369,109 @@ def test_unreachable_vault_is_unavailable_within_the_client_timeout() -> None:
         silent.listen(8)
         port = silent.getsockname()[1]
         hung = VaultBackend(hvac.Client(url=f"http://127.0.0.1:{port}", token="t", timeout=1))
-        started = time.monotonic()
-        with pytest.raises(UnavailableError, match="in time"):
-            hung.sign_batch(key, [b"x"])
-        assert time.monotonic() - started < 2.5
+        for sign_batch in (hung.sign_batch, lambda k, d: asyncio.run(hung.sign_batch_async(k, d))):
+            started = time.monotonic()
+            with pytest.raises(UnavailableError, match="in time"):
+                sign_batch(key, [b"x"])
+            assert time.monotonic() - started < 2.5
+
+
+def test_idle_connections_closed_by_vault_are_replaced(backend: VaultBackend) -> None:
+    """Batched signing keeps connections open; one Vault closed meanwhile costs a new one, not an error."""
+    _, (key,) = make_keys(backend, "ES256", 1)
+    verify = backend.verifier(key)
+    http = backend._http
+    assert http.usable
+
+    async def sign_async() -> list[bytes]:
+        return await backend.sign_batch_async(key, [b"a.b", b"c.d"])
+
+    def sockets(pool: list[Any]) -> list[socket.socket]:
+        return [c if isinstance(c, socket.socket) else c.sock for c in pool]
+
+    for sign, pool in (
+        (lambda: backend.sign_batch(key, [b"a.b", b"c.d"]), lambda: sockets(http._idle)),
+        (lambda: asyncio.run(sign_async()), lambda: sockets(http._idle_sockets)),
+    ):
+        sign()
+        assert pool()
+        for sock in pool():  # as if Vault had dropped them
+            sock.shutdown(socket.SHUT_RDWR)
+        sigs = sign()
+        assert verify(b"a.b", sigs[0]) and verify(b"c.d", sigs[1])
+
+
+def test_a_renewed_token_is_used_at_once(openbao: Any, backend: VaultBackend) -> None:
+    """VaultAuth replaces the hvac client's token: the next batch signs with the new one."""
+    _, (key,) = make_keys(backend, "EdDSA", 1)
+    client = openbao.client()
+    mine = VaultBackend(client)
+    assert len(asyncio.run(mine.sign_batch_async(key, [b"x"]))) == 1
+    client.token = "expired"
+    with pytest.raises(VaultPermissionError):
+        asyncio.run(mine.sign_batch_async(key, [b"x"]))
+    with pytest.raises(VaultPermissionError):
+        mine.sign_batch(key, [b"x"])
+    client.token = openbao.root_token
+    assert len(asyncio.run(mine.sign_batch_async(key, [b"x"]))) == 1
+
+
+def test_a_client_behind_a_proxy_signs_through_hvac(
+    openbao: Any, backend: VaultBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path knows no proxies: with one configured (or in the environment), hvac does the work."""
+    assert not TransitHTTP(hvac.Client(url=openbao.addr, proxies={"http": "http://proxy.invalid:3128"})).usable
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    assert not TransitHTTP(hvac.Client(url=openbao.addr)).usable
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert TransitHTTP(hvac.Client(url=openbao.addr)).usable
+    monkeypatch.delenv("HTTP_PROXY")
+
+    _, (key,) = make_keys(backend, "PS256", 1)
+    slow = VaultBackend(openbao.client())
+    slow._http.usable = False  # as if behind a proxy: hvac, in a worker thread on the loop
+    verify = backend.verifier(key)
+    for sigs in (slow.sign_batch(key, [b"a.b"]), asyncio.run(slow.sign_batch_async(key, [b"a.b"]))):
+        assert verify(b"a.b", sigs[0])
+
+
+def test_batched_signing_over_tls_verifies_vaults_certificate(tmp_path: Path, openbao: Any) -> None:
+    """An https Vault (``bao server -dev-tls``): batches signed over verified TLS; an untrusted
+    certificate is refused, as hvac refuses it."""
+    port = free_port()
+    args = [openbao.binary(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={tmp_path}"]
+    args += ["-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))} | {"HOME": str(tmp_path)}
+    ca = tmp_path / "vault-ca.pem"
+    with (tmp_path / "bao.log").open("wb") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        client = hvac.Client(url=f"https://127.0.0.1:{port}", token="root", verify=str(ca), timeout=5)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.sys.enable_secrets_engine("transit")
+                break
+            except (OSError, hvac.exceptions.VaultError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail((tmp_path / "bao.log").read_text(errors="replace")[-2000:], pytrace=False)
+                time.sleep(0.1)
+        tls = VaultBackend(client)
+        assert tls._http.usable
+        key = record(tls.generate("tls", ALGORITHMS["ES256"], 256), "tls", "ES256")
+        verify = tls.verifier(key)
+        for sigs in (tls.sign_batch(key, [b"a.b"] * 3), asyncio.run(tls.sign_batch_async(key, [b"a.b"] * 3))):
+            assert len(sigs) == 3 and all(verify(b"a.b", sig) for sig in sigs)
+
+        untrusted = VaultBackend(hvac.Client(url=f"https://127.0.0.1:{port}", token="root", verify=True, timeout=5))
+        with pytest.raises(UnavailableError, match="SSLCertVerificationError"):
+            asyncio.run(untrusted.sign_batch_async(key, [b"a.b"]))
+        with pytest.raises(UnavailableError, match="SSLCertVerificationError"):
+            untrusted.sign_batch(key, [b"a.b"])
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture
@@ -373,6 +492,10 @@ def test_sealed_vault_is_unavailable(backend: VaultBackend, sealed: None) -> Non
     key = KeyVersion("kid", "default", "ES256", KeyState.CURRENT, 0.0, None, TransitRef("jwks-default", 1).encode())
     with pytest.raises(UnavailableError, match="sealed or unavailable"):
         backend.signer(key)(b"x")
+    with pytest.raises(UnavailableError, match="sealed or unavailable"):
+        backend.sign_batch(key, [b"x"])
+    with pytest.raises(UnavailableError, match="sealed or unavailable"):
+        asyncio.run(backend.sign_batch_async(key, [b"x"]))
     with pytest.raises(UnavailableError, match="sealed"):
         backend.latest_version("default")
 

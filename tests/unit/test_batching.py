@@ -6,10 +6,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import pytest
 
-from jwks_service.batching import MicroBatcher
+from jwks_service.batching import MicroBatcher, async_twin
 from jwks_service.errors import UnavailableError
 
 
@@ -154,3 +156,37 @@ def test_the_batcher_outlives_its_event_loop() -> None:
             backend.hold.set()
 
     asyncio.run(late())
+
+
+class TwinBackend:
+    """A backend with `sign_batch` and its coroutine twin `sign_batch_async`, as VaultBackend has."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def sign_batch(self, key: str, inputs: Sequence[bytes]) -> list[bytes]:
+        self.threads.append(threading.current_thread().name)
+        return [key.encode() + data for data in inputs]
+
+    async def sign_batch_async(self, key: str, inputs: Sequence[bytes]) -> list[bytes]:
+        await asyncio.sleep(0)
+        self.threads.append("loop:" + threading.current_thread().name)
+        return [key.encode() + data for data in inputs]
+
+
+def test_a_backend_with_an_async_twin_is_awaited_on_the_loop_and_others_go_to_a_thread() -> None:
+    backend, batcher = TwinBackend(), MicroBatcher()
+    call = partial(backend.sign_batch, "k:")  # what KeyService hands the batcher
+
+    async def burst(fn: Any) -> list[bytes]:
+        return await asyncio.gather(*(batcher.sign("k", fn, b"%d" % i) for i in range(20)))
+
+    assert asyncio.run(burst(call)) == [b"k:%d" % i for i in range(20)]
+    assert backend.threads and all(t == "loop:" + threading.main_thread().name for t in backend.threads)
+
+    backend.threads.clear()
+    plain = Backend()
+    assert asyncio.run(burst(plain)) == [(b"%d" % i)[::-1] for i in range(20)]  # no twin: a worker thread
+    assert async_twin(plain) is None and async_twin(partial(plain, b"x")) is None
+    assert async_twin(partial(backend.sign_batch, "k:")) is not None
+    assert async_twin(partial(backend.sign_batch_async, "k:")) is None  # no sign_batch_async_async

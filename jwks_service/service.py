@@ -54,6 +54,7 @@ CAS_ATTEMPTS = 8
 OUT_OF_BAND_CHECK_SECONDS = 10.0  # how often a remote backend is asked for versions made behind our back
 # Introspection refuses to vouch for a token when the revocation list is older than this.
 REVOCATION_STALENESS = 5.0
+UNBATCHED_IN_FLIGHT = 64  # Transit calls at once per key when vault.max_batch = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,7 +480,10 @@ class KeyService:
             return self.issue(client, scope, audience)
         batch = signing.sign_batch
         if self._batcher is None:
-            self._batcher = MicroBatcher(max_batch=self.settings.vault.max_batch)
+            max_batch = self.settings.vault.max_batch
+            # max_batch = 1 turns coalescing off: each request makes its own Transit call, as many at
+            # once as requests arrive (what a service without batching does), not two at a time.
+            self._batcher = MicroBatcher(max_batch=max_batch, max_in_flight=2 if max_batch > 1 else UNBATCHED_IN_FLIGHT)
         batcher = self._batcher
 
         async def sign(data: bytes) -> bytes:

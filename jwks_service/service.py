@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+import anyio
+
 from . import audit
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
@@ -54,7 +56,6 @@ CAS_ATTEMPTS = 8
 OUT_OF_BAND_CHECK_SECONDS = 10.0  # how often a remote backend is asked for versions made behind our back
 # Introspection refuses to vouch for a token when the revocation list is older than this.
 REVOCATION_STALENESS = 5.0
-UNBATCHED_IN_FLIGHT = 64  # Transit calls at once per key when vault.max_batch = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,12 +479,19 @@ class KeyService:
         signing = self._snapshot.signing.get(client.keyset)
         if signing is None or signing.sign_batch is None:
             return self.issue(client, scope, audience)
+        if self.settings.vault.max_batch == 1:
+            # Batching off: the key's own single-token signer (one Transit call through hvac) in a
+            # worker thread, as many at once as the thread pool allows: a service without batching.
+            try:
+                issued = await anyio.to_thread.run_sync(self.issue, client, scope, audience)
+            except UnavailableError as exc:
+                self.degraded[client.keyset] = exc.description
+                raise
+            self.degraded.pop(client.keyset, None)
+            return issued
         batch = signing.sign_batch
         if self._batcher is None:
-            max_batch = self.settings.vault.max_batch
-            # max_batch = 1 turns coalescing off: each request makes its own Transit call, as many at
-            # once as requests arrive (what a service without batching does), not two at a time.
-            self._batcher = MicroBatcher(max_batch=max_batch, max_in_flight=2 if max_batch > 1 else UNBATCHED_IN_FLIGHT)
+            self._batcher = MicroBatcher(max_batch=self.settings.vault.max_batch)
         batcher = self._batcher
 
         async def sign(data: bytes) -> bytes:

@@ -29,8 +29,8 @@ def vault_runtime(
     monkeypatch.setenv("VAULT_TOKEN", openbao.root_token)
     opened: list[Runtime] = []
 
-    def make(keysets: dict[str, dict[str, Any]]) -> Runtime:
-        rt = build_runtime(make_settings(tmp_path, keysets, vault={"addr": openbao.addr}))
+    def make(keysets: dict[str, dict[str, Any]], **vault: Any) -> Runtime:
+        rt = build_runtime(make_settings(tmp_path, keysets, vault={"addr": openbao.addr, **vault}))
         opened.append(rt)
         return rt
 
@@ -95,6 +95,30 @@ def test_concurrent_requests_are_coalesced_into_batches(vault_runtime: Any) -> N
         token = r.json()["access_token"]
         key = next(k for k in jwks.keys if k.key_id == jwt.get_unverified_header(token)["kid"])
         jwt.decode(token, key, algorithms=["ES256"], audience="api", issuer=ISSUER)
+
+
+def test_batching_off_signs_each_token_with_its_own_call(vault_runtime: Any) -> None:
+    """vault.max_batch = 1: no micro-batcher; every token is one Transit call from a worker thread."""
+    name = unique("n")
+    rt = vault_runtime({name: {"alg": "ES256", "backend": "vault"}}, max_batch=1)
+    client, secret = rt.clients.create("svc", ["read"], ["api"], keyset=name)
+    app = create_app(runtime=rt, background=False)
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as ac:
+            return await asyncio.gather(
+                *(ac.post("/oauth/token", data=GRANT, auth=(client.client_id, secret)) for _ in range(20))
+            )
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 20
+    assert rt.keys._batcher is None
+    jwks = jwt.PyJWKSet.from_dict(TestClient(app, base_url=ISSUER).get("/.well-known/jwks.json").json())
+    for r in responses:
+        token = r.json()["access_token"]
+        key = next(k for k in jwks.keys if k.key_id == jwt.get_unverified_header(token)["kid"])
+        assert jwt.decode(token, key, algorithms=["ES256"], audience="api", issuer=ISSUER)["sub"] == client.client_id
 
 
 def test_sealed_vault_degrades_only_its_keyset_and_recovers(vault_runtime: Any, openbao: Any) -> None:

@@ -136,12 +136,12 @@ async def token(request: Request) -> Response:
     try:
         response = await _token(request, metrics)
     except ClientAuthError:
-        metrics.token_requests.labels("invalid_client").inc()
+        metrics.child(metrics.token_requests, "invalid_client").inc()
         raise
     except JwksServiceError as exc:
-        metrics.token_requests.labels(exc.error).inc()
+        metrics.child(metrics.token_requests, exc.error).inc()
         raise
-    metrics.token_requests.labels("ok").inc()
+    metrics.child(metrics.token_requests, "ok").inc()
     return response
 
 
@@ -156,8 +156,8 @@ async def _token(request: Request, metrics: Metrics) -> Response:
     audience = choose_audience(client, form.get("audience"))
     started = perf_counter()
     issued = await runtime.keys.issue_async(client, scope, audience)
-    metrics.signing_seconds.labels(client.keyset).observe(perf_counter() - started)
-    metrics.tokens_issued.labels(client.keyset, issued.kid).inc()
+    metrics.child(metrics.signing_seconds, client.keyset).observe(perf_counter() - started)
+    metrics.child(metrics.tokens_issued, client.keyset, issued.kid).inc()
     return JSONResponse(
         {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in, "scope": issued.scope},
         headers=NO_STORE,
@@ -179,16 +179,16 @@ async def introspect(request: Request) -> Response:
     try:
         result = runtime.keys.introspect(value)
     except InvalidTokenError:
-        metrics.introspections.labels("inactive").inc()
+        metrics.child(metrics.introspections, "inactive").inc()
         return inactive
     except JwksServiceError as exc:
-        metrics.introspections.labels(exc.error).inc()
+        metrics.child(metrics.introspections, exc.error).inc()
         raise
     # A client sees its own tokens; only a client with scope `introspect` sees others'.
     if result.claims.get("client_id") != caller.client_id and "introspect" not in caller.scopes:
-        metrics.introspections.labels("inactive").inc()
+        metrics.child(metrics.introspections, "inactive").inc()
         return inactive
-    metrics.introspections.labels("active").inc()
+    metrics.child(metrics.introspections, "active").inc()
     body = {**result.claims, "active": True, "token_type": "Bearer", "kid": result.kid, "keyset": result.keyset}
     return JSONResponse(body, headers=NO_STORE)
 

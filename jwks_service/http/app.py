@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import orjson
@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..clock import Clock
 from ..config import Settings, load_settings
@@ -30,6 +31,8 @@ from .metrics import Metrics, metrics_endpoint
 from .responses import error_body, error_response
 
 log = logging.getLogger("jwks_service")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 POLL_SECONDS = 0.25  # how often a replica looks for changes made elsewhere (CLI, other replicas)
 TICK_SECONDS = 1.0  # how often the scheduler plans transitions
@@ -62,6 +65,35 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - never routed to
     raise HTTPException(405)
+
+
+class DirectRoutes:
+    """The hot OAuth endpoints called straight from the middleware chain.
+
+    The same handlers and the same exception handlers as through the router, without Starlette's
+    exception middleware, route matching and request/response wrappers: about a tenth of the CPU
+    of a token request in the profile. Other methods on these paths fall through to the router.
+    """
+
+    def __init__(self, app: ASGIApp, routes: dict[str, Endpoint]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except oauth.ClientAuthError as exc:
+            response = await oauth.client_auth_error(request, exc)
+        except JwksServiceError as exc:
+            response = await _service_error(request, exc)
+        except HTTPException as exc:
+            response = await _http_error(request, exc)
+        await response(scope, receive, send)
 
 
 def _poll(runtime: Runtime, do_tick: bool) -> None:
@@ -135,6 +167,9 @@ def create_app(
             tg.cancel_scope.cancel()
 
     routes = [
+        # Routes are matched in order: the busiest first (the token endpoint's profile showed
+        # Route.matches at 4% with it ninth).
+        Route("/oauth/token", oauth.token, methods=["POST"]),
         # GET /.well-known/jwks.json is answered by wellknown.JwksFastPath (middleware) before routing;
         # this route only makes other methods a 405 like every other path.
         Route("/.well-known/jwks.json", _method_not_allowed, methods=["GET"]),
@@ -145,7 +180,6 @@ def create_app(
         Route("/healthz", wellknown.healthz, methods=["GET"]),
         Route("/readyz", wellknown.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/oauth/token", oauth.token, methods=["POST"]),
         Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
         Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
         Route("/admin/keysets", admin.list_keysets, methods=["GET"]),
@@ -160,7 +194,11 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(wellknown.JwksFastPath, runtime=rt), Middleware(BodyLimitMiddleware)],
+        middleware=[
+            Middleware(wellknown.JwksFastPath, runtime=rt),
+            Middleware(BodyLimitMiddleware),
+            Middleware(DirectRoutes, routes={"/oauth/token": oauth.token, "/oauth/introspect": oauth.introspect}),
+        ],
         exception_handlers={
             JwksServiceError: _service_error,
             oauth.ClientAuthError: oauth.client_auth_error,

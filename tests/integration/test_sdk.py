@@ -517,3 +517,19 @@ def test_an_issuer_answering_garbage_is_unavailable_not_a_crash() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_everything_works_when_events_are_unavailable(steady: Fleet) -> None:
+    """An events endpoint that is missing (404) or unreachable: the SDK backs off and verifies by
+    max-age alone."""
+    r1 = steady.replicas[0]
+    dead = f"http://127.0.0.1:{free_port()}/keys/events"
+    for events_uri in (r1.url("/no-such-stream"), dead):
+        with Verifier(steady.issuer, "api", events=True, events_uri=events_uri) as verifier:
+            token = steady.token(r1)
+            for _ in range(20):
+                assert verifier.verify(token)["client_id"] == steady.client_id
+            time.sleep(0.3)
+            assert not verifier.cache.subscribed
+            assert verifier.stats.events_connects == 0
+            assert verifier.verify(steady.token(r1))

@@ -360,23 +360,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/sign.py", description=__doc__.split("\n\n")[0])
+def parse_in_process_args(
+    argv: Sequence[str] | None, *, prog: str, description: str, algs: Sequence[str]
+) -> argparse.Namespace:
+    """The options of the in-process benchmarks (this one and bench/verify.py)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--seconds", type=float, default=0.5, help="time budget per cell and round (default 0.5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each cell reports its best (default 3)")
-    p.add_argument("--algs", default=",".join(ALGS), help="comma-separated algorithms (default: all)")
+    p.add_argument("--algs", default=",".join(algs), help="comma-separated algorithms (default: all)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--quick", action="store_true", help="smoke run: 0.05 s per cell, 2048-bit RSA keys")
     args = p.parse_args(argv)
     args.alg_list = [a.strip() for a in args.algs.split(",") if a.strip()]
-    unknown = [a for a in args.alg_list if a not in ALGS]
+    unknown = [a for a in args.alg_list if a not in algs]
     if unknown or not args.alg_list:
-        p.error(f"--algs: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(ALGS)}")
+        p.error(f"--algs: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(algs)}")
     if args.quick:
         args.seconds = 0.05
     if args.seconds <= 0 or args.rounds < 1:
         p.error("--seconds must be positive and --rounds at least 1")
     return args
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return parse_in_process_args(argv, prog="bench/sign.py", description=__doc__.split("\n\n")[0], algs=ALGS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

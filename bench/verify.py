@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/sign.py: the timing loop and versions
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sign import _rate, _versions
+from sign import _rate, _versions, parse_in_process_args
 
 ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 CONTENDERS = ("sdk", "pyjwt", "joserfc", "raw")
@@ -234,22 +234,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/verify.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=0.5, help="time budget per cell and round (default 0.5)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each cell reports its best (default 3)")
-    p.add_argument("--algs", default=",".join(ALGS), help="comma-separated algorithms (default: all asymmetric)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    p.add_argument("--quick", action="store_true", help="smoke run: 0.05 s per cell, 2048-bit RSA keys")
-    args = p.parse_args(argv)
-    args.alg_list = [a.strip() for a in args.algs.split(",") if a.strip()]
-    unknown = [a for a in args.alg_list if a not in ALGS]
-    if unknown or not args.alg_list:
-        p.error(f"--algs: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(ALGS)}")
-    if args.quick:
-        args.seconds = 0.05
-    if args.seconds <= 0 or args.rounds < 1:
-        p.error("--seconds must be positive and --rounds at least 1")
-    return args
+    return parse_in_process_args(argv, prog="bench/verify.py", description=__doc__.split("\n\n")[0], algs=ALGS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

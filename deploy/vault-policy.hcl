@@ -54,6 +54,11 @@ path "transit/decrypt/jwks-kek" {
   capabilities = ["update"]
 }
 
+# `jwks-service kek rewrap`: the same KEK under the key's latest version (the plaintext stays in Vault).
+path "transit/rewrap/jwks-kek" {
+  capabilities = ["update"]
+}
+
 # Keep the service's own token alive (also in Vault's default policy; here so this file suffices alone).
 path "auth/token/lookup-self" {
   capabilities = ["read"]

@@ -466,6 +466,32 @@ def _progress(line: str) -> None:
     _stderr(f"  {line}")
 
 
+def cmd_kek_rewrap(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not settings.kek_transit_key:
+        raise ConfigError(
+            'secrets.kek: rewrap is for envelope mode (kek = "vault-transit:<key>"); this KEK file is not wrapped'
+        )
+    from .backends.vault import TransitWrapper
+    from .kek import rewrap_kek
+    from .runtime import open_vault_auth
+
+    auth = open_vault_auth(settings)
+    try:
+        wrapper = TransitWrapper(auth.client, settings.vault.transit_mount, settings.kek_transit_key)
+        old, new = rewrap_kek(settings.kek_file, wrapper)
+    finally:
+        auth.close()
+    if old == new:
+        print(f"{settings.kek_file} is already wrapped by the latest version (v{new}) of {wrapper.description}")
+    else:
+        print(
+            f"rewrapped {settings.kek_file}: v{old} -> v{new} of {wrapper.description}. Copy the file to every"
+            f" replica; then min_decryption_version may be raised to {new}."
+        )
+    return 0
+
+
 def cmd_backup_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.force and os.path.lexists(args.file):
@@ -591,6 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration, print derived windows")
     p.set_defaults(func=cmd_check_config)
 
+    kek = sub.add_parser("kek", help="the key-encryption key").add_subparsers(
+        dest="kek_command", required=True, metavar="ACTION"
+    )
+    p = kek.add_parser(
+        "rewrap", parents=[common], help="envelope mode: rewrap the KEK file under the Transit key's latest version"
+    )
+    p.set_defaults(func=cmd_kek_rewrap)
     backup = sub.add_parser("backup", help="export or import keys, clients and audit in one file").add_subparsers(
         dest="backup_command", required=True, metavar="ACTION"
     )

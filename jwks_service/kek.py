@@ -105,6 +105,8 @@ class KeyWrapper(Protocol):
 
     def unwrap(self, wrapped: str) -> bytes: ...
 
+    def rewrap(self, wrapped: str) -> str: ...
+
 
 def load_wrapped_kek(path_text: str, wrapper: KeyWrapper, *, create: bool) -> LoadedKek:
     """Unwrap the KEK in `path_text` with `wrapper`; with `create`, make one when the file is absent."""
@@ -134,6 +136,42 @@ def load_wrapped_kek(path_text: str, wrapper: KeyWrapper, *, create: bool) -> Lo
         )
     key = _unwrap(path, text, wrapper)
     return LoadedKek(key, path, generated=False, wrapped_by=wrapper.description)
+
+
+def wrapped_version(text: str) -> int:
+    """The Transit key version of a ``vault:v<n>:...`` ciphertext (0 when it is not one)."""
+    head = text.split(":", 2)[1] if text.count(":") >= 2 else ""
+    return int(head[1:]) if head.startswith("v") and head[1:].isdigit() else 0
+
+
+def rewrap_kek(path_text: str, wrapper: KeyWrapper) -> tuple[int, int]:
+    """Rewrap the KEK file under the wrapping key's latest version: (old version, new version).
+
+    The new ciphertext must unwrap to the very KEK the old one does before it replaces the file
+    (written beside it, mode 0600, fsynced, renamed over it), so the KEK is never at risk.
+    """
+    path = Path(path_text)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"secrets.kek_file: cannot read {path}: {exc}") from None
+    old = wrapped_version(text)
+    if not old:
+        raise ConfigError(f"secrets.kek_file: {path} is not a Vault Transit ciphertext (vault:v<n>:...)")
+    key = _unwrap(path, text, wrapper)
+    rewrapped = wrapper.rewrap(text)
+    new = wrapped_version(rewrapped)
+    if new == old:
+        return old, new
+    if wrapper.unwrap(rewrapped) != key:
+        raise ConfigError(f"secrets.kek: {wrapper.description} rewrapped the KEK into another key; file unchanged")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        _write_exclusive(tmp, rewrapped + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return old, new
 
 
 def _plain_kek(text: str) -> bool:

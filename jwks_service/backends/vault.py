@@ -1040,6 +1040,16 @@ class TransitWrapper:
             raise ConfigError(f"{self._mount}/encrypt/{self.key_name}: Vault answered without a ciphertext")
         return ciphertext
 
+    def rewrap(self, ciphertext: str) -> str:
+        """The same plaintext under the key's latest version (Transit never shows it to us)."""
+        url = f"/v1/{self._mount}/rewrap/{self.key_name}"
+        body = {"ciphertext": ciphertext}
+        resp = self._call(f"rewrap/{self.key_name}", "update", lambda: self._client.adapter.post(url, json=body))
+        rewrapped = ((resp or {}).get("data") or {}).get("ciphertext")
+        if not isinstance(rewrapped, str) or not rewrapped.startswith("vault:v"):
+            raise ConfigError(f"{self._mount}/rewrap/{self.key_name}: Vault answered without a ciphertext")
+        return rewrapped
+
     def unwrap(self, ciphertext: str) -> bytes:
         url = f"/v1/{self._mount}/decrypt/{self.key_name}"
         body = {"ciphertext": ciphertext}

@@ -186,3 +186,43 @@ def test_refusals_name_what_to_fix(openbao: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist; .* transit/datakey/wrapped/<key> bits=256"):
         build_runtime(shared)
     assert not (tmp_path / "missing").exists()
+
+
+def test_kek_rewrap_follows_the_transit_key_rotation(
+    openbao: Any, tmp_path: Path, runtimes: Callable[[Settings], Runtime], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`jwks-service kek rewrap` with only the shipped policy: v1 -> v2, same KEK, old versions retirable."""
+    token = token_file(openbao, tmp_path, POLICY_FILE.read_text())
+    vault = {"addr": openbao.addr, "token_file": str(token)}
+    settings = envelope_settings(tmp_path, vault)
+    first = runtimes(settings)
+    kek_file = Path(settings.kek_file)
+    config = tmp_path / "jwks.toml"
+    config.write_text(
+        f'issuer = "{ISSUER}"\n[store]\nurl = "{settings.store_url}"\n'
+        f'[secrets]\nkek = "vault-transit:{KEK_KEY}"\nkek_file = "{kek_file}"\n'
+        f'[vault]\naddr = "{openbao.addr}"\ntoken_file = "{token}"\n'
+        '[keysets.default]\nalg = "ES256"\n[keysets.hs]\nalg = "HS256"\n'
+    )
+    assert cli.main(["kek", "rewrap", "--config", str(config)]) == 0
+    assert "already wrapped by the latest version (v1)" in capsys.readouterr().out
+    root = openbao.client()
+    root.secrets.transit.rotate_key(KEK_KEY)
+    before = kek_file.read_text()
+    assert before.startswith("vault:v1:")
+    assert cli.main(["kek", "rewrap", "--config", str(config)]) == 0
+    assert "v1 -> v2" in capsys.readouterr().out
+    after = kek_file.read_text()
+    assert after.startswith("vault:v2:") and after != before
+    assert kek_file.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".kek.wrapped.*"))  # no temporary file left behind
+    # Version 1 may now be retired: the service still starts and unseals the same keys.
+    root.secrets.transit.update_key_configuration(KEK_KEY, min_decryption_version=2)
+    again = runtimes(settings)
+    assert again.kek.key == first.kek.key
+    assert again.keys.snapshot.signing["default"].kid == first.keys.snapshot.signing["default"].kid
+    # Outside envelope mode there is nothing to rewrap: a clear refusal, exit 2.
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'issuer = "{ISSUER}"\n[secrets]\nkek_file = "{tmp_path / "plain-kek"}"\n')
+    assert cli.main(["kek", "rewrap", "--config", str(plain)]) == 2
+    assert "rewrap is for envelope mode" in capsys.readouterr().err

@@ -492,6 +492,32 @@ def cmd_kek_rewrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kek_wrap(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.kek_transit_key:
+        raise ConfigError(f"secrets.kek: the KEK is already wrapped by Vault Transit key {settings.kek_transit_key}")
+    if not settings.vault.addr:
+        raise ConfigError("vault.addr: wrapping the KEK needs Vault; set [vault] addr (or VAULT_ADDR) and a login")
+    from .backends.vault import TransitWrapper
+    from .kek import wrap_plain_kek
+    from .vault_auth import VaultAuth
+
+    auth = VaultAuth(settings.vault, needed_by="`jwks-service kek wrap` needs Vault")
+    try:
+        auth.login(strict=True)
+        wrapper = TransitWrapper(auth.client, settings.vault.transit_mount, args.transit_key)
+        wrap_plain_kek(settings.kek_file, args.out, wrapper)
+    finally:
+        auth.close()
+    print(
+        f"wrote {args.out} (mode 0600): the KEK of {settings.kek_file}, wrapped by {wrapper.description}. Now set\n"
+        f'  [secrets]\n  kek = "vault-transit:{args.transit_key}"\n  kek_file = "{args.out}"\n'
+        f"start the service, check it serves its keys, give every replica the new file, and only then delete"
+        f" {settings.kek_file} (it holds the KEK in plaintext)."
+    )
+    return 0
+
+
 def cmd_backup_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.force and os.path.lexists(args.file):
@@ -624,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rewrap", parents=[common], help="envelope mode: rewrap the KEK file under the Transit key's latest version"
     )
     p.set_defaults(func=cmd_kek_rewrap)
+    p = kek.add_parser(
+        "wrap", parents=[common], help="move a plaintext KEK into envelope mode: write it wrapped by Vault Transit"
+    )
+    p.add_argument("out", metavar="OUT", help="new file for the wrapped KEK")
+    p.add_argument("--transit-key", default="jwks-kek", help="the Transit key that wraps it (default jwks-kek)")
+    p.set_defaults(func=cmd_kek_wrap)
     backup = sub.add_parser("backup", help="export or import keys, clients and audit in one file").add_subparsers(
         dest="backup_command", required=True, metavar="ACTION"
     )

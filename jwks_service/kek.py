@@ -174,6 +174,19 @@ def rewrap_kek(path_text: str, wrapper: KeyWrapper) -> tuple[int, int]:
     return old, new
 
 
+def wrap_plain_kek(path_text: str, out_text: str, wrapper: KeyWrapper) -> None:
+    """Move a plaintext KEK into envelope mode: write it wrapped by `wrapper` to a new file `out_text`
+    (mode 0600, never over an existing file), after checking that it unwraps to the same KEK. The
+    plaintext file is left for the operator to remove once the service starts with the new one."""
+    loaded = load_kek(path_text, create=False)
+    wrapper.ensure_key()
+    wrapped = wrapper.wrap(loaded.key)
+    if wrapper.unwrap(wrapped) != loaded.key:
+        raise ConfigError(f"secrets.kek: {wrapper.description} did not give the KEK back; nothing written")
+    if not _write_new(Path(out_text), wrapped + "\n"):
+        raise ConfigError(f"{out_text} exists; name a new file for the wrapped KEK")
+
+
 def _plain_kek(text: str) -> bool:
     try:
         return len(base64.b64decode(text, validate=True)) == KEK_BYTES

@@ -226,3 +226,48 @@ def test_kek_rewrap_follows_the_transit_key_rotation(
     plain.write_text(f'issuer = "{ISSUER}"\n[secrets]\nkek_file = "{tmp_path / "plain-kek"}"\n')
     assert cli.main(["kek", "rewrap", "--config", str(plain)]) == 2
     assert "rewrap is for envelope mode" in capsys.readouterr().err
+
+
+def test_kek_wrap_moves_a_plaintext_deployment_into_envelope_mode(
+    openbao: Any, tmp_path: Path, runtimes: Callable[[Settings], Runtime], capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = token_file(openbao, tmp_path, POLICY_FILE.read_text())
+    keysets = {"default": {"alg": "ES256"}, "hs": {"alg": "HS256"}}
+    vault = {"addr": openbao.addr, "token_file": str(token)}
+    plain_kek = tmp_path / "kek"
+    plain = make_settings(tmp_path, keysets, vault=vault)
+    first = runtimes(plain)
+    client, secret = first.clients.create("svc", ["read"], ["api"], keyset="hs")
+    kid = first.keys.snapshot.signing["default"].kid
+    first.close()
+    config = tmp_path / "plain.toml"
+    config.write_text(
+        f'issuer = "{ISSUER}"\n[store]\nurl = "{plain.store_url}"\n[secrets]\nkek_file = "{plain_kek}"\n'
+        f'[vault]\naddr = "{openbao.addr}"\ntoken_file = "{token}"\n'
+        '[keysets.default]\nalg = "ES256"\n[keysets.hs]\nalg = "HS256"\n'
+    )
+    out = tmp_path / "kek.wrapped"
+    assert cli.main(["kek", "wrap", str(out), "--config", str(config)]) == 0
+    said = capsys.readouterr().out
+    assert f'kek = "vault-transit:{KEK_KEY}"' in said and "only then delete" in said
+    assert out.read_text().startswith("vault:v") and out.stat().st_mode & 0o777 == 0o600
+    assert plain_kek.exists()  # left for the operator
+    # The same deployment in envelope mode: the same keys unseal and the client's secret still works.
+    envelope = make_settings(
+        tmp_path, keysets, vault=vault, secrets={"kek": f"vault-transit:{KEK_KEY}", "kek_file": str(out)}
+    )
+    moved = runtimes(envelope)
+    assert not moved.kek.generated and moved.kek.wrapped_by
+    assert moved.keys.snapshot.signing["default"].kid == kid
+    http = TestClient(create_app(runtime=moved, background=False), base_url=ISSUER)
+    r = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret))
+    assert r.status_code == 200, r.text
+    # Refusals, each one line: an existing OUT, and a KEK that is wrapped already.
+    assert cli.main(["kek", "wrap", str(out), "--config", str(config)]) == 2
+    assert "exists; name a new file" in capsys.readouterr().err
+    wrapped_config = tmp_path / "wrapped.toml"
+    wrapped_config.write_text(
+        config.read_text().replace(f'kek_file = "{plain_kek}"', f'kek = "vault-transit:{KEK_KEY}"\nkek_file = "{out}"')
+    )
+    assert cli.main(["kek", "wrap", str(tmp_path / "again"), "--config", str(wrapped_config)]) == 2
+    assert "already wrapped" in capsys.readouterr().err

@@ -4,11 +4,11 @@ Natural batching, no fixed wait: a request starts a batch at once when fewer tha
 `max_in_flight` batches of its key are running; otherwise it waits, and everything that queued
 meanwhile (up to `max_batch`) goes in the next call when one finishes. An idle service signs
 with the latency of one call; a busy one pays one Vault round trip per batch, not per token.
-The event loop never waits on Vault: a call ``partial(backend.sign_batch, key)`` whose backend
-also has a coroutine ``sign_batch_async`` (VaultBackend: non-blocking sockets) is awaited on the
-loop as ``backend.sign_batch_async(key, inputs)``; any other call runs in a worker thread. Handing
-each batch to a thread and back cost ~10 µs of client CPU per ES256 token (the GIL changing hands),
-as much as the rest of the batched path (bench/vault.py).
+The event loop never waits on Vault: batches go to a coroutine, chosen once per key by
+`batch_call`: the backend's ``sign_batch_async`` (VaultBackend: non-blocking sockets) when it has
+one, else its blocking ``sign_batch`` in a worker thread. Handing each batch to a thread and back
+cost ~10 µs of client CPU per ES256 token (the GIL changing hands), as much as the rest of the
+batched path (bench/vault.py).
 
 What queued is shared evenly among the free slots (parts of at least `min_split`): a burst of
 64 requests with two free slots becomes two calls of 32, not one of 64 and an idle slot. Two
@@ -22,31 +22,38 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
 from .errors import JwksServiceError, UnavailableError
 
-BatchFn = Callable[[Sequence[bytes]], list[bytes]]
-AsyncBatchFn = Callable[[Sequence[bytes]], Awaitable[list[bytes]]]
+SyncBatchFn = Callable[[Sequence[bytes]], list[bytes]]
+BatchFn = Callable[[Sequence[bytes]], Awaitable[list[bytes]]]
 
 
-def async_twin(call: BatchFn) -> AsyncBatchFn | None:
-    """For ``partial(obj.name, *args)`` where `obj` has a coroutine method ``name_async``: the same
-    call on the event loop, ``partial(obj.name_async, *args)``; else None (run `call` in a thread)."""
-    if not isinstance(call, functools.partial):
-        return None
-    owner = getattr(call.func, "__self__", None)
-    name = getattr(call.func, "__name__", None)
-    twin = getattr(owner, f"{name}_async", None) if owner is not None and name else None
-    if twin is None or not inspect.iscoroutinefunction(twin):
-        return None
-    return functools.partial(twin, *call.args, **call.keywords)
+def in_thread(call: SyncBatchFn) -> BatchFn:
+    """A blocking batch call as a coroutine that runs it in a worker thread."""
+
+    async def run(inputs: Sequence[bytes]) -> list[bytes]:
+        return await anyio.to_thread.run_sync(call, inputs)
+
+    return run
+
+
+def batch_call(backend: object, key: Any) -> BatchFn | None:
+    """How `backend` signs many inputs with `key`: its coroutine ``sign_batch_async`` on the loop,
+    else its blocking ``sign_batch`` in a thread; None when it signs one input at a time (local keys)."""
+    native = getattr(backend, "sign_batch_async", None)
+    if native is not None:
+        return functools.partial(native, key)
+    blocking = getattr(backend, "sign_batch", None)
+    if blocking is not None:
+        return in_thread(functools.partial(blocking, key))
+    return None
 
 
 @dataclass
@@ -71,7 +78,6 @@ class MicroBatcher:
         self._deadlines: deque[tuple[float, asyncio.Future[bytes], str]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._twins: weakref.WeakKeyDictionary[BatchFn, AsyncBatchFn | None] = weakref.WeakKeyDictionary()
         self.batches = 0  # calls made, for tests and benchmarks
         self.signed = 0
 
@@ -133,20 +139,9 @@ class MicroBatcher:
             self._tasks.add(task)  # the loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
 
-    def _twin(self, call: BatchFn) -> AsyncBatchFn | None:
-        try:
-            return self._twins[call]
-        except KeyError:
-            twin = self._twins[call] = async_twin(call)
-        except TypeError:  # not weakly referenceable: look again every time
-            twin = async_twin(call)
-        return twin
-
     async def _run(self, kid: str, call: BatchFn, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
         try:
-            twin = self._twin(call)
-            inputs = [data for data, _ in batch]
-            signatures = await (twin(inputs) if twin is not None else anyio.to_thread.run_sync(call, inputs))
+            signatures = await call([data for data, _ in batch])
             if len(signatures) != len(batch):
                 raise UnavailableError(f"the backend returned {len(signatures)} signatures for {len(batch)} inputs")
         except Exception as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -20,7 +20,7 @@ import anyio
 from . import audit
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
-from .batching import MicroBatcher
+from .batching import BatchFn, MicroBatcher, batch_call
 from .clock import Clock
 from .config import KeysetPolicy, Settings
 from .crypto import SignFn
@@ -65,7 +65,7 @@ class SigningKey:
     header_b64: bytes
     sign: SignFn
     # Remote backends (Vault): many inputs in one call, for the micro-batcher; None for local keys.
-    sign_batch: Callable[[Sequence[bytes]], list[bytes]] | None = None
+    sign_batch: BatchFn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +220,12 @@ class KeyService:
                         signing[name] = prior
                         continue
                     try:
-                        batch = getattr(backend, "sign_batch", None)
                         signing[name] = SigningKey(
                             key.kid,
                             key.alg,
                             encode_header(key.alg, key.kid),
                             backend.signer(key),
-                            partial(batch, key) if batch is not None else None,
+                            batch_call(backend, key),
                         )
                     except JwksServiceError as exc:
                         problems[name] = f"current key {key.kid} cannot sign: {exc.description}"

@@ -6,12 +6,11 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import pytest
 
-from jwks_service.batching import MicroBatcher, async_twin
+from jwks_service.batching import MicroBatcher, batch_call, in_thread
 from jwks_service.errors import UnavailableError
 
 
@@ -38,7 +37,7 @@ def test_a_burst_is_shared_between_the_slots_and_answers_in_order() -> None:
     backend, batcher = Backend(), MicroBatcher(max_in_flight=2)
 
     async def burst() -> list[bytes]:
-        return await asyncio.gather(*(batcher.sign("k", backend, b"%03d" % i) for i in range(64)))
+        return await asyncio.gather(*(batcher.sign("k", in_thread(backend), b"%03d" % i) for i in range(64)))
 
     assert asyncio.run(burst()) == [(b"%03d" % i)[::-1] for i in range(64)]
     assert [len(call) for call in backend.calls] == [32, 32]
@@ -49,8 +48,8 @@ def test_a_lone_request_goes_at_once_and_small_bursts_are_not_split() -> None:
     backend, batcher = Backend(), MicroBatcher(max_in_flight=2, min_split=8)
 
     async def run() -> None:
-        assert await batcher.sign("k", backend, b"ab") == b"ba"
-        await asyncio.gather(*(batcher.sign("k", backend, bytes([i])) for i in range(5)))
+        assert await batcher.sign("k", in_thread(backend), b"ab") == b"ba"
+        await asyncio.gather(*(batcher.sign("k", in_thread(backend), bytes([i])) for i in range(5)))
 
     asyncio.run(run())
     assert [len(call) for call in backend.calls] == [1, 5]
@@ -60,7 +59,7 @@ def test_max_batch_bounds_every_call_and_the_rest_waits_for_a_slot() -> None:
     backend, batcher = Backend(), MicroBatcher(max_batch=10, max_in_flight=1)
 
     async def burst() -> None:
-        await asyncio.gather(*(batcher.sign("k", backend, bytes([i])) for i in range(25)))
+        await asyncio.gather(*(batcher.sign("k", in_thread(backend), bytes([i])) for i in range(25)))
 
     asyncio.run(burst())
     assert [len(call) for call in backend.calls] == [10, 10, 5]
@@ -70,7 +69,7 @@ def test_keys_are_batched_separately() -> None:
     backend, batcher = Backend(), MicroBatcher()
 
     async def burst() -> None:
-        await asyncio.gather(*(batcher.sign(kid, backend, kid.encode()) for kid in ("a", "b") * 3))
+        await asyncio.gather(*(batcher.sign(kid, in_thread(backend), kid.encode()) for kid in ("a", "b") * 3))
 
     asyncio.run(burst())
     assert sorted(call for call in backend.calls) == [[b"a"] * 3, [b"b"] * 3]
@@ -81,10 +80,12 @@ def test_a_failed_call_fails_its_requests_with_503_and_the_next_call_works() -> 
     backend.fail = RuntimeError("boom")
 
     async def run() -> None:
-        results = await asyncio.gather(*(batcher.sign("k", backend, b"x") for _ in range(3)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(batcher.sign("k", in_thread(backend), b"x") for _ in range(3)), return_exceptions=True
+        )
         assert all(isinstance(r, UnavailableError) and "key k cannot sign right now" in r.description for r in results)
         backend.fail = None
-        assert await batcher.sign("k", backend, b"xy") == b"yx"
+        assert await batcher.sign("k", in_thread(backend), b"xy") == b"yx"
 
     asyncio.run(run())
     assert batcher.batches == 1  # failed calls are not counted
@@ -96,7 +97,9 @@ def test_a_wrong_number_of_signatures_fails_the_batch() -> None:
 
     async def run() -> None:
         with pytest.raises(UnavailableError, match="returned 1 signatures for 2 inputs"):
-            await asyncio.gather(batcher.sign("k", backend, b"a"), batcher.sign("k", backend, b"b"))
+            await asyncio.gather(
+                batcher.sign("k", in_thread(backend), b"a"), batcher.sign("k", in_thread(backend), b"b")
+            )
 
     asyncio.run(run())
 
@@ -106,9 +109,9 @@ def test_requests_in_flight_and_queued_time_out_with_503() -> None:
     backend.hold.clear()  # Vault hangs
 
     async def run() -> tuple[bytes | BaseException, ...]:
-        first = asyncio.ensure_future(batcher.sign("k", backend, b"in flight"))
+        first = asyncio.ensure_future(batcher.sign("k", in_thread(backend), b"in flight"))
         await asyncio.sleep(0.05)
-        queued = batcher.sign("k", backend, b"queued")
+        queued = batcher.sign("k", in_thread(backend), b"queued")
         try:
             return await asyncio.gather(first, queued, return_exceptions=True)
         finally:
@@ -127,10 +130,10 @@ def test_a_cancelled_request_is_not_sent() -> None:
     backend.hold.clear()
 
     async def run() -> None:
-        first = asyncio.ensure_future(batcher.sign("k", backend, b"first"))
+        first = asyncio.ensure_future(batcher.sign("k", in_thread(backend), b"first"))
         await asyncio.sleep(0.05)
-        gone = asyncio.ensure_future(batcher.sign("k", backend, b"gone"))
-        kept = asyncio.ensure_future(batcher.sign("k", backend, b"kept"))
+        gone = asyncio.ensure_future(batcher.sign("k", in_thread(backend), b"gone"))
+        kept = asyncio.ensure_future(batcher.sign("k", in_thread(backend), b"kept"))
         await asyncio.sleep(0.01)
         gone.cancel()
         backend.hold.set()
@@ -145,13 +148,13 @@ def test_the_batcher_outlives_its_event_loop() -> None:
     """Test clients run each request on a loop of their own; the batcher (and its timeouts) go along."""
     backend, batcher = Backend(), MicroBatcher(timeout=0.2)
     for _ in range(3):
-        assert asyncio.run(batcher.sign("k", backend, b"ab")) == b"ba"
+        assert asyncio.run(batcher.sign("k", in_thread(backend), b"ab")) == b"ba"
     backend.hold.clear()
 
     async def late() -> None:
         try:
             with pytest.raises(UnavailableError, match="timed out"):
-                await batcher.sign("k", backend, b"late")
+                await batcher.sign("k", in_thread(backend), b"late")
         finally:
             backend.hold.set()
 
@@ -174,19 +177,23 @@ class TwinBackend:
         return [key.encode() + data for data in inputs]
 
 
-def test_a_backend_with_an_async_twin_is_awaited_on_the_loop_and_others_go_to_a_thread() -> None:
-    backend, batcher = TwinBackend(), MicroBatcher()
-    call = partial(backend.sign_batch, "k:")  # what KeyService hands the batcher
+def test_batch_call_awaits_an_async_backend_on_the_loop_and_runs_others_in_a_thread() -> None:
+    batcher = MicroBatcher()
 
     async def burst(fn: Any) -> list[bytes]:
         return await asyncio.gather(*(batcher.sign("k", fn, b"%d" % i) for i in range(20)))
 
-    assert asyncio.run(burst(call)) == [b"k:%d" % i for i in range(20)]
+    backend = TwinBackend()
+    assert asyncio.run(burst(batch_call(backend, "k:"))) == [b"k:%d" % i for i in range(20)]
     assert backend.threads and all(t == "loop:" + threading.main_thread().name for t in backend.threads)
 
-    backend.threads.clear()
-    plain = Backend()
-    assert asyncio.run(burst(plain)) == [(b"%d" % i)[::-1] for i in range(20)]  # no twin: a worker thread
-    assert async_twin(plain) is None and async_twin(partial(plain, b"x")) is None
-    assert async_twin(partial(backend.sign_batch, "k:")) is not None
-    assert async_twin(partial(backend.sign_batch_async, "k:")) is None  # no sign_batch_async_async
+    class BlockingOnly:
+        sign_batch = TwinBackend.sign_batch
+
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+    blocking = BlockingOnly()
+    assert asyncio.run(burst(batch_call(blocking, "k:"))) == [b"k:%d" % i for i in range(20)]
+    assert blocking.threads and threading.main_thread().name not in blocking.threads  # worker threads
+    assert batch_call(object(), "k:") is None  # local keys sign one at a time

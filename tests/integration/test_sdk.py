@@ -303,10 +303,14 @@ def test_events_flow_across_replicas_and_resume_on_another_one(steady: Fleet) ->
         wait_until(lambda: any(e == "ready" for e, _, _ in reader.events), timeout=5)
         assert reader.events[0][1] is not None  # a resume point even before any change
         before = set(steady.kids(r1))
-        started = time.monotonic()
-        r = steady.admin_post(r2, "/admin/keysets/default/rotate", {"reason": "sdk events test"})
-        assert r.status_code == 200, r.text
-        summary = r.json()
+        answers: list[httpx.Response] = []
+
+        def rotated() -> bool:  # the prepublish gate (2 s) refuses a rotation right after start-up
+            answers.append(steady.admin_post(r2, "/admin/keysets/default/rotate", {"reason": "sdk events test"}))
+            return answers[-1].status_code == 200
+
+        wait_until(rotated, timeout=10, interval=0.5)
+        summary = answers[-1].json()
         latency = wait_until(lambda: "created" in reader.kinds(summary["next"]), timeout=5, interval=0.005)
         assert "rotated" in reader.kinds(summary["current"])
         print(f"\n[keys/events] rotation on replica2 seen on replica1's stream after {latency * 1000:.0f} ms")
@@ -318,7 +322,6 @@ def test_events_flow_across_replicas_and_resume_on_another_one(steady: Fleet) ->
     current = summary["current"]
     r = steady.admin_post(r1, f"/admin/keys/{current}/revoke", {"reason": "sdk events test"})
     assert r.status_code == 200, r.text
-    elapsed = time.monotonic() - started
     resumed = EventReader(r2.url("/keys/events"), last_id=last_id)
     try:
         wait_until(lambda: any(e == "ready" for e, _, _ in resumed.events), timeout=5)
@@ -327,10 +330,9 @@ def test_events_flow_across_replicas_and_resume_on_another_one(steady: Fleet) ->
         assert kinds.index("revoked") < kinds.index("ready")  # replayed first
         ids = [i for _, i, _ in resumed.events if i]
         assert last_id not in ids
-        assert elapsed < 60
     finally:
         resumed.close()
-    assert current in before or current == summary["current"]
+    assert summary["next"] not in before  # the rotation published a new key, announced as "created"
     assert current not in steady.kids(r1)
     bad = httpx.get(r1.url("/keys/events"), headers={"Last-Event-ID": "not-an-id"}, timeout=5)
     assert bad.status_code == 400

@@ -109,6 +109,23 @@ class ParsedJWS:
     signature: bytes
 
 
+def check_header(header: Mapping[str, Any]) -> tuple[str, str]:
+    """The header rules every verifier here applies (server and SDK): a string ``alg`` that is not
+    ``none``, no forbidden parameter, a usable ``kid``. Returns (alg, kid)."""
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise InvalidTokenError("header has no alg")
+    if alg.lower() == "none":
+        raise InvalidTokenError("alg none is never accepted")
+    bad = FORBIDDEN_HEADERS.intersection(header)
+    if bad:
+        raise InvalidTokenError(f"header parameter {sorted(bad)[0]} is not accepted")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+        raise InvalidTokenError("header has no usable kid")
+    return alg, kid
+
+
 def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> ParsedJWS:
     """Split and decode a compact JWS and check its header; the signature is not checked here."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
@@ -124,17 +141,7 @@ def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Pa
     if len(h64) > MAX_HEADER_BYTES * 4 // 3 + 4:
         raise InvalidTokenError("header too large")
     header = parse_json_object(b64decode(h64), "header")
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise InvalidTokenError("header has no alg")
-    if alg.lower() == "none":
-        raise InvalidTokenError("alg none is never accepted")
-    bad = FORBIDDEN_HEADERS.intersection(header)
-    if bad:
-        raise InvalidTokenError(f"header parameter {sorted(bad)[0]} is not accepted")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
-        raise InvalidTokenError("header has no usable kid")
+    check_header(header)
     signature = b64decode(s64)
     return ParsedJWS(header, h64 + b"." + p64, p64, signature)
 

@@ -18,10 +18,10 @@ from .errors import InvalidTokenError
 from .jws import VerificationKey, b64encode, parse_json_object, verify_compact
 from .sdk.claims import check_claims as sdk_check_claims
 from .sdk.errors import InvalidTokenError as SDKInvalidTokenError
+from .sdk.rules import ACCESS_TOKEN_TYPES as TOKEN_TYPES
+from .sdk.rules import MAX_PAYLOAD_BYTES
 
-TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4 (media type, case-insensitive)
 ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
-MAX_PAYLOAD_BYTES = 4096
 
 try:  # orjson is the server's fast encoder; the SDK imports this module without it
     import orjson

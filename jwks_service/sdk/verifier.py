@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ..jws import VerificationKey
+from ..jws import MAX_TOKEN_BYTES, VerificationKey
 from .cache import CacheSettings, KeyCache, Refresh
 from .claims import ACCESS_TOKEN_CLAIMS, check_claims
 from .errors import (
@@ -31,7 +31,7 @@ from .errors import (
     UnknownKeyError,
 )
 from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
-from .rules import ACCESS_TOKEN_TYPES, MAX_TOKEN_BYTES, Rules, Split
+from .rules import ACCESS_TOKEN_TYPES, Rules, Split
 from .sse import SSEParser, SSEvent
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -282,21 +282,34 @@ def _rate(op: Op, seconds: float) -> float:
             return calls / elapsed
 
 
-def measure(
-    cells: dict[str, Cell], *, seconds: float, rounds: int, progress: Callable[[str], None] | None = None
-) -> list[Row]:
-    """Time every (alg, contender) cell, interleaved: round 1 of every cell, then round 2, ..."""
-    samples: dict[str, dict[str, list[float]]] = {alg: {c: [] for c in CONTENDERS} for alg in cells}
+def interleaved_samples(
+    cells: Mapping[str, Any],
+    contenders: Sequence[str],
+    *,
+    seconds: float,
+    rounds: int,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, list[float]]]:
+    """Rates of every (alg, contender) op, interleaved: a short warm-up of each, then round 1 of every
+    cell, round 2, ... (bench/verify.py uses this too)."""
+    samples: dict[str, dict[str, list[float]]] = {alg: {c: [] for c in contenders} for alg in cells}
     warm = max(seconds / 5, 0.01)
     for cell in cells.values():
-        for contender in CONTENDERS:
+        for contender in contenders:
             _rate(getattr(cell, contender), warm)
     for r in range(rounds):
         if progress:
             progress(f"round {r + 1}/{rounds}")
         for alg, cell in cells.items():
-            for contender in CONTENDERS:
+            for contender in contenders:
                 samples[alg][contender].append(_rate(getattr(cell, contender), seconds))
+    return samples
+
+
+def measure(
+    cells: dict[str, Cell], *, seconds: float, rounds: int, progress: Callable[[str], None] | None = None
+) -> list[Row]:
+    samples = interleaved_samples(cells, CONTENDERS, seconds=seconds, rounds=rounds, progress=progress)
     return [Row(alg, *(max(samples[alg][c]) for c in CONTENDERS), samples=samples[alg]) for alg in cells]
 
 

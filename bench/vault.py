@@ -36,21 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ALGS = (
-    "HS256",
-    "HS384",
-    "HS512",
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules: sign.py, baoserver.py
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import baoserver
+import sign
+
+ALGS = sign.ALGS
 MODES = ("naive", "batched", "local")
 ISSUER = "https://issuer.example.com"
 AUDIENCE = "https://api.example.com"
@@ -117,16 +109,6 @@ class Row:
 # ----- set-up --------------------------------------------------------------------------------------
 
 
-def _server_module() -> Any:
-    """bench/baoserver.py, whether this file runs as a script, as `bench.vault`, or loaded by path."""
-    try:
-        from bench import baoserver
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from bench import baoserver
-    return baoserver
-
-
 @contextmanager
 def vault_service(
     algs: Sequence[str],
@@ -146,7 +128,6 @@ def vault_service(
     from jwks_service.config import build_settings
     from jwks_service.runtime import build_runtime
 
-    baoserver = _server_module()
     with tempfile.TemporaryDirectory(prefix="jwks-bench-vault-") as tmp, baoserver.OpenBaoServer() as bao:
         token_file = Path(tmp) / "vault-token"
         token_file.write_text(bao.root_token, encoding="utf-8")
@@ -383,7 +364,7 @@ def _versions() -> dict[str, str]:
             out[dist] = version(dist)
         except Exception:  # a missing peer only leaves its version out
             out[dist] = "?"
-    out["openbao"] = _server_module().bao_version()
+    out["openbao"] = baoserver.bao_version()
     return out
 
 
@@ -466,5 +447,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
     raise SystemExit(main())

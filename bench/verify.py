@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/sign.py: the timing loop and versions
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sign import _rate, _versions, parse_in_process_args
+from sign import _versions, interleaved_samples, parse_in_process_args
 
 ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 CONTENDERS = ("sdk", "pyjwt", "joserfc", "raw")
@@ -182,16 +182,7 @@ def make_cell(alg_name: str, rsa_bits: int | None = None) -> Cell:
 def measure(
     cells: dict[str, Cell], *, seconds: float, rounds: int, progress: Callable[[str], None] | None = None
 ) -> list[Row]:
-    samples: dict[str, dict[str, list[float]]] = {alg: {c: [] for c in CONTENDERS} for alg in cells}
-    for cell in cells.values():
-        for contender in CONTENDERS:
-            _rate(getattr(cell, contender), max(seconds / 5, 0.01))
-    for r in range(rounds):
-        if progress:
-            progress(f"round {r + 1}/{rounds}")
-        for alg, cell in cells.items():
-            for contender in CONTENDERS:
-                samples[alg][contender].append(_rate(getattr(cell, contender), seconds))
+    samples = interleaved_samples(cells, CONTENDERS, seconds=seconds, rounds=rounds, progress=progress)
     return [Row(alg, *(max(samples[alg][c]) for c in CONTENDERS), samples=samples[alg]) for alg in cells]
 
 

@@ -208,7 +208,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = rt
-    app.state.metrics = Metrics(rt)
+    app.state.metrics = Metrics(rt, hub)
     app.state.events = hub
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
     return app

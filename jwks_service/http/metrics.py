@@ -59,8 +59,22 @@ class _KeyCollector(Collector):
         yield from (age, to_rotation, count, signing, failures)
 
 
+class _EventsCollector(Collector):
+    """Open /keys/events streams and key events fanned out by this process (http/events.EventHub)."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        subscribers = GaugeMetricFamily("jwks_event_subscribers", "Open /keys/events streams on this process")
+        subscribers.add_metric([], float(self.hub.subscribers))
+        published = CounterMetricFamily("jwks_key_events_published", "Key events sent to /keys/events streams")
+        published.add_metric([], float(self.hub.published))
+        yield from (subscribers, published)
+
+
 class Metrics:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, events: Any = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.tokens_issued = Counter("jwks_tokens_issued", "Access tokens issued", ["keyset", "kid"], registry=r)
@@ -90,6 +104,8 @@ class Metrics:
             "jwks_introspections", "Introspection answers (active, inactive, or an error code)", ["outcome"], registry=r
         )
         r.register(_KeyCollector(runtime))
+        if events is not None:
+            r.register(_EventsCollector(events))
         runtime.keys.listeners.append(self.on_transitions)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

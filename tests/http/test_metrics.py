@@ -34,9 +34,11 @@ def test_metrics_count_what_happened(http: TestClient, runtime: Runtime, clock: 
     http.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
     http.post("/oauth/introspect", data={"token": tokens[0]}, headers=auth)
     http.post("/oauth/introspect", data={"token": "junk"}, headers=auth)
+    assert scrape(http)[("jwks_key_events_published_total", ())] == 0
     runtime.keys.rotate("default", force=True, reason="metrics")
     runtime.keys.revoke(kid, reason="metrics")
     clock.advance(60)
+    http.app.state.events.observe()  # what the background loop does after every refresh
 
     m = scrape(http)
     assert m[("jwks_tokens_issued_total", (("keyset", "default"), ("kid", kid)))] == 3
@@ -55,5 +57,9 @@ def test_metrics_count_what_happened(http: TestClient, runtime: Runtime, clock: 
     assert m[("jwks_key_age_seconds", (("keyset", "default"), ("state", "current")))] == 60
     assert m[("jwks_keyset_can_sign", (("keyset", "default"),))] == 1
     assert m[("jwks_canary_failures_total", ())] == 0
+    assert m[("jwks_event_subscribers", ())] == 0
+    # The rotation promoted the next key and made a new one (rotated, created); the revocation of the
+    # old key, then previous, rotated nothing (revoked).
+    assert m[("jwks_key_events_published_total", ())] == 3
     # Next rotation: 180 days after the current key's activation, 60 s ago.
     assert m[("jwks_next_rotation_seconds", (("keyset", "default"),))] == 180 * 86400 - 60

@@ -455,55 +455,13 @@ class KeyService:
 
     # ----- tokens -----------------------------------------------------------------------------
 
-    def issue(self, client: Client, scope: str, audience: str) -> Issued:
-        # The hot path: locals and a comparison instead of min(); see bench/sign.py.
-        name, settings = client.keyset, self.settings
-        policy = settings.keysets.get(name)
-        signing = self._snapshot.signing.get(name)
-        if policy is None or signing is None:
-            raise UnavailableError(f"keyset {name} cannot sign right now", retry_after=5)
+    def _claims(self, client: Client, scope: str, audience: str) -> tuple[int, dict[str, Any]]:
+        """The token's lifetime and RFC 9068 claims (the client's TTL, capped by its keyset's)."""
+        policy = self.settings.keysets.get(client.keyset)
+        if policy is None:
+            raise UnavailableError(f"keyset {client.keyset} cannot sign right now", retry_after=5)
+        # A comparison instead of min(): this runs once per token (see bench/sign.py).
         ttl = client.token_ttl if client.token_ttl < policy.token_ttl else policy.token_ttl
-        claims = access_token_claims(
-            issuer=settings.issuer,
-            client_id=client.client_id,
-            audience=audience,
-            scope=scope,
-            now=self.clock.now(),
-            ttl=ttl,
-        )
-        return Issued(encode_token(signing.header_b64, claims, signing.sign), ttl, scope, signing.kid, claims)
-
-    async def issue_async(self, client: Client, scope: str, audience: str) -> Issued:
-        """`issue` for the event loop: a remote key's signature goes through the micro-batcher."""
-        signing = self._snapshot.signing.get(client.keyset)
-        if signing is None or signing.sign_batch is None:
-            return self.issue(client, scope, audience)
-        if self.settings.vault.max_batch == 1:
-            # Batching off: the key's own single-token signer (one Transit call through hvac) in a
-            # worker thread, as many at once as the thread pool allows: a service without batching.
-            try:
-                issued = await anyio.to_thread.run_sync(self.issue, client, scope, audience)
-            except UnavailableError as exc:
-                self.degraded[client.keyset] = exc.description
-                raise
-            self.degraded.pop(client.keyset, None)
-            return issued
-        batch = signing.sign_batch
-        if self._batcher is None:
-            self._batcher = MicroBatcher(max_batch=self.settings.vault.max_batch)
-        batcher = self._batcher
-
-        async def sign(data: bytes) -> bytes:
-            try:
-                signature = await batcher.sign(signing.kid, batch, data)
-            except UnavailableError as exc:
-                self.degraded[client.keyset] = exc.description
-                raise
-            self.degraded.pop(client.keyset, None)
-            return signature
-
-        policy = self.settings.keysets[client.keyset]
-        ttl = min(client.token_ttl, policy.token_ttl)
         claims = access_token_claims(
             issuer=self.settings.issuer,
             client_id=client.client_id,
@@ -512,9 +470,43 @@ class KeyService:
             now=self.clock.now(),
             ttl=ttl,
         )
+        return ttl, claims
+
+    def issue(self, client: Client, scope: str, audience: str) -> Issued:
+        signing = self._snapshot.signing.get(client.keyset)
+        if signing is None:
+            raise UnavailableError(f"keyset {client.keyset} cannot sign right now", retry_after=5)
+        ttl, claims = self._claims(client, scope, audience)
+        return Issued(encode_token(signing.header_b64, claims, signing.sign), ttl, scope, signing.kid, claims)
+
+    async def issue_async(self, client: Client, scope: str, audience: str) -> Issued:
+        """`issue` for the event loop: a remote key's signature goes through the micro-batcher (or,
+        with vault.max_batch = 1, its own call in a worker thread); the keyset is marked degraded
+        while its signatures fail."""
+        signing = self._snapshot.signing.get(client.keyset)
+        if signing is None or signing.sign_batch is None:
+            return self.issue(client, scope, audience)
+        try:
+            if self.settings.vault.max_batch == 1:
+                # Batching off: one Transit call per token through the key's own signer, as many at
+                # once as the thread pool allows: a service without batching.
+                issued = await anyio.to_thread.run_sync(self.issue, client, scope, audience)
+            else:
+                issued = await self._issue_batched(signing, client, scope, audience)
+        except UnavailableError as exc:
+            self.degraded[client.keyset] = exc.description
+            raise
+        self.degraded.pop(client.keyset, None)
+        return issued
+
+    async def _issue_batched(self, signing: SigningKey, client: Client, scope: str, audience: str) -> Issued:
+        assert signing.sign_batch is not None
+        if self._batcher is None:
+            self._batcher = MicroBatcher(max_batch=self.settings.vault.max_batch)
+        ttl, claims = self._claims(client, scope, audience)
         data = signing_input(signing.header_b64, claims)
-        token = assemble(data, await sign(data))
-        return Issued(token, ttl, scope, signing.kid, claims)
+        signature = await self._batcher.sign(signing.kid, signing.sign_batch, data)
+        return Issued(assemble(data, signature), ttl, scope, signing.kid, claims)
 
     def introspect(self, token: str) -> Introspected:
         """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive."""

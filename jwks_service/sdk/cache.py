@@ -150,6 +150,11 @@ class KeyCache:
         self.loaded = True
         self._fresh(now, cache_control)
 
+    def pin(self, now: float, keys: Mapping[str, VerificationKey], skipped: Mapping[str, str]) -> None:
+        """A fixed key set (given, never fetched): fresh for ever."""
+        self.replace(now, keys, skipped, None, None)
+        self.fetched_at = self.refresh_at = float("inf")
+
     def _fresh(self, now: float, cache_control: str | None) -> None:
         s = self.settings
         max_age, stale, no_store = parse_cache_control(cache_control)

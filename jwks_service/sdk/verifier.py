@@ -70,25 +70,29 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class _Core:
+    """What the sync and async verifiers share: every option, and what responses, events and
+    introspection answers mean. Subclasses open their HTTP client and do the waiting."""
+
     def __init__(
         self,
         issuer: str,
         audience: str | Collection[str] | None,
         *,
-        jwks_uri: str | None,
-        jwks: Mapping[str, Any] | None,
-        algorithms: Collection[str] | None,
-        leeway: float,
-        events: bool,
-        events_uri: str | None,
-        typ: Collection[str] | None,
-        required_claims: Collection[str],
-        max_token_bytes: int,
-        cache: CacheSettings | None,
-        timeout: float,
-        introspection: tuple[str, str] | None,
-        introspection_cache: float,
-        clock: Callable[[], float],
+        jwks_uri: str | None = None,
+        jwks: Mapping[str, Any] | None = None,
+        algorithms: Collection[str] | None = None,
+        leeway: float = 30.0,
+        events: bool = False,
+        events_uri: str | None = None,
+        typ: Collection[str] | None = ACCESS_TOKEN_TYPES,
+        required_claims: Collection[str] = ACCESS_TOKEN_CLAIMS,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
+        cache: CacheSettings | None = None,
+        timeout: float = 5.0,
+        introspection: tuple[str, str] | None = None,
+        introspection_cache: float = 5.0,
+        http: httpx.Client | httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required")
@@ -119,9 +123,7 @@ class _Core:
         self.static = jwks is not None
         if jwks is not None:
             ring = load_key_set(dict(jwks), self.key_algorithms)
-            self.cache.replace(clock(), ring.keys, ring.skipped, None, None)
-            self.cache.fetched_at = float("inf")  # a fixed set never expires
-            self.cache.refresh_at = float("inf")
+            self.cache.pin(clock(), ring.keys, ring.skipped)
         self.events_enabled = events and not self.static
         self.events_uri = events_uri
         self.introspection = introspection
@@ -131,6 +133,11 @@ class _Core:
         self._seen_events: deque[str] = deque(maxlen=256)
         self.metadata: dict[str, Any] | None = None
         self.stats = Stats()
+        self._own_http = http is None
+        self._open(http)
+
+    def _open(self, http: httpx.Client | httpx.AsyncClient | None) -> None:
+        raise NotImplementedError
 
     # ----- discovery -------------------------------------------------------------------------
 
@@ -149,6 +156,38 @@ class _Core:
         endpoint = document.get("introspection_endpoint")
         if isinstance(endpoint, str):
             self.introspection_endpoint = endpoint
+
+    def _needs_metadata(self) -> bool:
+        return self.jwks_uri is None or (self.introspection is not None and self.metadata is None)
+
+    def _metadata_answer(self, response: httpx.Response) -> bool:
+        """Take an RFC 8414 metadata answer; False when this URL has none (try the next)."""
+        if response.status_code != 200:
+            return False
+        try:
+            document = response.json()
+        except ValueError:
+            raise KeysUnavailableError(f"the metadata at {response.url} is not JSON") from None
+        self._accept_metadata(document)
+        return True
+
+    def _no_metadata(self) -> KeysUnavailableError:
+        return KeysUnavailableError(f"no RFC 8414 metadata at {self.issuer}")
+
+    def _events_headers(self, parser: SSEParser) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if parser.last_id:
+            headers["Last-Event-ID"] = parser.last_id
+        return headers
+
+    def _events_line(self, parser: SSEParser, line: str) -> str | None:
+        """One line of the stream: "fetch" (refresh the set now), "ready" (refresh, then count the
+        stream as live), or None."""
+        event = parser.feed(line)
+        if event is None:
+            return None
+        action = self._event(event)
+        return "ready" if event.event == "ready" else action
 
     def events_url(self) -> str:
         return self.events_uri or self.issuer.rstrip("/") + "/keys/events"
@@ -269,47 +308,12 @@ class Verifier(_Core):
     >>> claims = verifier.verify(token)  # raises an InvalidTokenError subclass on any failure
     """
 
-    def __init__(
-        self,
-        issuer: str,
-        audience: str | Collection[str] | None,
-        *,
-        jwks_uri: str | None = None,
-        jwks: Mapping[str, Any] | None = None,
-        algorithms: Collection[str] | None = None,
-        leeway: float = 30.0,
-        events: bool = False,
-        events_uri: str | None = None,
-        typ: Collection[str] | None = ACCESS_TOKEN_TYPES,
-        required_claims: Collection[str] = ACCESS_TOKEN_CLAIMS,
-        max_token_bytes: int = MAX_TOKEN_BYTES,
-        cache: CacheSettings | None = None,
-        timeout: float = 5.0,
-        introspection: tuple[str, str] | None = None,
-        introspection_cache: float = 5.0,
-        http: httpx.Client | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            issuer,
-            audience,
-            jwks_uri=jwks_uri,
-            jwks=jwks,
-            algorithms=algorithms,
-            leeway=leeway,
-            events=events,
-            events_uri=events_uri,
-            typ=typ,
-            required_claims=required_claims,
-            max_token_bytes=max_token_bytes,
-            cache=cache,
-            timeout=timeout,
-            introspection=introspection,
-            introspection_cache=introspection_cache,
-            clock=clock,
-        )
-        self._own_http = http is None
-        self.http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+    http: httpx.Client
+
+    def _open(self, http: httpx.Client | httpx.AsyncClient | None) -> None:
+        if isinstance(http, httpx.AsyncClient):
+            raise TypeError("Verifier takes an httpx.Client; AsyncVerifier takes an httpx.AsyncClient")
+        self.http = http or httpx.Client(timeout=self.timeout, follow_redirects=False)
         self._lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
@@ -385,20 +389,17 @@ class Verifier(_Core):
             self.stats.jwks_requests += 1
             try:
                 response = self.http.get(self._resolve_jwks_uri(), headers=self._jwks_request_headers())
-            except (httpx.HTTPError, KeysUnavailableError, ValueError) as exc:  # ValueError: metadata not JSON
+            except (httpx.HTTPError, KeysUnavailableError) as exc:
                 self._failed(now, exc)
                 return
             self._apply(self.clock(), response)
 
     def _resolve_jwks_uri(self) -> str:
-        if self.jwks_uri is None or (self.introspection and self.metadata is None):
-            for url in self._metadata_urls():
-                response = self.http.get(url, headers={"Accept": "application/json"})
-                if response.status_code == 200:
-                    self._accept_metadata(response.json())
-                    break
-            else:
-                raise KeysUnavailableError(f"no RFC 8414 metadata at {self.issuer}")
+        if self._needs_metadata() and not any(
+            self._metadata_answer(self.http.get(url, headers={"Accept": "application/json"}))
+            for url in self._metadata_urls()
+        ):
+            raise self._no_metadata()
         assert self.jwks_uri is not None
         return self.jwks_uri
 
@@ -417,9 +418,7 @@ class Verifier(_Core):
         backoff = EVENTS_BACKOFF_MIN
         timeout = httpx.Timeout(self.timeout, read=EVENTS_READ_TIMEOUT)
         while not self._stop.is_set():
-            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-            if parser.last_id:
-                headers["Last-Event-ID"] = parser.last_id
+            headers = self._events_headers(parser)
             try:
                 with self.http.stream("GET", self.events_url(), headers=headers, timeout=timeout) as response:
                     self._events_response = response
@@ -430,12 +429,10 @@ class Verifier(_Core):
                         for line in response.iter_lines():
                             if self._stop.is_set():
                                 return
-                            event = parser.feed(line)
-                            if event is None:
-                                continue
-                            if self._event(event) == "fetch":
+                            action = self._events_line(parser, line)
+                            if action is not None:
                                 self.refresh()
-                            if event.event == "ready":
+                            if action == "ready":
                                 self.cache.set_subscribed(True)
                                 backoff = EVENTS_BACKOFF_MIN
             except (httpx.HTTPError, OSError, ValueError):
@@ -467,47 +464,12 @@ class Verifier(_Core):
 class AsyncVerifier(_Core):
     """`Verifier` for asyncio code: ``claims = await verifier.verify(token)``. Close with ``aclose``."""
 
-    def __init__(
-        self,
-        issuer: str,
-        audience: str | Collection[str] | None,
-        *,
-        jwks_uri: str | None = None,
-        jwks: Mapping[str, Any] | None = None,
-        algorithms: Collection[str] | None = None,
-        leeway: float = 30.0,
-        events: bool = False,
-        events_uri: str | None = None,
-        typ: Collection[str] | None = ACCESS_TOKEN_TYPES,
-        required_claims: Collection[str] = ACCESS_TOKEN_CLAIMS,
-        max_token_bytes: int = MAX_TOKEN_BYTES,
-        cache: CacheSettings | None = None,
-        timeout: float = 5.0,
-        introspection: tuple[str, str] | None = None,
-        introspection_cache: float = 5.0,
-        http: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            issuer,
-            audience,
-            jwks_uri=jwks_uri,
-            jwks=jwks,
-            algorithms=algorithms,
-            leeway=leeway,
-            events=events,
-            events_uri=events_uri,
-            typ=typ,
-            required_claims=required_claims,
-            max_token_bytes=max_token_bytes,
-            cache=cache,
-            timeout=timeout,
-            introspection=introspection,
-            introspection_cache=introspection_cache,
-            clock=clock,
-        )
-        self._own_http = http is None
-        self.http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    http: httpx.AsyncClient
+
+    def _open(self, http: httpx.Client | httpx.AsyncClient | None) -> None:
+        if isinstance(http, httpx.Client):
+            raise TypeError("AsyncVerifier takes an httpx.AsyncClient; Verifier takes an httpx.Client")
+        self.http = http or httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._events_task: asyncio.Task[None] | None = None
@@ -592,20 +554,18 @@ class AsyncVerifier(_Core):
             try:
                 uri = await self._resolve_jwks_uri()
                 response = await self.http.get(uri, headers=self._jwks_request_headers())
-            except (httpx.HTTPError, KeysUnavailableError, ValueError) as exc:
+            except (httpx.HTTPError, KeysUnavailableError) as exc:
                 self._failed(now, exc)
                 return
             self._apply(self.clock(), response)
 
     async def _resolve_jwks_uri(self) -> str:
-        if self.jwks_uri is None or (self.introspection and self.metadata is None):
+        if self._needs_metadata():
             for url in self._metadata_urls():
-                response = await self.http.get(url, headers={"Accept": "application/json"})
-                if response.status_code == 200:
-                    self._accept_metadata(response.json())
+                if self._metadata_answer(await self.http.get(url, headers={"Accept": "application/json"})):
                     break
             else:
-                raise KeysUnavailableError(f"no RFC 8414 metadata at {self.issuer}")
+                raise self._no_metadata()
         assert self.jwks_uri is not None
         return self.jwks_uri
 
@@ -614,9 +574,7 @@ class AsyncVerifier(_Core):
         backoff = EVENTS_BACKOFF_MIN
         timeout = httpx.Timeout(self.timeout, read=EVENTS_READ_TIMEOUT)
         while not self._closed:
-            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-            if parser.last_id:
-                headers["Last-Event-ID"] = parser.last_id
+            headers = self._events_headers(parser)
             try:
                 async with self.http.stream("GET", self.events_url(), headers=headers, timeout=timeout) as response:
                     if response.status_code != 200:
@@ -624,12 +582,10 @@ class AsyncVerifier(_Core):
                     else:
                         self.stats.events_connects += 1
                         async for line in response.aiter_lines():
-                            event = parser.feed(line)
-                            if event is None:
-                                continue
-                            if self._event(event) == "fetch":
+                            action = self._events_line(parser, line)
+                            if action is not None:
                                 await self.refresh()
-                            if event.event == "ready":
+                            if action == "ready":
                                 self.cache.set_subscribed(True)
                                 backoff = EVENTS_BACKOFF_MIN
             except (httpx.HTTPError, OSError, ValueError):

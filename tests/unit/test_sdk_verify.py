@@ -250,3 +250,19 @@ def test_events_are_read_off_key_timestamps_and_diffs_are_exact() -> None:
         assert key_events.parse_event_id(bad) is None
     data = changes[0].as_dict()
     assert data["type"] == "revoked" and data["kid"] == "k1" and data["at"].endswith("Z")
+
+
+def test_each_verifier_takes_its_own_kind_of_http_client() -> None:
+    import httpx
+
+    from jwks_service.sdk import AsyncVerifier
+
+    with pytest.raises(TypeError, match=r"^Verifier takes an httpx\.Client"):
+        Verifier(ISSUER, "api", http=httpx.AsyncClient())
+    with pytest.raises(TypeError, match=r"^AsyncVerifier takes an httpx\.AsyncClient"):
+        AsyncVerifier(ISSUER, "api", http=httpx.Client())
+    given = httpx.Client()
+    with Verifier(ISSUER, "api", http=given) as v:
+        assert v.http is given
+    assert not given.is_closed  # a client passed in is the caller's to close
+    given.close()

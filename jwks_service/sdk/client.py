@@ -36,17 +36,21 @@ def _unreachable(exc: Exception) -> TokenRequestError:
 
 
 class _Base:
+    """The options and the OAuth exchange both clients share; subclasses open their HTTP client."""
+
     def __init__(
         self,
         issuer: str | None,
         client_id: str,
         client_secret: str,
         *,
-        token_endpoint: str | None,
-        scope: str | Collection[str] | None,
-        audience: str | None,
-        auth_method: str,
-        clock: Callable[[], float],
+        token_endpoint: str | None = None,
+        scope: str | Collection[str] | None = None,
+        audience: str | None = None,
+        auth_method: str = "client_secret_basic",
+        timeout: float = 5.0,
+        http: httpx.Client | httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not (issuer or token_endpoint):
             raise ValueError("pass issuer (its RFC 8414 metadata names the token endpoint) or token_endpoint")
@@ -62,6 +66,11 @@ class _Base:
         self.clock = clock
         self.token: Token | None = None
         self.requests = 0
+        self._own_http = http is None
+        self._open(http, timeout)
+
+    def _open(self, http: httpx.Client | httpx.AsyncClient | None, timeout: float) -> None:
+        raise NotImplementedError
 
     def _metadata_url(self) -> str:
         assert self.issuer is not None
@@ -135,31 +144,11 @@ class _Base:
 class TokenClient(_Base):
     """``TokenClient(issuer, client_id, client_secret, scope="read").get()`` → an access token."""
 
-    def __init__(
-        self,
-        issuer: str | None,
-        client_id: str,
-        client_secret: str,
-        *,
-        token_endpoint: str | None = None,
-        scope: str | Collection[str] | None = None,
-        audience: str | None = None,
-        auth_method: str = "client_secret_basic",
-        timeout: float = 5.0,
-        http: httpx.Client | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            issuer,
-            client_id,
-            client_secret,
-            token_endpoint=token_endpoint,
-            scope=scope,
-            audience=audience,
-            auth_method=auth_method,
-            clock=clock,
-        )
-        self._own_http = http is None
+    http: httpx.Client
+
+    def _open(self, http: httpx.Client | httpx.AsyncClient | None, timeout: float) -> None:
+        if isinstance(http, httpx.AsyncClient):
+            raise TypeError("TokenClient takes an httpx.Client; AsyncTokenClient takes an httpx.AsyncClient")
         self.http = http or httpx.Client(timeout=timeout)
         self._lock = threading.Lock()
 
@@ -191,31 +180,13 @@ class TokenClient(_Base):
 
 
 class AsyncTokenClient(_Base):
-    def __init__(
-        self,
-        issuer: str | None,
-        client_id: str,
-        client_secret: str,
-        *,
-        token_endpoint: str | None = None,
-        scope: str | Collection[str] | None = None,
-        audience: str | None = None,
-        auth_method: str = "client_secret_basic",
-        timeout: float = 5.0,
-        http: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            issuer,
-            client_id,
-            client_secret,
-            token_endpoint=token_endpoint,
-            scope=scope,
-            audience=audience,
-            auth_method=auth_method,
-            clock=clock,
-        )
-        self._own_http = http is None
+    """`TokenClient` for asyncio code: ``await client.get()``. Close with ``aclose``."""
+
+    http: httpx.AsyncClient
+
+    def _open(self, http: httpx.Client | httpx.AsyncClient | None, timeout: float) -> None:
+        if isinstance(http, httpx.Client):
+            raise TypeError("AsyncTokenClient takes an httpx.AsyncClient; TokenClient takes an httpx.Client")
         self.http = http or httpx.AsyncClient(timeout=timeout)
         self._lock: asyncio.Lock | None = None
 

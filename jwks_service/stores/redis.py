@@ -45,6 +45,7 @@ from redis.retry import Retry
 from ..config import redact_url
 from ..errors import ConfigError, RevisionConflictError, StoreError
 from ..model import AuditEvent, Client, Keyset
+from . import clamp_limit
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,13 @@ return commit(1)
 
 _APPEND_AUDIT = _PRELUDE + "\nreturn commit(1)\n"
 
-# KEYS 1 audit, 2 audit_at; ARGV 1 since ('' for none), 2 limit. Newest (highest id) first.
+# KEYS 1 audit, 2 audit_at; ARGV 1 since ('' for none), 2 limit, 3 limit - 1. Newest (highest id) first.
+# Lua numbers are doubles, printed with 14 digits: a large limit would reach Redis as "4.6e+18", which
+# it refuses. So the last index comes ready-made from Python, and the limit is only compared here.
 _LIST_AUDIT = """
 local limit = tonumber(ARGV[2])
 if limit <= 0 then return {} end
-if ARGV[1] == '' then return redis.call('ZREVRANGE', KEYS[1], 0, limit - 1) end
+if ARGV[1] == '' then return redis.call('ZREVRANGE', KEYS[1], 0, ARGV[3]) end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')
 local nums = {}
 for i, v in ipairs(ids) do nums[i] = tonumber(v) end
@@ -372,10 +375,11 @@ class RedisStore:
             self._write(self._append_audit, [], [], events)
 
     def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
+        limit = clamp_limit(limit)
         with self._guard("read the audit log"):
             rows = self._list_audit(
                 keys=[self._k_audit, self._k_audit_at],
-                args=["" if since is None else _num(since), max(0, limit)],
+                args=["" if since is None else _num(since), str(limit), str(limit - 1)],
             )
         return [audit_from_dict(json.loads(str(r))) for r in rows]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import RevisionConflictError, StoreError
 from ..model import AuditEvent, Client, Keyset
+from . import clamp_limit
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 
 _SCHEMA = """
@@ -199,7 +200,7 @@ class SQLiteStore:
     def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
         rows = self._read(
             "SELECT id, data FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?",
-            (since if since is not None else float("-inf"), max(0, limit)),
+            (since if since is not None else float("-inf"), clamp_limit(limit)),
         )
         return [audit_from_dict({**json.loads(str(d)), "id": int(str(i))}) for i, d in rows]
 

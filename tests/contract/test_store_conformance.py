@@ -217,6 +217,15 @@ def test_audit_is_ordered_newest_first_and_written_with_changes(store: Store) ->
     assert [e.target for e in store.list_audit(limit=2)] == ["t4", "t3"]
 
 
+def test_audit_takes_any_limit(store: Store) -> None:
+    """A limit means "at most this many", however large (`backup export` asks for all of them) or small."""
+    store.append_audit([AuditEvent(at=float(i), actor="cli", action="test", target=f"t{i}") for i in range(3)])
+    for limit in (3, 2**31, 2**53 + 1, 2**62, 2**64, 10**30):
+        assert [e.target for e in store.list_audit(limit=limit)] == ["t2", "t1", "t0"], limit
+        assert [e.target for e in store.list_audit(since=1.0, limit=limit)] == ["t2", "t1"], limit
+    assert store.list_audit(limit=0) == [] and store.list_audit(limit=-(2**70)) == []
+
+
 def test_failed_compare_and_set_writes_no_audit(store: Store) -> None:
     store.save_keyset(keyset(key("a")), 0)
     with pytest.raises(RevisionConflictError):

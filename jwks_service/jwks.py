@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from .algorithms import ALGORITHMS
 from .model import Keyset, KeyState
 
-# Private and symmetric members must never leave the service (RFC 7517 §4, API.md §3).
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
+# What is published of a key: the members that make up its public key (RFC 7518 §6.2.1, §6.3.1;
+# RFC 8037 §2), then kid, alg and use, which the service sets itself. An allow-list, not a deny-list:
+# nothing else stored with a key (private members, x5u, x5c, jku, key_ops, ...) ever reaches a verifier.
+PUBLIC_MEMBERS: dict[str, tuple[str, ...]] = {
+    "RSA": ("kty", "n", "e"),
+    "EC": ("kty", "crv", "x", "y"),
+    "OKP": ("kty", "crv", "x"),
+}
+JWK_META = ("kid", "alg", "use")
 _ORDER = {KeyState.CURRENT: 0, KeyState.NEXT: 1, KeyState.PREVIOUS: 2}
 
 
@@ -23,16 +31,30 @@ class RenderedJWKS:
     kids: tuple[str, ...]
 
 
+def public_members(alg_name: str, jwk: Mapping[str, Any]) -> dict[str, str] | None:
+    """The members of `jwk` that make up an `alg_name` public key, or None when it is not one: an
+    unknown or symmetric alg (HMAC keys are never published), another kty or curve, a member missing."""
+    alg = ALGORITHMS.get(alg_name)
+    if alg is None or alg.symmetric or jwk.get("kty") != alg.kty:
+        return None
+    if alg.curve and jwk.get("crv") != alg.curve:
+        return None
+    members = {name: jwk.get(name) for name in PUBLIC_MEMBERS[alg.kty]}
+    if not all(isinstance(value, str) and value for value in members.values()):
+        return None
+    return {name: str(value) for name, value in members.items()}
+
+
 def public_keys(keysets: Iterable[Keyset]) -> list[dict[str, Any]]:
     out: list[tuple[tuple[str, int, float], dict[str, Any]]] = []
     for ks in keysets:
         for key in ks.keys:
             if key.state not in _ORDER or key.public_jwk is None:
                 continue  # HMAC keys have no public JWK and are never published
-            jwk = {k: v for k, v in key.public_jwk.items() if k not in _PRIVATE_MEMBERS}
-            if jwk.get("kty") == "oct":
+            members = public_members(key.alg, key.public_jwk)
+            if members is None:
                 continue
-            jwk.update({"kid": key.kid, "alg": key.alg, "use": "sig"})
+            jwk: dict[str, Any] = {**members, "kid": key.kid, "alg": key.alg, "use": "sig"}
             out.append(((ks.name, _ORDER[key.state], -key.created_at), jwk))
     out.sort(key=lambda item: item[0])
     return [jwk for _, jwk in out]

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from . import backup as backups
+from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clock import SystemClock
 from .config import (
@@ -29,7 +30,7 @@ from .errors import ConfigError, ConflictError, InvalidRequestError, JwksService
 from .kek import LoadedKek
 from .lifecycle import next_rotation_at
 from .model import Client, Keyset, KeyState
-from .runtime import Runtime, build_runtime, open_kek, open_store
+from .runtime import Runtime, build_runtime, open_kek, open_store, open_vault, open_vault_auth
 from .service import KeyService
 
 
@@ -525,15 +526,16 @@ def cmd_backup_export(args: argparse.Namespace) -> int:
     if not _store_exists(settings):
         path = sqlite_path(settings.store_url)
         raise NotFoundError(f"no store at {path}: nothing to export (check store.url)")
+    kek = open_kek(settings, create=False)  # keys the backup's integrity tag
     store = open_store(settings)
     try:
         _stderr(f"exporting {settings.store_display}:")
         backup = backups.collect(store, settings.issuer, time.time(), _progress)
     finally:
         store.close()
-    data = backups.encode(backups.to_document(backup))
+    data = backups.encode(backups.to_document(backup), kek.derive(backups.MAC_PURPOSE))
     backups.write_file(args.file, data, force=args.force)
-    _stderr(f"wrote {args.file} ({len(data)} bytes, mode 0600)")
+    _stderr(f"wrote {args.file} ({len(data)} bytes, mode 0600), with an integrity tag keyed by the KEK")
     if settings.kek_transit_key:
         _stderr(
             f"Private keys in it are sealed under the KEK, which {settings.kek_file} holds wrapped by Vault Transit key"
@@ -550,29 +552,44 @@ def cmd_backup_export(args: argparse.Namespace) -> int:
 
 def cmd_backup_import(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    backup = backups.parse(backups.read_file(args.file))
-    for line in backups.describe(backup):
-        _stderr(line)
-    backups.check_config(backup, settings)
-    if backup.issuer != settings.issuer:
-        _stderr(
-            f"warning: the backup is of issuer {backup.issuer} but this configuration's issuer is {settings.issuer}:"
-            " tokens issued before will not verify here"
-        )
+    document = backups.load(backups.read_file(args.file))
     if not Path(settings.kek_file).exists():
         raise InvalidRequestError(
             f"secrets.kek_file: {settings.kek_file} does not exist; copy the KEK file the backup was made under"
             " there (mode 0600). Import refused, nothing written"
         )
-    kek = open_kek(settings, create=False)
-    checked = backups.check_kek(backup, LocalBackend(kek.derive("local-keys")))
-    _stderr(f"the KEK {settings.kek_file} unseals all {checked} live keys of the backup")
+    # Everything is checked before the store is even opened: the tag, the records, the keys.
+    vault = open_vault_auth(settings) if settings.uses_vault else None
+    try:
+        kek = open_kek(settings, vault, create=False)
+        backups.verify(document, kek.derive(backups.MAC_PURPOSE))
+        backup = backups.parse(document)
+        backups.check_config(backup, settings)
+        for line in backups.describe(backup):
+            _stderr(line)
+        _stderr(f"the backup's integrity tag verifies under the KEK {settings.kek_file}")
+        if backup.issuer != settings.issuer:
+            _stderr(
+                f"warning: the backup is of issuer {backup.issuer} but this configuration's issuer is"
+                f" {settings.issuer}: tokens issued before will not verify here"
+            )
+        backends: dict[str, KeyBackend] = {"local": LocalBackend(kek.derive("local-keys"))}
+        if vault is not None and any(ks.backend == "vault" for ks in backup.keysets):
+            backends["vault"] = open_vault(settings, vault)
+        checked = backups.check_keys(backup, backends)
+    finally:
+        if vault is not None:
+            vault.close()
+    if "local" in checked:
+        _stderr(f"the KEK {settings.kek_file} unseals all {checked['local']} live keys of the backup")
+    if "vault" in checked:
+        _stderr(f"Vault Transit holds all {checked['vault']} live keys of the backup")
     # start=False: a start would create keys in an empty store before the import lands.
     rt = build_runtime(settings, start=False)
     try:
-        backups.check_target(rt.store, force=args.force)
+        backups.check_target(rt.store, backup, force=args.force)
         _stderr(f"importing into {settings.store_display}:")
-        counts = backups.restore(backup, rt.store, rt.clock.now(), str(args.file), _progress)
+        counts = backups.restore(backup, rt.store, rt.clock.now(), settings.keysets, str(args.file), _progress)
     finally:
         rt.close()
     print(f"imported {backups.summary(counts)} from {args.file}")
@@ -668,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="import into a non-empty store: the backup's keysets replace stored ones, clients are upserted",
+        help="import into a non-empty store: keysets are merged (revoked and retired keys stay so), clients upserted",
     )
     p.set_defaults(func=cmd_backup_import)
     return parser

@@ -1,0 +1,82 @@
+"""backup.merge_keyset: a key only moves forward in its lifecycle, whichever side is further along."""
+
+from __future__ import annotations
+
+from jwks_service.backup import merge_keyset
+from jwks_service.lifecycle import check_invariants
+from jwks_service.model import Keyset, KeyState, KeyVersion
+
+NOW = 10_000.0
+WINDOW = 1_000
+
+
+def key(kid: str, state: KeyState, **extra: object) -> KeyVersion:
+    material = None if state in (KeyState.RETIRED, KeyState.REVOKED) else b"sealed-" + kid.encode()
+    return KeyVersion(kid, "ks", "ES256", state, 1.0, sealed_private=material, **extra)  # type: ignore[arg-type]
+
+
+def keyset(*keys: KeyVersion, revision: int = 7) -> Keyset:
+    return Keyset("ks", "ES256", "local", revision, keys)
+
+
+def states(ks: Keyset) -> dict[str, str]:
+    return {k.kid: k.state.value for k in ks.keys}
+
+
+def test_into_no_keyset_the_backup_is_taken_as_it_is() -> None:
+    incoming = keyset(key("a", KeyState.CURRENT), key("b", KeyState.NEXT), revision=42)
+    merged, notes = merge_keyset(None, incoming, NOW, WINDOW)
+    assert merged.keys == incoming.keys and merged.revision == 0 and notes == []
+
+
+def test_a_revocation_on_either_side_wins() -> None:
+    stored = keyset(key("a", KeyState.REVOKED, revoked_at=500.0), key("b", KeyState.CURRENT), key("c", KeyState.NEXT))
+    incoming = keyset(key("a", KeyState.CURRENT), key("b", KeyState.NEXT), key("c", KeyState.REVOKED, revoked_at=9.0))
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW)
+    assert states(merged) == {"a": "revoked", "b": "current", "c": "revoked"}
+    assert merged.revision == 7  # compare-and-set against what was read
+    assert merged.find("a") == stored.find("a") and merged.find("c") == incoming.find("c")
+    assert "kept key a revoked (revoked in the store at 1970-01-01T00:08:20Z; the backup has it current)" in notes
+    assert "kept key b current (current in the store; the backup has it next)" in notes
+    assert any(n.startswith("key c is revoked") for n in notes)
+    assert not any("has no current key" in n for n in notes)
+
+
+def test_retired_stays_retired_and_previous_never_signs_again() -> None:
+    stored = keyset(
+        key("a", KeyState.RETIRED, retired_at=600.0), key("b", KeyState.PREVIOUS), key("c", KeyState.CURRENT)
+    )
+    incoming = keyset(key("a", KeyState.PREVIOUS), key("b", KeyState.CURRENT), key("c", KeyState.NEXT))
+    merged, _ = merge_keyset(stored, incoming, NOW, WINDOW)
+    assert states(merged) == {"a": "retired", "b": "previous", "c": "current"}
+    assert merged.find("a").sealed_private is None  # type: ignore[union-attr]
+    assert check_invariants(merged.keys) == []
+
+
+def test_unrelated_histories_keep_one_current_and_one_next() -> None:
+    """A store with keys of its own: the backup's current signs; the store's verifies on as previous
+    for the verify window; the store's next, which never signed, is discarded."""
+    stored = keyset(key("own-cur", KeyState.CURRENT, activated_at=900.0), key("own-next", KeyState.NEXT))
+    incoming = keyset(key("b-prev", KeyState.PREVIOUS), key("b-cur", KeyState.CURRENT), key("b-next", KeyState.NEXT))
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW)
+    assert states(merged) == {
+        "b-prev": "previous",
+        "b-cur": "current",
+        "b-next": "next",
+        "own-cur": "previous",
+        "own-next": "retired",
+    }
+    demoted = merged.find("own-cur")
+    assert demoted is not None and demoted.retire_at == NOW + WINDOW and demoted.deactivated_at == NOW
+    assert merged.find("own-next").sealed_private is None  # type: ignore[union-attr]
+    assert check_invariants(merged.keys) == []
+    assert any("key own-cur becomes previous" in n for n in notes)
+    assert any("next key own-next is discarded" in n for n in notes)
+
+
+def test_a_keyset_left_without_a_current_key_is_reported() -> None:
+    stored = keyset(key("a", KeyState.REVOKED, revoked_at=1.0))
+    incoming = keyset(key("a", KeyState.CURRENT), key("b", KeyState.NEXT))
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW)
+    assert states(merged) == {"a": "revoked", "b": "next"}
+    assert any("keyset ks has no current key after the import" in n for n in notes)

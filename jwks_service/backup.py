@@ -231,7 +231,11 @@ def verify(document: Mapping[str, Any], mac_key: bytes) -> None:
         expected = tag(document, mac_key)
     except ValueError:  # not serialisable canonically (load refuses NaN, so this is defensive)
         expected = ""
-    if not isinstance(presented, str) or not expected or not hmac.compare_digest(presented, expected):
+    if (
+        not isinstance(presented, str)
+        or not expected
+        or not hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode())
+    ):
         raise InvalidRequestError(
             "the backup's integrity tag does not verify: the file was changed, or it was made under another KEK;"
             " nothing written"

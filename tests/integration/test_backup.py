@@ -499,8 +499,16 @@ def _forget_revocation(doc: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "tamper",
-    [lambda doc: plant_attacker_key(doc)[0], _add_admin, _edit_audit, _add_x5u, _forget_revocation],
-    ids=["attacker-key", "admin-scope", "audit-event", "x5u", "revocation-dropped"],
+    [
+        lambda doc: plant_attacker_key(doc)[0],
+        _add_admin,
+        _edit_audit,
+        _add_x5u,
+        _forget_revocation,
+        lambda doc: {**doc, "tag": "\u00e9" * 43},
+        lambda doc: {**doc, "tag": ""},
+    ],
+    ids=["attacker-key", "admin-scope", "audit-event", "x5u", "revocation-dropped", "non-ascii-tag", "empty-tag"],
 )
 def test_a_tampered_backup_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], exported: Exported, tamper: Any

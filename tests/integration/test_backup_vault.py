@@ -106,3 +106,47 @@ def test_vault_keys_are_checked_against_transit(
             assert r.json()["active"] is True
     finally:
         rt.close()
+
+
+def test_envelope_mode_backups_are_tagged_with_the_unwrapped_kek(
+    tmp_path: Path, openbao: Any, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """secrets.kek = "vault-transit:...": export and import unwrap the KEK with Transit to tag and check."""
+    root = tmp_path / "env"
+    root.mkdir()
+    config = root / "jwks.toml"
+    config.write_text(
+        f'issuer = "{ISSUER}"\n[store]\nurl = "sqlite:///{root}/jwks.db"\n[secrets]\n'
+        f'kek = "vault-transit:jwks-kek-{uuid.uuid4().hex[:8]}"\nkek_file = "{root}/kek.wrapped"\n'
+        f'[vault]\naddr = "{openbao.addr}"\n[keysets.default]\nalg = "ES256"\n'
+    )
+    rt = build_runtime(load_settings(str(config)), clock)  # makes the wrapped KEK
+    try:
+        client, secret = rt.clients.create("svc", ["read"], ["api"])
+        auth = basic(client.client_id, secret)
+        with TestClient(create_app(runtime=rt, background=False), base_url=ISSUER) as http:
+            token = http.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=auth).json()[
+                "access_token"
+            ]
+    finally:
+        rt.close()
+    file = tmp_path / "backup.json"
+    code, _, err = cli(capsys, "backup", "export", str(file), "--config", str(config))
+    assert code == 0, err
+
+    edited = json.loads(file.read_text())
+    edited["clients"][0]["scopes"].append("admin")
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    (root / "jwks.db").unlink()
+    code, _, err = cli(capsys, "backup", "import", str(tmp_path / "edited.json"), "--config", str(config))
+    assert code != 0 and "integrity tag does not verify" in err
+    assert not (root / "jwks.db").exists()
+
+    code, _, err = cli(capsys, "backup", "import", str(file), "--config", str(config))
+    assert code == 0, err
+    rt = build_runtime(load_settings(str(config)), clock)
+    try:
+        with TestClient(create_app(runtime=rt, background=False), base_url=ISSUER) as http:
+            assert http.post("/oauth/introspect", data={"token": token}, headers=auth).json()["active"] is True
+    finally:
+        rt.close()

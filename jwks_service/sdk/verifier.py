@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,7 +40,7 @@ from .errors import (
 )
 from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
 from .rules import ACCESS_TOKEN_TYPES, Rules, Split
-from .sse import SSEParser, SSEvent
+from .sse import SSELines, SSEParser, SSEvent
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 EVENTS_READ_TIMEOUT = 50.0  # the server sends a heartbeat every 15 s; three missed ones mean a dead stream
@@ -86,6 +86,20 @@ def _scheme(url: Any) -> str:
 def _introspection_failed(exc: Exception) -> IntrospectionUnavailableError:
     reason = exc.description if isinstance(exc, SDKError) else type(exc).__name__
     return IntrospectionUnavailableError(f"introspection failed: {reason}")
+
+
+def _lines(response: httpx.Response) -> Iterator[str]:
+    """The lines of an event stream, each bounded (`SSELines`); httpx's iter_lines is not."""
+    lines = SSELines()
+    for text in response.iter_text():
+        yield from lines.feed(text)
+
+
+async def _alines(response: httpx.Response) -> AsyncIterator[str]:
+    lines = SSELines()
+    async for text in response.aiter_text():
+        for line in lines.feed(text):
+            yield line
 
 
 # The metadata members the SDK follows, and the option that names each one explicitly.
@@ -489,7 +503,7 @@ class Verifier(_Core):
                         backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
                     else:
                         self.stats.events_connects += 1
-                        for line in response.iter_lines():
+                        for line in _lines(response):
                             if self._stop.is_set():
                                 return
                             action = self._events_line(parser, line)
@@ -652,7 +666,7 @@ class AsyncVerifier(_Core):
                         backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
                     else:
                         self.stats.events_connects += 1
-                        async for line in response.aiter_lines():
+                        async for line in _alines(response):
                             action = self._events_line(parser, line)
                             if action is not None:
                                 await self.refresh()

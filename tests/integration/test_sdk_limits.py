@@ -280,3 +280,28 @@ def test_a_huge_token_answer_is_refused_while_it_streams(base: str) -> None:
 
     asyncio.run(scenario())
     assert Counted.read == 0
+
+
+# ----- the event stream -----------------------------------------------------------------------
+
+
+def test_an_event_stream_line_that_never_ends_is_cut_off(base: str) -> None:
+    """/keys/events answering 64 MiB without a line break: the events thread drops the stream
+    after MAX_LINE_CHARS (then reconnects with backoff) instead of buffering the line."""
+    from jwks_service.sdk.sse import MAX_LINE_CHARS
+
+    name = "/events/chunked"
+    start = time.monotonic()
+    with (
+        sync_client() as http,
+        Verifier(base, "api", jwks_uri=base + "/jwks", events=True, events_uri=base + name, http=http) as verifier,
+    ):
+        sent = _sent(name)
+        took = time.monotonic() - start
+        read = Counted.read
+        assert not verifier.cache.subscribed
+    print(
+        f"\n[sdk body bound] endless event line: client read {read} bytes, server wrote {sent} of {TOTAL}, {took:.2f} s"
+    )
+    assert MAX_LINE_CHARS < read <= MAX_LINE_CHARS + 2 * CHUNK
+    assert sent < MAX_LINE_CHARS + SLACK

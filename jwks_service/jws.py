@@ -23,6 +23,10 @@ from .errors import InvalidTokenError
 
 MAX_TOKEN_BYTES = 8192
 MAX_HEADER_BYTES = 1024
+# The length of the canonical base64url (no padding) of MAX_HEADER_BYTES bytes: ceil(4n / 3). Lengths
+# grow with the decoded size, so a longer segment decodes to more than MAX_HEADER_BYTES and is refused
+# before it is decoded.
+MAX_HEADER_SEGMENT = -(-4 * MAX_HEADER_BYTES // 3)
 MAX_KID_CHARS = 256
 FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "crit", "b64", "x5t", "x5t#S256"})
 
@@ -138,7 +142,7 @@ def parse_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Pa
     h64, p64, s64 = raw.split(b".")
     if not h64 or not s64:
         raise InvalidTokenError("missing header or signature")
-    if len(h64) > MAX_HEADER_BYTES * 4 // 3 + 4:
+    if len(h64) > MAX_HEADER_SEGMENT:
         raise InvalidTokenError("header too large")
     header = parse_json_object(b64decode(h64), "header")
     check_header(header)

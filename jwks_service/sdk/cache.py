@@ -2,12 +2,15 @@
 decides when, and what a response or a failure means. `now` is always a parameter.
 
 - Freshness: ``Cache-Control: max-age`` clamped to [min_ttl, max_ttl] (default_ttl without one;
-  ``no-store`` / ``no-cache`` count as min_ttl). ``ETag`` makes every refresh conditional.
+  ``no-store`` / ``no-cache`` count as min_ttl). ``s-maxage`` is ignored: it is for shared caches
+  (RFC 9111 §5.2.2.10) and a verifier keeps a private copy. ``ETag`` makes every refresh conditional.
 - Refresh-ahead: from ``ahead`` (a fraction of the lifetime) before expiry, the next use starts a
   background refresh while the current set keeps serving; once expired, the next use refreshes
   before verifying (so an unsubscribed verifier drops a revoked key within max-age).
-- Stale-if-error: when refreshing fails, the last good set keeps serving for the larger of the
-  server's ``stale-if-error`` and ``stale_if_error``; failed attempts back off exponentially.
+- Stale-if-error: when refreshing fails, the last good set keeps serving for the server's
+  ``stale-if-error`` (RFC 5861 §4), at most ``stale_if_error`` (the SDK's cap, and its value when
+  the server sends none): a key revoked while we cannot reach the issuer must not verify for longer
+  than either side allows. Failed attempts back off exponentially.
 - Unknown kid: at most one refetch per ``unknown_kid_cooldown`` (and none while backing off), so a
   flood of forged kids costs the issuer almost nothing.
 - Events: a revoked kid is dropped at once and remembered, so a stale copy of the set (an old CDN
@@ -32,7 +35,7 @@ class CacheSettings:
     max_ttl: float = 3600.0
     default_ttl: float = 300.0  # when the server sends no max-age
     ahead: float = 0.1  # refresh in the background during the last 10% of the lifetime
-    stale_if_error: float = 3600.0  # serve the last good set this long past expiry when refreshing fails
+    stale_if_error: float = 3600.0  # serve the last good set at most this long past expiry when refreshing fails
     unknown_kid_cooldown: float = 2.0
     backoff_min: float = 1.0
     backoff_max: float = 60.0
@@ -41,7 +44,10 @@ class CacheSettings:
 
 
 def parse_cache_control(value: str | None) -> tuple[float | None, float | None, bool]:
-    """(max-age, stale-if-error, no-store or no-cache) from a Cache-Control header."""
+    """(max-age, stale-if-error, no-store or no-cache) from a Cache-Control header.
+
+    ``s-maxage`` is read by shared caches only (RFC 9111 §5.2.2.10): a verifier is a private cache, so
+    it neither overrides nor stands in for ``max-age``."""
     max_age: float | None = None
     stale: float | None = None
     no_store = False
@@ -51,10 +57,10 @@ def parse_cache_control(value: str | None) -> tuple[float | None, float | None, 
         arg = arg.strip().strip('"')
         if name in ("no-store", "no-cache"):
             no_store = True
-        elif name in ("max-age", "s-maxage", "stale-if-error") and arg.isdigit() and len(arg) <= 12:
+        elif name in ("max-age", "stale-if-error") and arg.isdigit() and len(arg) <= 12:
             if name == "stale-if-error":
                 stale = float(arg)
-            elif name == "max-age" or max_age is None:
+            else:
                 max_age = float(arg)
     return max_age, stale, no_store
 
@@ -165,7 +171,8 @@ class KeyCache:
         else:
             ttl = max(s.min_ttl, min(s.max_ttl, max_age))
         self.ttl = ttl
-        self.stale_for = max(stale or 0.0, s.stale_if_error)
+        # The server's value is an upper bound too (it knows when a stale copy would miss a key).
+        self.stale_for = s.stale_if_error if stale is None else min(stale, s.stale_if_error)
         self.fetched_at = now
         self.failures = 0
         self.retry_at = float("-inf")

@@ -1,20 +1,26 @@
 """Token clients for services that obtain tokens (OAuth 2.0 client_credentials, RFC 6749 §4.4).
 
 The token is cached until shortly before it expires (``refresh_margin``: 10% of its lifetime, at
-least 5 s and at most 60 s), and concurrent callers share one request.
+least 5 s and at most 60 s), and concurrent callers share one request. Answers are read under the
+SDK's document bound while they stream; an ``https://`` issuer's metadata may not name an
+``http://`` token endpoint (the client secret would go out in clear) unless the caller passes it as
+``token_endpoint`` or sets ``allow_http=True``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from .bounded import BodyTooLargeError, aread_bounded, read_bounded
 from .errors import TokenRequestError
 
 
@@ -32,7 +38,16 @@ def _margin(expires_in: float) -> float:
 
 
 def _unreachable(exc: Exception) -> TokenRequestError:
+    if isinstance(exc, BodyTooLargeError):
+        return TokenRequestError("server_error", exc.description)
     return TokenRequestError("temporarily_unavailable", f"token endpoint unreachable: {type(exc).__name__}: {exc}")
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return ""
 
 
 class _Base:
@@ -48,6 +63,7 @@ class _Base:
         scope: str | Collection[str] | None = None,
         audience: str | None = None,
         auth_method: str = "client_secret_basic",
+        allow_http: bool = False,
         timeout: float = 5.0,
         http: httpx.Client | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
@@ -63,6 +79,7 @@ class _Base:
         self.scope = scope if scope is None or isinstance(scope, str) else " ".join(scope)
         self.audience = audience
         self.auth_method = auth_method
+        self.allow_http = allow_http
         self.clock = clock
         self.token: Token | None = None
         self.requests = 0
@@ -76,16 +93,22 @@ class _Base:
         assert self.issuer is not None
         return self.issuer.rstrip("/") + "/.well-known/oauth-authorization-server"
 
-    def _accept_metadata(self, response: httpx.Response) -> str:
+    def _accept_metadata(self, response: httpx.Response, body: bytes) -> str:
         try:
-            document: Any = response.json() if response.status_code == 200 else None
+            document: Any = json.loads(body) if response.status_code == 200 else None
         except ValueError:
             document = None
         if not isinstance(document, dict) or document.get("issuer") != self.issuer:
             raise TokenRequestError("server_error", f"no usable RFC 8414 metadata at {self.issuer}")
         endpoint = document.get("token_endpoint")
-        if not isinstance(endpoint, str):
-            raise TokenRequestError("server_error", "the issuer's metadata has no token_endpoint")
+        if not isinstance(endpoint, str) or _scheme(endpoint) not in ("https", "http"):
+            raise TokenRequestError("server_error", "the issuer's metadata has no usable token_endpoint")
+        if _scheme(endpoint) == "http" and _scheme(self.issuer or "") == "https" and not self.allow_http:
+            raise TokenRequestError(
+                "server_error",
+                f"the issuer's metadata gives an http:// token_endpoint ({endpoint}) for an https:// issuer: refused "
+                "as a downgrade (pass token_endpoint= yourself, or allow_http=True, to use it)",
+            )
         self.token_endpoint = endpoint
         return endpoint
 
@@ -103,10 +126,10 @@ class _Base:
             form["client_secret"] = self.client_secret
         return kwargs
 
-    def _accept(self, response: httpx.Response, sent_at: float) -> Token:
+    def _accept(self, response: httpx.Response, raw: bytes, sent_at: float) -> Token:
         self.requests += 1
         try:
-            body = response.json()
+            body = json.loads(raw)
         except ValueError:
             body = None
         if response.status_code != 200 or not isinstance(body, dict):
@@ -161,12 +184,16 @@ class TokenClient(_Base):
             if cached is not None:
                 return cached
             try:
-                endpoint = self.token_endpoint or self._accept_metadata(self.http.get(self._metadata_url()))
+                endpoint = self.token_endpoint or self._accept_metadata(*self._send("GET", self._metadata_url()))
                 sent_at = self.clock()
-                response = self.http.post(endpoint, **self._request())
-            except httpx.HTTPError as exc:
+                response, raw = self._send("POST", endpoint, **self._request())
+            except (httpx.HTTPError, BodyTooLargeError) as exc:
                 raise _unreachable(exc) from None
-            return self._accept(response, sent_at).access_token
+            return self._accept(response, raw, sent_at).access_token
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        with self.http.stream(method, url, **kwargs) as response:
+            return response, read_bounded(response, f"the answer of {url}")
 
     def close(self) -> None:
         if self._own_http:
@@ -201,12 +228,16 @@ class AsyncTokenClient(_Base):
             if cached is not None:
                 return cached
             try:
-                endpoint = self.token_endpoint or self._accept_metadata(await self.http.get(self._metadata_url()))
+                endpoint = self.token_endpoint or self._accept_metadata(*await self._send("GET", self._metadata_url()))
                 sent_at = self.clock()
-                response = await self.http.post(endpoint, **self._request())
-            except httpx.HTTPError as exc:
+                response, raw = await self._send("POST", endpoint, **self._request())
+            except (httpx.HTTPError, BodyTooLargeError) as exc:
                 raise _unreachable(exc) from None
-            return self._accept(response, sent_at).access_token
+            return self._accept(response, raw, sent_at).access_token
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        async with self.http.stream(method, url, **kwargs) as response:
+            return response, await aread_bounded(response, f"the answer of {url}")
 
     async def aclose(self) -> None:
         if self._own_http:

@@ -3,7 +3,19 @@
 Every reason a token is refused is an :class:`InvalidTokenError` subclass, so one ``except`` clause
 maps them all to an RFC 6750 ``invalid_token`` response (``.error`` and ``.description`` are what
 goes into ``WWW-Authenticate``). Failing to obtain keys is not the token's fault: that is
-:class:`KeysUnavailableError`, a 503 rather than a 401.
+:class:`KeysUnavailableError`, a 503 rather than a 401; so is every other `SDKError`.
+
+    SDKError
+    ├── InvalidTokenError                      401 invalid_token
+    │   ├── MalformedTokenError ── TokenTooLargeError
+    │   ├── InvalidTypeError, UnsupportedAlgorithmError, InvalidSignatureError
+    │   ├── UnknownKeyError ── RevokedKeyError
+    │   ├── ExpiredTokenError, ImmatureTokenError
+    │   ├── InvalidIssuerError, InvalidAudienceError, InvalidClaimsError
+    │   └── InactiveTokenError
+    ├── KeysUnavailableError                   503 temporarily_unavailable, Retry-After
+    │   └── IntrospectionUnavailableError
+    └── TokenRequestError                      (TokenClient)
 """
 
 from __future__ import annotations
@@ -83,6 +95,12 @@ class KeysUnavailableError(SDKError):
     def __init__(self, description: str, retry_after: int = 5) -> None:
         super().__init__(description)
         self.retry_after = retry_after
+
+
+class IntrospectionUnavailableError(KeysUnavailableError):
+    """Introspection gave no verdict: the issuer refused our client credentials (a secret rotated out,
+    a missing ``introspect`` scope), answered 429/5xx or something unusable, or could not be reached.
+    Not the token's fault either: a 503 too."""
 
 
 class TokenRequestError(SDKError):

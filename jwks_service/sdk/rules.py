@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidTokenError as _ParseError
-from ..jws import MAX_HEADER_BYTES, MAX_TOKEN_BYTES, VerificationKey, b64decode, check_header, parse_json_object
+from ..jws import MAX_HEADER_SEGMENT, MAX_TOKEN_BYTES, VerificationKey, b64decode, check_header, parse_json_object
 from .claims import check_claims
 from .errors import (
     InvalidSignatureError,
@@ -76,7 +76,7 @@ class Rules:
         self._headers: dict[bytes, tuple[str, str]] = {}
 
     def _header(self, h64: bytes) -> tuple[str, str]:
-        if len(h64) > MAX_HEADER_BYTES * 4 // 3 + 4:
+        if len(h64) > MAX_HEADER_SEGMENT:
             raise MalformedTokenError("header too large")
         header = _json(_decode(h64, "header"), "header")
         alg = header.get("alg")

@@ -9,14 +9,21 @@
 A request with a valid token gets ``request.state.claims``, ``request.user`` (a `TokenUser`) and
 ``request.auth`` (Starlette's ``AuthCredentials`` with the token's scopes, so Starlette's own
 ``@requires("scope")`` works too). Anything else is answered here (RFC 6750 §3): no token → 401
-with ``WWW-Authenticate: Bearer realm=...``; a bad one → 401 ``error="invalid_token"``; no keys to
-check it with → 503 with ``Retry-After``. Paths in ``public`` are let through without a token.
+with ``WWW-Authenticate: Bearer realm=...``; a bad one → 401 ``error="invalid_token"``; no way to
+check it now (no keys, introspection refused or down: any other `SDKError`) → 503 with
+``Retry-After`` and a JSON body, never a 500. Paths in ``public`` are let through without a token.
+
+WebSocket handshakes are authenticated the same way (the token in the ``Authorization`` header);
+a refused one is closed before it is accepted: 1008 (policy violation) where HTTP would say 401,
+1013 (try again later) where it would say 503, the error code and description as the reason.
+The endpoint finds ``websocket.user``, ``websocket.auth`` and ``websocket.state.claims``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.authentication import AuthCredentials, BaseUser
@@ -24,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import InvalidTokenError, KeysUnavailableError
+from .errors import InvalidTokenError, KeysUnavailableError, SDKError
 from .verifier import AsyncVerifier
 
 MAX_DESCRIPTION = 200
@@ -56,7 +63,24 @@ def _quote(text: str) -> str:
     return f'"{safe}"'
 
 
+# RFC 6455 §7.4.1 / the IANA registry: the close codes a refused WebSocket handshake carries.
+WS_POLICY_VIOLATION = 1008  # no token, or a bad one (HTTP would say 401)
+WS_TRY_AGAIN_LATER = 1013  # the token could not be checked now (HTTP would say 503)
+MAX_CLOSE_REASON = 123  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes, 2 of them the code
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    status: int
+    body: dict[str, str]
+    headers: list[tuple[bytes, bytes]]
+
+
 class BearerAuthMiddleware:
+    """Authenticates every ``http`` and ``websocket`` scope; only ``lifespan`` passes untouched, and
+    a scope type it does not know is refused (ASGI: an application raises on an unknown type) rather
+    than let through unauthenticated."""
+
     def __init__(
         self,
         app: ASGIApp,
@@ -71,9 +95,29 @@ class BearerAuthMiddleware:
         self.public = frozenset(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        kind = scope["type"]
+        if kind == "lifespan":
             await self.app(scope, receive, send)
             return
+        if kind not in ("http", "websocket"):
+            raise RuntimeError(f"BearerAuthMiddleware does not know ASGI scope type {kind!r}; refused")
+        if scope["path"] in self.public:
+            await self.app(scope, receive, send)
+            return
+        outcome = await self._authenticate(scope)
+        if isinstance(outcome, _Refusal):
+            if kind == "websocket":
+                await self._close(send, outcome)
+            else:
+                await self._send(send, outcome)
+            return
+        user = TokenUser(outcome)
+        scope["user"] = user
+        scope["auth"] = AuthCredentials(list(user.scopes))
+        scope.setdefault("state", {})["claims"] = outcome
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> dict[str, Any] | _Refusal:
         header = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -81,50 +125,57 @@ class BearerAuthMiddleware:
                 break
         scheme, _, token = header.partition(" ")
         if not header:
-            await self._refuse(send, 401, f'Bearer realm="{self.realm}"', {"error": "invalid_request"})
-            return
+            return self._refusal(
+                401, {"error": "invalid_request"}, ("www-authenticate", f'Bearer realm="{self.realm}"')
+            )
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            await self._invalid(send, "the Authorization header is not a Bearer token")
-            return
+            return self._invalid("the Authorization header is not a Bearer token")
         try:
-            claims = await self.verifier.verify(token)
+            return await self.verifier.verify(token)
         except InvalidTokenError as exc:
-            await self._invalid(send, exc.description)
-            return
-        except KeysUnavailableError as exc:
+            return self._invalid(exc.description)
+        except SDKError as exc:
+            # Not the token's fault (no keys, introspection refused or down, ...): never a 500.
+            retry_after = exc.retry_after if isinstance(exc, KeysUnavailableError) else 5
             body = {"error": "temporarily_unavailable", "error_description": exc.description}
-            await self._send(send, 503, body, [(b"retry-after", str(exc.retry_after).encode())])
-            return
-        user = TokenUser(claims)
-        scope["user"] = user
-        scope["auth"] = AuthCredentials(list(user.scopes))
-        scope.setdefault("state", {})["claims"] = claims
-        await self.app(scope, receive, send)
+            return self._refusal(503, body, ("retry-after", str(retry_after)))
 
-    async def _invalid(self, send: Send, description: str) -> None:
+    def _invalid(self, description: str) -> _Refusal:
         challenge = f'Bearer realm="{self.realm}", error="invalid_token", error_description={_quote(description)}'
-        await self._refuse(send, 401, challenge, {"error": "invalid_token", "error_description": description})
-
-    async def _refuse(self, send: Send, status: int, challenge: str, body: dict[str, str]) -> None:
-        await self._send(send, status, body, [(b"www-authenticate", challenge.encode("latin-1"))])
+        body = {"error": "invalid_token", "error_description": description}
+        return self._refusal(401, body, ("www-authenticate", challenge))
 
     @staticmethod
-    async def _send(send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
-        payload = json.dumps(body).encode()
+    def _refusal(status: int, body: dict[str, str], header: tuple[str, str]) -> _Refusal:
+        return _Refusal(status, body, [(header[0].encode(), header[1].encode("latin-1"))])
+
+    @staticmethod
+    async def _send(send: Send, refusal: _Refusal) -> None:
+        payload = json.dumps(refusal.body).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": refusal.status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode()),
                     (b"cache-control", b"no-store"),
-                    *headers,
+                    *refusal.headers,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+    @staticmethod
+    async def _close(send: Send, refusal: _Refusal) -> None:
+        """Refuse the handshake before accepting it (the server answers it with HTTP 403)."""
+        code = WS_TRY_AGAIN_LATER if refusal.status == 503 else WS_POLICY_VIOLATION
+        text = refusal.body["error"]
+        if refusal.body.get("error_description"):
+            text += ": " + refusal.body["error_description"]
+        reason = text.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+        await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 def require_scopes(request: Request, *scopes: str, realm: str = "api") -> dict[str, Any]:

@@ -3,6 +3,11 @@
 Both share `_Core`: what a JWKS response, an event or an introspection answer means. They differ
 only in how they wait: a lock and daemon threads, or an asyncio lock and tasks. Nothing here blocks
 an event loop: `AsyncVerifier` uses httpx's async client throughout.
+
+Every answer is read while it streams, under a bound (`bounded`): a huge JWK set, metadata document or
+introspection answer costs at most 1 MiB, never the whole body. Endpoints learnt from an ``https://``
+issuer's metadata must be ``https://`` too (a downgrade is refused unless the caller passes that URL
+itself or ``allow_http=True``).
 """
 
 from __future__ import annotations
@@ -15,27 +20,29 @@ import random
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..jws import MAX_TOKEN_BYTES, VerificationKey
+from .bounded import aread_bounded, read_bounded
 from .cache import CacheSettings, KeyCache, Refresh
 from .claims import ACCESS_TOKEN_CLAIMS, check_claims
 from .errors import (
     InactiveTokenError,
+    IntrospectionUnavailableError,
     KeysUnavailableError,
     SDKError,
     UnknownKeyError,
 )
 from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
 from .rules import ACCESS_TOKEN_TYPES, Rules, Split
-from .sse import SSEParser, SSEvent
+from .sse import SSELines, SSEParser, SSEvent
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-MAX_DOCUMENT_BYTES = 1 << 20
 EVENTS_READ_TIMEOUT = 50.0  # the server sends a heartbeat every 15 s; three missed ones mean a dead stream
 EVENTS_BACKOFF_MIN = 0.5
 EVENTS_BACKOFF_MAX = 30.0
@@ -69,6 +76,36 @@ def _retry_after(response: httpx.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
+def _scheme(url: Any) -> str:
+    try:
+        return urlsplit(url).scheme if isinstance(url, str) else ""
+    except ValueError:
+        return ""
+
+
+def _introspection_failed(exc: Exception) -> IntrospectionUnavailableError:
+    reason = exc.description if isinstance(exc, SDKError) else type(exc).__name__
+    return IntrospectionUnavailableError(f"introspection failed: {reason}")
+
+
+def _lines(response: httpx.Response) -> Iterator[str]:
+    """The lines of an event stream, each bounded (`SSELines`); httpx's iter_lines is not."""
+    lines = SSELines()
+    for text in response.iter_text():
+        yield from lines.feed(text)
+
+
+async def _alines(response: httpx.Response) -> AsyncIterator[str]:
+    lines = SSELines()
+    async for text in response.aiter_text():
+        for line in lines.feed(text):
+            yield line
+
+
+# The metadata members the SDK follows, and the option that names each one explicitly.
+_EXPLICIT_OPTION = {"jwks_uri": "jwks_uri", "introspection_endpoint": "introspection_uri"}
+
+
 class _Core:
     """What the sync and async verifiers share: every option, and what responses, events and
     introspection answers mean. Subclasses open their HTTP client and do the waiting."""
@@ -90,7 +127,9 @@ class _Core:
         cache: CacheSettings | None = None,
         timeout: float = 5.0,
         introspection: tuple[str, str] | None = None,
+        introspection_uri: str | None = None,
         introspection_cache: float = 5.0,
+        allow_http: bool = False,
         http: httpx.Client | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -128,7 +167,8 @@ class _Core:
         self.events_uri = events_uri
         self.introspection = introspection
         self.introspection_cache = introspection_cache
-        self.introspection_endpoint: str | None = None
+        self.introspection_endpoint = introspection_uri
+        self.allow_http = allow_http
         self._introspected: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
         self._seen_events: deque[str] = deque(maxlen=256)
         self.metadata: dict[str, Any] | None = None
@@ -148,24 +188,46 @@ class _Core:
     def _accept_metadata(self, document: Any) -> None:
         if not isinstance(document, dict) or document.get("issuer") != self.issuer:
             raise KeysUnavailableError("the issuer's metadata names another issuer")
-        uri = document.get("jwks_uri")
-        if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
-            raise KeysUnavailableError("the issuer's metadata has no jwks_uri")
+        jwks_uri = self.jwks_uri
+        if jwks_uri is None:
+            jwks_uri = self._metadata_endpoint(document, "jwks_uri")
+            if jwks_uri is None:
+                raise KeysUnavailableError("the issuer's metadata has no jwks_uri")
+        endpoint = self.introspection_endpoint
+        if endpoint is None and self.introspection is not None:
+            endpoint = self._metadata_endpoint(document, "introspection_endpoint")
         self.metadata = document
-        self.jwks_uri = self.jwks_uri or uri
-        endpoint = document.get("introspection_endpoint")
-        if isinstance(endpoint, str):
-            self.introspection_endpoint = endpoint
+        self.jwks_uri = jwks_uri
+        self.introspection_endpoint = endpoint
+
+    def _metadata_endpoint(self, document: dict[str, Any], field: str) -> str | None:
+        """A URL from the metadata: http(s) only, and https only when the issuer is (RFC 8414 §2
+        requires TLS; an http URL in an https issuer's metadata is a downgrade, whoever wrote it)."""
+        value = document.get(field)
+        if value is None:
+            return None
+        scheme = _scheme(value)
+        if scheme not in ("https", "http"):
+            raise KeysUnavailableError(f"the issuer's metadata has an unusable {field}")
+        if scheme == "http" and _scheme(self.issuer) == "https" and not self.allow_http:
+            raise KeysUnavailableError(
+                f"the issuer's metadata gives an http:// {field} ({value}) for an https:// issuer: refused as a "
+                f"downgrade (pass {_EXPLICIT_OPTION[field]}= yourself, or allow_http=True, to use it)"
+            )
+        return str(value)
 
     def _needs_metadata(self) -> bool:
-        return self.jwks_uri is None or (self.introspection is not None and self.metadata is None)
+        return self.jwks_uri is None or self._introspection_needs_metadata()
 
-    def _metadata_answer(self, response: httpx.Response) -> bool:
+    def _introspection_needs_metadata(self) -> bool:
+        return self.introspection is not None and self.introspection_endpoint is None and self.metadata is None
+
+    def _metadata_answer(self, response: httpx.Response, body: bytes) -> bool:
         """Take an RFC 8414 metadata answer; False when this URL has none (try the next)."""
         if response.status_code != 200:
             return False
         try:
-            document = response.json()
+            document = json.loads(body)
         except ValueError:
             raise KeysUnavailableError(f"the metadata at {response.url} is not JSON") from None
         self._accept_metadata(document)
@@ -203,7 +265,7 @@ class _Core:
             headers["If-None-Match"] = self.cache.etag
         return headers
 
-    def _apply(self, now: float, response: httpx.Response) -> None:
+    def _apply(self, now: float, response: httpx.Response, body: bytes) -> None:
         cache = self.cache
         cc = response.headers.get("cache-control")
         if response.status_code == 304 and cache.loaded:
@@ -215,9 +277,7 @@ class _Core:
             cache.failed(now, f"JWKS answered HTTP {response.status_code}", _retry_after(response))
             return
         try:
-            if len(response.content) > MAX_DOCUMENT_BYTES:
-                raise KeySetError("JWK set larger than 1 MiB")
-            ring = load_key_set(json.loads(response.content), self.key_algorithms)
+            ring = load_key_set(json.loads(body), self.key_algorithms)
         except (KeySetError, ValueError) as exc:
             self.stats.jwks_failures += 1
             cache.failed(now, f"unusable JWK set: {exc}")
@@ -272,17 +332,25 @@ class _Core:
             return digest, hit[1]
         return digest, None
 
-    def _introspection_result(self, digest: bytes, response: httpx.Response, now: float) -> dict[str, Any]:
+    def _introspection_result(self, digest: bytes, response: httpx.Response, raw: bytes, now: float) -> dict[str, Any]:
+        """The claims of an active token; InactiveTokenError for {"active": false}; and for anything
+        that is not a verdict (401 after our secret rotated out, 429, 5xx, not JSON, ...)
+        IntrospectionUnavailableError: a 503 for the middleware, never a bare error."""
         self.stats.introspections += 1
-        if response.status_code in (429,) or response.status_code >= 500:
-            raise KeysUnavailableError(f"introspection answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise SDKError(f"introspection refused our client credentials (HTTP {response.status_code})")
+        status = response.status_code
+        if status != 200:
+            what = "refused our client credentials" if status in (401, 403) else "answered"
+            retry = _retry_after(response)
+            raise IntrospectionUnavailableError(
+                f"introspection {what} (HTTP {status})", retry_after=5 if retry is None else int(min(60, max(1, retry)))
+            )
         try:
-            body = response.json()
+            body = json.loads(raw)
         except ValueError:
-            raise KeysUnavailableError("introspection answered something other than JSON") from None
-        if not isinstance(body, dict) or body.get("active") is not True:
+            raise IntrospectionUnavailableError("introspection answered something other than JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            raise IntrospectionUnavailableError("introspection answered no verdict (RFC 7662: a boolean active)")
+        if body["active"] is not True:
             raise InactiveTokenError("the issuer says this token is not active")
         claims = {k: v for k, v in body.items() if k not in ("active", "kid", "keyset")}
         check_claims(
@@ -388,18 +456,27 @@ class Verifier(_Core):
             self.cache.attempt(now)
             self.stats.jwks_requests += 1
             try:
-                response = self.http.get(self._resolve_jwks_uri(), headers=self._jwks_request_headers())
-            except (httpx.HTTPError, KeysUnavailableError) as exc:
+                uri = self._resolve_jwks_uri()
+                response, body = self._get(uri, self._jwks_request_headers(), "the JWK set")
+            except (httpx.HTTPError, SDKError) as exc:
                 self._failed(now, exc)
                 return
-            self._apply(self.clock(), response)
+            self._apply(self.clock(), response, body)
+
+    def _get(self, url: str, headers: dict[str, str], what: str) -> tuple[httpx.Response, bytes]:
+        """A GET whose body is read under the document bound while it streams (every status: a
+        response read to its end lets the connection be reused, for a 304 too)."""
+        with self.http.stream("GET", url, headers=headers) as response:
+            body = read_bounded(response, what)
+        return response, body
 
     def _resolve_jwks_uri(self) -> str:
-        if self._needs_metadata() and not any(
-            self._metadata_answer(self.http.get(url, headers={"Accept": "application/json"}))
-            for url in self._metadata_urls()
-        ):
-            raise self._no_metadata()
+        if self._needs_metadata():
+            for url in self._metadata_urls():
+                if self._metadata_answer(*self._get(url, {"Accept": "application/json"}, "the issuer's metadata")):
+                    break
+            else:
+                raise self._no_metadata()
         assert self.jwks_uri is not None
         return self.jwks_uri
 
@@ -426,7 +503,7 @@ class Verifier(_Core):
                         backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
                     else:
                         self.stats.events_connects += 1
-                        for line in response.iter_lines():
+                        for line in _lines(response):
                             if self._stop.is_set():
                                 return
                             action = self._events_line(parser, line)
@@ -453,12 +530,14 @@ class Verifier(_Core):
             return cached
         text = token.decode("ascii") if isinstance(token, bytes) else token
         try:
-            if self.metadata is None:
+            if self._introspection_needs_metadata():
                 self._resolve_jwks_uri()
-            response = self.http.post(self._introspection_url(), data={"token": text}, auth=self.introspection)
-        except httpx.HTTPError as exc:
-            raise KeysUnavailableError(f"introspection failed: {type(exc).__name__}") from None
-        return self._introspection_result(digest, response, self.clock())
+            url = self._introspection_url()
+            with self.http.stream("POST", url, data={"token": text}, auth=self.introspection) as response:
+                raw = read_bounded(response, "the introspection answer")
+        except (httpx.HTTPError, SDKError) as exc:
+            raise _introspection_failed(exc) from None
+        return self._introspection_result(digest, response, raw, self.clock())
 
 
 class AsyncVerifier(_Core):
@@ -553,16 +632,22 @@ class AsyncVerifier(_Core):
             self.stats.jwks_requests += 1
             try:
                 uri = await self._resolve_jwks_uri()
-                response = await self.http.get(uri, headers=self._jwks_request_headers())
-            except (httpx.HTTPError, KeysUnavailableError) as exc:
+                response, body = await self._get(uri, self._jwks_request_headers(), "the JWK set")
+            except (httpx.HTTPError, SDKError) as exc:
                 self._failed(now, exc)
                 return
-            self._apply(self.clock(), response)
+            self._apply(self.clock(), response, body)
+
+    async def _get(self, url: str, headers: dict[str, str], what: str) -> tuple[httpx.Response, bytes]:
+        async with self.http.stream("GET", url, headers=headers) as response:
+            body = await aread_bounded(response, what)
+        return response, body
 
     async def _resolve_jwks_uri(self) -> str:
         if self._needs_metadata():
             for url in self._metadata_urls():
-                if self._metadata_answer(await self.http.get(url, headers={"Accept": "application/json"})):
+                answer = await self._get(url, {"Accept": "application/json"}, "the issuer's metadata")
+                if self._metadata_answer(*answer):
                     break
             else:
                 raise self._no_metadata()
@@ -581,7 +666,7 @@ class AsyncVerifier(_Core):
                         backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
                     else:
                         self.stats.events_connects += 1
-                        async for line in response.aiter_lines():
+                        async for line in _alines(response):
                             action = self._events_line(parser, line)
                             if action is not None:
                                 await self.refresh()
@@ -603,9 +688,11 @@ class AsyncVerifier(_Core):
             return cached
         text = token.decode("ascii") if isinstance(token, bytes) else token
         try:
-            if self.metadata is None:
+            if self._introspection_needs_metadata():
                 await self._resolve_jwks_uri()
-            response = await self.http.post(self._introspection_url(), data={"token": text}, auth=self.introspection)
-        except httpx.HTTPError as exc:
-            raise KeysUnavailableError(f"introspection failed: {type(exc).__name__}") from None
-        return self._introspection_result(digest, response, self.clock())
+            url = self._introspection_url()
+            async with self.http.stream("POST", url, data={"token": text}, auth=self.introspection) as response:
+                raw = await aread_bounded(response, "the introspection answer")
+        except (httpx.HTTPError, SDKError) as exc:
+            raise _introspection_failed(exc) from None
+        return self._introspection_result(digest, response, raw, self.clock())

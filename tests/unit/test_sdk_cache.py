@@ -31,6 +31,9 @@ def loaded(now: float = 1000.0, cc: str | None = "public, max-age=100", **settin
         ("no-cache, max-age=60", (60.0, None, True)),
         ('max-age="120"', (120.0, None, False)),
         ("s-maxage=10, max-age=20", (20.0, None, False)),
+        ("max-age=20, s-maxage=10", (20.0, None, False)),
+        # RFC 9111 §5.2.2.10: s-maxage is for shared caches only; a verifier is a private cache.
+        ("public, s-maxage=10", (None, None, False)),
         ("max-age=-5", (None, None, False)),
         ("max-age=abc", (None, None, False)),
         ("max-age=" + "9" * 40, (None, None, False)),
@@ -99,10 +102,49 @@ def test_stale_if_error_serves_the_last_set_within_bound_and_backs_off() -> None
     assert delays[-1] >= 4.0  # grown (jitter keeps at least half)
 
 
-def test_server_stale_if_error_can_lengthen_the_bound() -> None:
+def test_server_stale_if_error_cannot_lengthen_the_bound() -> None:
+    """The SDK's own stale_if_error caps what the server says (a revoked key must not verify for the
+    larger of the two while refreshes fail)."""
     cache = loaded(cc="max-age=100, stale-if-error=500", stale_if_error=50.0)
-    assert cache.usable(1599.0)
-    assert not cache.usable(1600.0)
+    assert cache.stale_for == 50.0
+    assert cache.usable(1149.9)
+    assert not cache.usable(1150.0)
+
+
+@pytest.mark.parametrize(
+    ("cc", "stale_for"),
+    [
+        ("max-age=100, stale-if-error=20", 20.0),  # the server's bound, shorter than ours: taken
+        ("max-age=100, stale-if-error=0", 0.0),  # "never serve me stale"
+        ("max-age=100, stale-if-error=3270", 3270.0),  # the server's default, under the SDK's 1 h
+        ("max-age=100, stale-if-error=86400", 3600.0),  # capped by the SDK's setting
+        ("max-age=100", 3600.0),  # no header: the SDK's setting
+        (None, 3600.0),
+    ],
+)
+def test_stale_if_error_is_the_smaller_of_the_server_and_the_sdk(cc: str | None, stale_for: float) -> None:
+    cache = loaded(cc=cc)
+    assert cache.stale_for == stale_for
+    expiry = 1000.0 + cache.ttl
+    cache.failed(expiry, "connection refused")
+    assert cache.usable(expiry + stale_for - 0.01)  # stale_for 0: only until expiry
+    assert not cache.usable(expiry + stale_for)
+
+
+def test_stale_if_error_follows_the_latest_answer() -> None:
+    """A 304 carries Cache-Control too: its stale-if-error replaces the one of the first download."""
+    cache = loaded(cc="max-age=100, stale-if-error=600")
+    assert cache.stale_for == 600.0
+    cache.not_modified(1100.0, "max-age=100, stale-if-error=5")
+    assert cache.stale_for == 5.0
+    assert not cache.usable(1205.0)
+
+
+def test_s_maxage_is_ignored_by_the_private_cache() -> None:
+    """RFC 9111 §5.2.2.10: s-maxage applies to shared caches; the verifier keeps its own copy."""
+    assert loaded(cc="public, s-maxage=10").ttl == 300.0  # the default, not 10 s
+    assert loaded(cc="s-maxage=10, max-age=60").ttl == 60.0
+    assert loaded(cc="max-age=60, s-maxage=3000").ttl == 60.0
 
 
 def test_retry_after_from_server_is_honoured_up_to_the_cap() -> None:
@@ -124,6 +166,26 @@ def test_unknown_kid_refetch_is_rate_limited() -> None:
     assert cache.retry_at > 1004.4
     assert not cache.lookup("yyy", 1004.4).refetch
     assert cache.lookup("yyy", cache.retry_at).refetch
+
+
+def test_unknown_kid_waits_for_the_backoff_after_failures() -> None:
+    """While refreshes fail, an unknown kid must not bring a fetch forward: the cooldown alone (2 s)
+    is shorter than the backoff, and every forged kid would otherwise cost the issuer a request."""
+    cache = loaded(unknown_kid_cooldown=2.0, backoff_min=8.0, backoff_max=60.0)
+    for attempt in range(1, 4):
+        now = 1100.0 + attempt * 100
+        cache.attempt(now)
+        cache.failed(now, "down")
+        backoff = cache.retry_at - now
+        assert backoff >= 8.0 * 2 ** (attempt - 1) / 2  # jittered, at least half the doubled delay
+        # Past the cooldown, still inside the backoff: no refetch, and no refresh at all.
+        assert now + 2.0 < cache.retry_at
+        assert not cache.lookup("forged", now + 2.0).refetch
+        assert not cache.lookup("forged", cache.retry_at - 0.01).refetch
+        assert cache.decide(cache.retry_at - 0.01) is Refresh.NO
+        # The backoff over: one refetch allowed (and a blocking refresh, the set having expired).
+        assert cache.lookup("forged", cache.retry_at).refetch
+        assert cache.decide(cache.retry_at) is Refresh.BLOCKING
 
 
 def test_revoked_kid_is_dropped_and_never_comes_back_from_a_stale_copy() -> None:

@@ -29,7 +29,7 @@ from jwks_service.sdk import (
     UnsupportedAlgorithmError,
     Verifier,
 )
-from jwks_service.sdk.sse import SSEParser
+from jwks_service.sdk.sse import MAX_LINE_CHARS, LineTooLongError, SSELines, SSEParser
 
 ISSUER = "https://issuer.example"
 NOW = 1_800_000_000.0
@@ -202,6 +202,37 @@ def test_sse_parser() -> None:
     assert feed(p, "data: " + "x" * 70_000 + "\n\n") == []  # oversized
     assert feed(p, "id: a\0b\ndata: 1\n\n")[0].id is None  # NUL in id: ignored
     assert p.last_id == "7-ready"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["a\nb\n\nc\n"],
+        ["a\r\nb\r\n\r\nc\r\n"],
+        ["a\rb\r\rc\r"],
+        ["a\r", "\nb\r", "\n\r", "\nc\r", "\n"],  # CRLF split across chunks: one line break, not two
+        ["a", "\n", "b", "\r\n\r", "\nc\n"],
+        ["a\nb", "", "\n\nc", "\n"],
+    ],
+)
+def test_sse_lines_split_on_crlf_lf_and_cr(chunks: list[str]) -> None:
+    """WHATWG event streams end a line with CRLF, LF or CR (and nothing else: no str.splitlines)."""
+    lines = SSELines()
+    assert [line for chunk in chunks for line in lines.feed(chunk)] == ["a", "b", "", "c"]
+    assert SSELines().feed("a\x0bb\x1cc\u2028d\n") == ["a\x0bb\x1cc\u2028d"]
+
+
+def test_sse_lines_are_bounded() -> None:
+    """A line that never ends (a broken or hostile stream) is refused instead of filling memory."""
+    lines = SSELines()
+    assert lines.feed("x" * MAX_LINE_CHARS) == []
+    assert lines.feed("\n") == ["x" * MAX_LINE_CHARS]
+    for _ in range(MAX_LINE_CHARS // 1000):
+        assert lines.feed("y" * 1000) == []  # held, under the bound
+    with pytest.raises(LineTooLongError):
+        lines.feed("y" * 1000)
+    with pytest.raises(LineTooLongError):
+        SSELines().feed("z" * (MAX_LINE_CHARS + 1) + "\n")
 
 
 # ----- the server's key events ----------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""What the verifier and the token client fetch, and from where, against an in-memory issuer
+(httpx.MockTransport) and a manual clock.
+
+- An ``https://`` issuer's metadata may not send the SDK to ``http://`` (jwks_uri,
+  introspection_endpoint, token_endpoint): refused, naming the member, unless the caller passes
+  that URL itself or ``allow_http=True``. Nothing is ever sent to the refused URL.
+- An unknown kid while refreshes are failing waits for the backoff, like every other refresh.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from jwks_service.algorithms import ALGORITHMS
+from jwks_service.crypto import generate_private_key, make_signer, public_jwk
+from jwks_service.jws import b64encode
+from jwks_service.sdk import (
+    IntrospectionUnavailableError,
+    KeysUnavailableError,
+    TokenClient,
+    TokenRequestError,
+    UnknownKeyError,
+    Verifier,
+)
+
+ISSUER = "https://issuer.example"
+NOW = 1_800_000_000.0
+HS256_TOKEN = b64encode(b'{"alg":"HS256","kid":"h1","typ":"at+jwt"}').decode() + ".e30.c2ln"
+
+
+@functools.cache
+def keypair() -> tuple[Any, dict[str, Any]]:
+    private = generate_private_key(ALGORITHMS["ES256"], ALGORITHMS["ES256"].default_key_bits)
+    jwk, thumbprint = public_jwk(ALGORITHMS["ES256"], private)  # type: ignore[arg-type]
+    return private, {**jwk, "kid": thumbprint, "alg": "ES256", "use": "sig"}
+
+
+def mint(kid: str | None = None) -> str:
+    private, jwk = keypair()
+    body = {"iss": ISSUER, "sub": "svc", "client_id": "svc", "aud": "api", "jti": "j1", "scope": "read"}
+    body |= {"iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 3600}
+    head = {"alg": "ES256", "kid": kid or jwk["kid"], "typ": "at+jwt"}
+    signing_input = b64encode(json.dumps(head).encode()) + b"." + b64encode(json.dumps(body).encode())
+    return (signing_input + b"." + b64encode(make_signer(ALGORITHMS["ES256"], private)(signing_input))).decode()
+
+
+class Issuer:
+    """An in-memory issuer: RFC 8414 metadata (with the given members), a JWKS, introspection and a
+    token endpoint wherever the metadata says; every request is recorded."""
+
+    def __init__(self, **metadata: str) -> None:
+        self.metadata = {
+            "issuer": ISSUER,
+            "jwks_uri": ISSUER + "/jwks",
+            "introspection_endpoint": ISSUER + "/oauth/introspect",
+            "token_endpoint": ISSUER + "/oauth/token",
+            **metadata,
+        }
+        self.requests: list[str] = []
+        self.jwks_status = 200
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        self.requests.append(f"{request.method} {url}")
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json=self.metadata)
+        if request.url.path == "/jwks":
+            if self.jwks_status != 200:
+                return httpx.Response(self.jwks_status)
+            return httpx.Response(200, json={"keys": [keypair()[1]]}, headers={"Cache-Control": "max-age=100"})
+        if request.url.path == "/oauth/introspect":
+            now = int(NOW)
+            claims = {"iss": ISSUER, "sub": "svc", "client_id": "svc", "aud": "api", "jti": "h"}
+            return httpx.Response(200, json={"active": True, **claims, "iat": now, "nbf": now, "exp": now + 60})
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer", "expires_in": 60})
+        return httpx.Response(404)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self.handle))
+
+    def hits(self, prefix: str) -> list[str]:
+        return [r for r in self.requests if r.split(" ", 1)[1].startswith(prefix)]
+
+
+def verifier(issuer: Issuer, clock: Callable[[], float] = lambda: NOW, **options: Any) -> Verifier:
+    return Verifier(ISSUER, "api", http=issuer.client(), clock=clock, **options)
+
+
+# ----- downgrades -----------------------------------------------------------------------------
+
+
+def test_an_http_jwks_uri_from_an_https_issuer_is_refused() -> None:
+    issuer = Issuer(jwks_uri="http://issuer.example/jwks")
+    with pytest.raises(KeysUnavailableError, match="http:// jwks_uri") as refused:
+        verifier(issuer).verify(mint())
+    assert "downgrade" in refused.value.description
+    assert issuer.hits("http://") == []  # nothing was fetched from the downgraded URL
+
+
+def test_an_upper_case_http_scheme_is_a_downgrade_too() -> None:
+    issuer = Issuer(jwks_uri="HTTP://issuer.example/jwks")
+    with pytest.raises(KeysUnavailableError, match="http:// jwks_uri"):
+        verifier(issuer).verify(mint())
+    assert [r for r in issuer.requests if "/jwks" in r] == []
+
+
+@pytest.mark.parametrize("value", ["ftp://issuer.example/jwks", "/jwks", "", 42, "http://[::1"])
+def test_a_jwks_uri_that_is_no_http_url_is_refused(value: Any) -> None:
+    issuer = Issuer(jwks_uri=value)
+    with pytest.raises(KeysUnavailableError, match="jwks_uri"):
+        verifier(issuer).verify(mint())
+
+
+def test_an_http_jwks_uri_passed_by_the_caller_is_used() -> None:
+    issuer = Issuer(jwks_uri="http://issuer.example/jwks")
+    v = verifier(issuer, jwks_uri="http://issuer.example/jwks")
+    assert v.verify(mint())["sub"] == "svc"
+    assert issuer.requests == ["GET http://issuer.example/jwks"]  # no discovery needed
+
+
+def test_an_http_jwks_uri_is_used_when_the_caller_opts_in() -> None:
+    issuer = Issuer(jwks_uri="http://issuer.example/jwks")
+    assert verifier(issuer, allow_http=True).verify(mint())["sub"] == "svc"
+    assert issuer.hits("http://issuer.example/jwks")
+
+
+def test_an_http_issuer_may_name_http_endpoints() -> None:
+    """Not a downgrade: an http issuer (a test rig, a sidecar on loopback) was never https."""
+    metadata = {"issuer": "http://127.0.0.1:8000", "jwks_uri": "http://127.0.0.1:8000/jwks"}
+    issuer = Issuer()
+    v = Verifier("http://127.0.0.1:8000", "api", http=issuer.client())
+    v._accept_metadata(metadata)
+    assert v.jwks_uri == "http://127.0.0.1:8000/jwks"
+
+
+def test_an_http_introspection_endpoint_from_an_https_issuer_is_refused() -> None:
+    issuer = Issuer(introspection_endpoint="http://issuer.example/oauth/introspect")
+    v = verifier(issuer, introspection=("verifier", "secret"))
+    with pytest.raises(IntrospectionUnavailableError, match="http:// introspection_endpoint"):
+        v.verify(HS256_TOKEN)
+    assert issuer.hits("http://") == []  # our client secret never went out in clear
+
+
+def test_an_http_introspection_endpoint_passed_by_the_caller_is_used() -> None:
+    issuer = Issuer(introspection_endpoint="http://issuer.example/oauth/introspect")
+    v = verifier(
+        issuer, introspection=("verifier", "secret"), introspection_uri="http://issuer.example/oauth/introspect"
+    )
+    assert v.verify(HS256_TOKEN)["jti"] == "h"
+    assert issuer.hits("http://issuer.example/oauth/introspect")
+
+
+def test_an_http_introspection_endpoint_is_used_when_the_caller_opts_in() -> None:
+    issuer = Issuer(introspection_endpoint="http://issuer.example/oauth/introspect")
+    v = verifier(issuer, introspection=("verifier", "secret"), allow_http=True)
+    assert v.verify(HS256_TOKEN)["jti"] == "h"
+
+
+def test_the_events_stream_of_an_https_issuer_is_https() -> None:
+    """The stream's URL is never read from metadata: the issuer's own origin, or what the caller passes."""
+    v = verifier(Issuer())
+    assert v.events_url() == ISSUER + "/keys/events"
+
+
+def test_an_http_token_endpoint_from_an_https_issuer_is_refused() -> None:
+    issuer = Issuer(token_endpoint="http://issuer.example/oauth/token")
+    client = TokenClient(ISSUER, "svc", "secret", http=issuer.client())
+    with pytest.raises(TokenRequestError) as refused:
+        client.get()
+    assert "http:// token_endpoint" in str(refused.value)
+    assert issuer.hits("http://") == []  # the client secret never went out in clear
+
+
+def test_an_http_token_endpoint_is_used_when_passed_or_opted_in() -> None:
+    issuer = Issuer(token_endpoint="http://issuer.example/oauth/token")
+    with TokenClient(ISSUER, "svc", "secret", http=issuer.client(), allow_http=True) as client:
+        assert client.get() == "t"
+    with TokenClient(
+        ISSUER, "svc", "secret", token_endpoint="http://issuer.example/oauth/token", http=issuer.client()
+    ) as client:
+        assert client.get() == "t"
+
+
+# ----- an unknown kid while backing off -------------------------------------------------------
+
+
+def test_an_unknown_kid_while_backing_off_waits_for_the_backoff() -> None:
+    """The cooldown of unknown-kid refetches (2 s) is shorter than the backoff after failures (8 s
+    and more): a forged kid during an outage must not bring a request forward."""
+    from jwks_service.sdk import CacheSettings
+
+    issuer = Issuer()
+    now = [NOW]
+    settings = CacheSettings(unknown_kid_cooldown=2.0, backoff_min=8.0, backoff_max=60.0)
+    v = verifier(issuer, clock=lambda: now[0], jwks_uri=ISSUER + "/jwks", cache=settings)
+    assert v.verify(mint())["sub"] == "svc"
+    assert v.stats.jwks_requests == 1
+    issuer.jwks_status = 503
+    now[0] = NOW + 100  # expired (max-age=100): the next use refreshes, which fails
+    assert v.verify(mint())["sub"] == "svc"  # served stale
+    assert v.stats.jwks_requests == 2 and v.stats.jwks_failures == 1
+    retry_at = v.cache.retry_at
+    assert retry_at >= now[0] + 4.0  # at least half of backoff_min
+    for t in (now[0] + 2.0, now[0] + 3.0, retry_at - 0.01):  # past the cooldown, inside the backoff
+        now[0] = t
+        with pytest.raises(UnknownKeyError):
+            v.verify(mint(kid="forged"))
+        assert v.verify(mint())["sub"] == "svc"
+    assert v.stats.jwks_requests == 2
+    assert v.stats.unknown_kid_refetches == 0
+    now[0] = retry_at  # the backoff is over: one request (the expired set's blocking refresh)
+    with pytest.raises(UnknownKeyError):
+        v.verify(mint(kid="forged"))
+    assert v.stats.jwks_requests == 3

@@ -579,10 +579,32 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a word is an option only when it names one of this parser's options.
+
+    argparse takes any word that starts with '-' for an option, but a kid is a base64url thumbprint
+    and one in 64 starts with '-': `keys revoke -330Wr... --reason x` failed with "the following
+    arguments are required: kid" in the middle of an emergency. Here a word is an option only when
+    it is one of the parser's option strings (exactly, as `--name=value`, or as an unambiguous
+    prefix of a `--long` option); anything else is a value, so kids, client ids, names and option
+    values may start with '-'. `--` still ends the options (`keys revoke --reason x -- -330Wr...`).
+    Subparsers inherit the class (add_subparsers uses type(self)).
+    """
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        name = arg_string.split("=", 1)[0] if arg_string.startswith("--") else arg_string
+        if name in self._option_string_actions:
+            return super()._parse_optional(arg_string)
+        longs = [o for o in self._option_string_actions if o.startswith("--")]
+        if name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in longs):
+            return super()._parse_optional(arg_string)  # an abbreviation, as argparse allows
+        return None  # a value, whatever its first character
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (or JWKS_CONFIG)")
-    parser = argparse.ArgumentParser(prog="jwks-service", description=__doc__, parents=[common])
+    parser = _Parser(prog="jwks-service", description=__doc__, parents=[common])
     parser.add_argument("--version", action="version", version=f"jwks-service {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -604,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_rotate)
     p = keys.add_parser("revoke", parents=[common], help="emergency revocation of a key")
-    p.add_argument("kid")
+    p.add_argument("kid", help="the key's kid (it may start with '-')")
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_revoke)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from jwks_service.cli import main
+from jwks_service.algorithms import ALGORITHMS
+from jwks_service.backends.local import LocalBackend
+from jwks_service.cli import build_parser, main
 from jwks_service.clock import ManualClock
 from jwks_service.config import load_settings
+from jwks_service.model import KeyState
 from jwks_service.runtime import build_runtime, open_store
 
 
@@ -261,3 +265,53 @@ def test_check_config_refuses_an_alg_change_against_existing_keys(
     code, out, err = run(capsys, "check-config", "--config", _config('[keysets.default]\nalg = "RS256"\n'))
     assert code == 2 and out == ""
     assert "keysets.default.alg" in err and "ES256" in err
+
+
+def _dash_kid_as_next() -> str:
+    """Make the default keyset's `next` key one whose kid (its RFC 7638 thumbprint) starts with '-',
+    as about one key in 64 does, sealed under the CLI's own KEK: a real key, as the service makes them."""
+    rt = build_runtime(load_settings())
+    try:
+        backend = LocalBackend(rt.kek.derive("local-keys"))
+        for _ in range(5000):  # P(no '-' first in 5000 tries) = (63/64)^5000, about 1e-34
+            made = backend.generate("default", ALGORITHMS["ES256"], 256)
+            if made.kid.startswith("-"):
+                break
+        else:
+            raise AssertionError("no kid starting with '-' in 5000 keys")
+        ks = rt.store.get_keyset("default")
+        assert ks is not None and ks.next is not None
+        dash = replace(ks.next, kid=made.kid, public_jwk=made.public_jwk, sealed_private=made.sealed_private)
+        keys = tuple(dash if k.state == KeyState.NEXT else k for k in ks.keys)
+        rt.store.save_keyset(replace(ks, keys=keys), ks.revision)
+    finally:
+        rt.close()
+    return made.kid
+
+
+@pytest.mark.parametrize("form", ["as-typed", "after-double-dash", "option-first"])
+def test_keys_revoke_takes_a_kid_that_starts_with_a_dash(capsys: pytest.CaptureFixture[str], form: str) -> None:
+    kid = _dash_kid_as_next()
+    argv = {
+        "as-typed": ("keys", "revoke", kid, "--reason", "leaked", "--json"),
+        "after-double-dash": ("keys", "revoke", "--reason", "leaked", "--json", "--", kid),
+        "option-first": ("keys", "revoke", "--reason", "leaked", kid, "--json"),
+    }[form]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert json.loads(out)["revoked"] == kid
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    assert {k["kid"]: k["state"] for k in json.loads(out)["keys"]}[kid] == "revoked"
+
+
+def test_values_that_start_with_a_dash_are_values(capsys: pytest.CaptureFixture[str]) -> None:
+    # A client id (or a reason) that starts with '-' reaches the command, which names it.
+    for argv in (("clients", "show", "-x1"), ("clients", "delete", "-x1"), ("token", "-x1")):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "", err
+        assert "no client -x1" in err
+    code, _, err = run(capsys, "keys", "revoke", "-hx", "--reason", "-because")
+    assert code == 1 and "no key with kid -hx" in err  # '-hx' is no `-h x`
+    # Options still work, abbreviated too, and `--` still ends them.
+    args = build_parser().parse_args(["keys", "revoke", "--reas=r", "--js", "--", "--json"])
+    assert (args.kid, args.reason, args.json) == ("--json", "r", True)

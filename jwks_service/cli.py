@@ -29,7 +29,7 @@ from .errors import ConfigError, ConflictError, InvalidRequestError, JwksService
 from .kek import LoadedKek
 from .lifecycle import next_rotation_at
 from .model import Client, Keyset, KeyState
-from .runtime import Runtime, build_runtime, open_kek, open_store
+from .runtime import Runtime, build_runtime, open_kek, open_store, sealed_under_another_kek
 from .service import KeyService
 
 
@@ -452,7 +452,9 @@ def _stored_keysets(settings: Settings) -> dict[str, Keyset] | None:
     try:
         # The same check a start makes; it reads the store and the settings only (no backends needed).
         KeyService(settings, store, {}, SystemClock()).check_store_against_config()
-        return {ks.name: ks for ks in store.list_keysets()}
+        stored = {ks.name: ks for ks in store.list_keysets()}
+        _check_kek(settings, [ks for ks in stored.values() if ks.name in settings.keysets])
+        return stored
     except ConfigError:
         raise
     except JwksServiceError as exc:
@@ -460,6 +462,23 @@ def _stored_keysets(settings: Settings) -> dict[str, Keyset] | None:
         return None
     finally:
         store.close()
+
+
+def _check_kek(settings: Settings, keysets: list[Keyset]) -> None:
+    """The check a start makes: the KEK unseals the live local keys (ConfigError when none of a
+    keyset's does, a warning when some do not). A wrapped KEK needs Vault: not checked here."""
+    if settings.kek_transit_key or not any(ks.backend == "local" and ks.keys for ks in keysets):
+        return
+    if not Path(settings.kek_file).exists():
+        if any(k.verifies and k.sealed_private for ks in keysets if ks.backend == "local" for k in ks.keys):
+            raise ConfigError(
+                f"secrets.kek_file: {settings.kek_file} does not exist, but the store holds keys sealed under a KEK:"
+                " put that KEK file back there"
+            )
+        return
+    kek = open_kek(settings, create=False)
+    for name, why in sealed_under_another_kek(keysets, LocalBackend(kek.derive("local-keys")), kek).items():
+        _stderr(f"warning: keyset {name}: {why}")
 
 
 def _progress(line: str) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -102,9 +103,21 @@ def _http_protocol() -> Any:
     return CorkedHttpToolsProtocol
 
 
+def _sighup(signum: int, frame: object) -> None:
+    # `systemctl reload` sends SIGHUP, whose default action ends the process. Nothing needs it:
+    # keys, clients and revocations are re-read from the store as they change.
+    logging.getLogger("jwks_service").warning(
+        "SIGHUP: nothing to reload (keys, clients and revocations follow the store by themselves; a changed"
+        " configuration needs a restart); still serving"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    # From the first moment: uvicorn handles SIGINT and SIGTERM only (with --workers, its supervisor
+    # takes SIGHUP over and restarts the workers one by one).
+    signal.signal(signal.SIGHUP, _sighup)
     settings = _settings(args)
     listen = args.listen or settings.listen
     host, port = split_listen(listen)

@@ -1,18 +1,22 @@
-"""`jwks-service serve` as a real process, under operator mistakes: a wrong KEK file is refused at start."""
+"""`jwks-service serve` as a real process, under operator mistakes and signals: a wrong KEK file is
+refused at start, and SIGHUP (`systemctl reload`) leaves the server serving."""
 
 from __future__ import annotations
 
 import base64
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port
+from support import free_port, wait_until
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.backends.local import LocalBackend
@@ -46,6 +50,23 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def write_kek(path: Path) -> None:
     path.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
     path.chmod(0o600)
+
+
+@pytest.fixture
+def serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([JWKS_SERVICE, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # ----- defect 15: a wrong KEK is refused, not silent ------------------------------------------------
@@ -123,3 +144,23 @@ def test_runtime_refusal_names_the_keyset(env: dict[str, str], tmp_path: Path) -
     with pytest.raises(ConfigError, match="unseals none of the 2 live keys of keyset default"):
         build_runtime(load_settings())
     assert load_kek(str(tmp_path / "var" / "kek"), create=False)  # the operator's file is left alone
+
+
+# ----- defect 16: SIGHUP -------------------------------------------------------------------------
+
+
+def test_sighup_leaves_a_single_worker_server_serving(
+    env: dict[str, str], serve: tuple[subprocess.Popen[bytes], Path]
+) -> None:
+    proc, log = serve
+    base = env["JWKS_ISSUER"]
+    wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=30)
+    for _ in range(2):  # `systemctl reload`, twice
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()
+        assert httpx.get(f"{base}/.well-known/jwks.json").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 200
+    lines = [line for line in log.read_text().splitlines() if "SIGHUP" in line]
+    assert len(lines) == 2, log.read_text()
+    assert "nothing to reload" in lines[0] and "still serving" in lines[0]

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .model import AuditEvent
+
+if TYPE_CHECKING:
+    from .stores import Store
 
 logger = logging.getLogger("jwks_service.audit")
 
@@ -36,3 +39,9 @@ def log_events(events: Iterable[AuditEvent]) -> None:
         payload = e.as_dict()
         payload.pop("id")
         logger.info(json.dumps({"audit": payload}, sort_keys=True))
+
+
+def record(store: Store, events: Sequence[AuditEvent]) -> None:
+    """Events that go with no other write: into the store's audit log, then to the log stream."""
+    store.append_audit(events)
+    log_events(events)

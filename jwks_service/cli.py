@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, audit
 from . import backup as backups
 from .backends.local import LocalBackend
 from .clock import SystemClock
@@ -63,6 +64,14 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _actor() -> str:
+    """Who a CLI action is audited as: the OS user (API.md §8)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no LOGNAME/USER and no password database entry
+        return "cli:unknown"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -220,7 +229,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        result = rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor="cli")
+        result = rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor=_actor())
     finally:
         rt.close()
     print(
@@ -234,7 +243,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        keyset, revoked = rt.keys.revoke(args.kid, reason=args.reason, actor="cli")
+        keyset, revoked = rt.keys.revoke(args.kid, reason=args.reason, actor=_actor())
         summary = rt.keys.summary(keyset.name)
         result = {"keyset": keyset.name, "revoked": revoked.kid, "current": summary["current"], "next": summary["next"]}
     finally:
@@ -251,7 +260,7 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         client, secret = rt.clients.create(
-            args.name, args.scope, args.audience, keyset=args.keyset, token_ttl=ttl, actor="cli"
+            args.name, args.scope, args.audience, keyset=args.keyset, token_ttl=ttl, actor=_actor()
         )
     finally:
         rt.close()
@@ -369,7 +378,7 @@ def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
     grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
     rt = _runtime(args)
     try:
-        client, secret = rt.clients.rotate_secret(args.client_id, grace, actor="cli")
+        client, secret = rt.clients.rotate_secret(args.client_id, grace, actor=_actor())
     finally:
         rt.close()
     if args.json:
@@ -383,7 +392,7 @@ def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
 def cmd_clients_delete(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        rt.clients.delete(args.client_id, actor="cli")
+        rt.clients.delete(args.client_id, actor=_actor())
     finally:
         rt.close()
     print(f"deleted client {args.client_id}")
@@ -397,6 +406,23 @@ def cmd_token(args: argparse.Namespace) -> int:
         if client is None:
             raise JwksServiceError(f"no client {args.client_id}")
         issued = rt.keys.issue(client, " ".join(client.scopes), client.audiences[0])
+        # Audited before it is printed: no token leaves without its event (the jti, never the token).
+        audit.record(
+            rt.store,
+            [
+                audit.event(
+                    rt.clock.now(),
+                    _actor(),
+                    "token.issue",
+                    client.client_id,
+                    kid=issued.kid,
+                    jti=issued.claims["jti"],
+                    scope=issued.scope,
+                    audience=client.audiences[0],
+                    expires_in=issued.expires_in,
+                )
+            ],
+        )
     finally:
         rt.close()
     print(issued.token)

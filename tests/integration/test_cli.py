@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import time
@@ -9,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jwt
 import pytest
 
 from jwks_service.algorithms import ALGORITHMS
@@ -214,8 +216,9 @@ def test_clients_show_and_delete(capsys: pytest.CaptureFixture[str]) -> None:
         actions = [(e.action, e.target, e.actor) for e in store.list_audit()]
     finally:
         store.close()
-    assert ("client.delete", client_id, "cli") in actions
-    assert actions.count(("client.delete", client_id, "cli")) == 1  # the refused second delete is not audited
+    actor = f"cli:{getpass.getuser()}"  # CLI actions name the OS user
+    assert ("client.delete", client_id, actor) in actions
+    assert actions.count(("client.delete", client_id, actor)) == 1  # the refused second delete is not audited
 
 
 def test_check_config_next_rotation_without_creating_anything(
@@ -315,3 +318,40 @@ def test_values_that_start_with_a_dash_are_values(capsys: pytest.CaptureFixture[
     # Options still work, abbreviated too, and `--` still ends them.
     args = build_parser().parse_args(["keys", "revoke", "--reas=r", "--js", "--", "--json"])
     assert (args.kid, args.reason, args.json) == ("--json", "r", True)
+
+
+def test_token_issue_is_audited_without_the_token(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api", "--json")
+    client_id = json.loads(out)["client_id"]
+    code, out, err = run(capsys, "token", client_id)
+    assert code == 0, err
+    token = out.strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(token)["kid"]
+
+    store = open_store(load_settings())
+    try:
+        events = [e for e in store.list_audit() if e.action == "token.issue"]
+    finally:
+        store.close()
+    assert len(events) == 1
+    event = events[0]
+    assert event.target == client_id and event.outcome == "ok"
+    assert event.actor == f"cli:{getpass.getuser()}"
+    assert event.details["kid"] == kid and event.details["jti"] == claims["jti"]
+    assert event.details["scope"] == "read" and event.details["audience"] == "api"
+    assert token not in json.dumps(event.as_dict())  # never the token itself
+    for part in token.split("."):
+        assert part not in json.dumps(event.as_dict())
+
+
+def test_cli_actions_name_the_os_user(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGNAME", "alice")
+    assert run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api")[0] == 0
+    assert run(capsys, "keys", "rotate", "default", "--force")[0] == 0
+    store = open_store(load_settings())
+    try:
+        actors = {(e.action, e.actor) for e in store.list_audit()}
+    finally:
+        store.close()
+    assert ("client.create", "cli:alice") in actors and ("key.rotated", "cli:alice") in actors, actors

@@ -659,6 +659,26 @@ class _Parser(argparse.ArgumentParser):
         return None  # a value, whatever its first character
 
 
+def cmd_audit_prune(args: argparse.Namespace) -> int:
+    from .runtime import AUDIT_PRUNE_BATCH
+
+    settings = _settings(args)
+    if not _store_exists(settings):
+        raise NotFoundError(f"no store at {sqlite_path(settings.store_url)}: nothing to prune (check store.url)")
+    now = time.time()
+    before = now - settings.audit_retention
+    store = open_store(settings)
+    try:
+        deleted = audit.prune(store, before, now, _actor(), AUDIT_PRUNE_BATCH, until_done=True)
+    finally:
+        store.close()
+    print(
+        f"pruned {deleted} audit event{'' if deleted == 1 else 's'} older than {_ts(before)}"
+        f" (audit.retention {format_duration(settings.audit_retention)})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (or JWKS_CONFIG)")
@@ -751,6 +771,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="import into a non-empty store: the backup's keysets replace stored ones, clients are upserted",
     )
     p.set_defaults(func=cmd_backup_import)
+    audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    p = audit_cmd.add_parser(
+        "prune", parents=[common], help="delete events older than audit.retention now (serve does it hourly)"
+    )
+    p.set_defaults(func=cmd_audit_prune)
     return parser
 
 

@@ -23,6 +23,8 @@ DEFAULT_ISSUER = "http://127.0.0.1:8000"
 DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_STORE_URL = "sqlite:///var/jwks.db"
 DEFAULT_KEK_FILE = "var/kek"
+DEFAULT_AUDIT_RETENTION = "400d"
+MIN_AUDIT_RETENTION = 86400
 
 log = logging.getLogger("jwks_service.config")
 
@@ -99,6 +101,7 @@ class Settings:
     kek: str = ""
     jwks_max_age: int = 300
     client_secret_max_age: int = 90 * 86400  # when `clients list` says a secret is due for rotation
+    audit_retention: int = 400 * 86400  # audit events older than this are pruned
     vault: VaultSettings = field(default_factory=VaultSettings)
     keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
     config_file: str = ""  # where the settings came from ("" = embedded defaults)
@@ -137,13 +140,14 @@ class Settings:
         return self.issuer.rstrip("/") + path
 
 
-_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets"}
+_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets", "audit"}
 _SECTION_KEYS = {
     "store": {"url"},
     "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount", "max_batch"},
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
     "clients": {"secret_max_age"},
+    "audit": {"retention"},
 }
 _KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
 
@@ -338,6 +342,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     secret_max_age = duration(
         sections["clients"].get("secret_max_age", DEFAULT_CLIENT_SECRET_MAX_AGE), "clients.secret_max_age"
     )
+    audit_retention = duration(sections["audit"].get("retention", DEFAULT_AUDIT_RETENTION), "audit.retention")
+    if 0 < audit_retention < MIN_AUDIT_RETENTION:
+        problems.append(f"audit.retention: at least 1d (got {format_duration(audit_retention)})")
 
     keysets_raw = want_table(raw.get("keysets", {"default": {"alg": "ES256"}}), "keysets")
     if not keysets_raw:
@@ -426,6 +433,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         kek=kek,
         jwks_max_age=max_age,
         client_secret_max_age=secret_max_age,
+        audit_retention=audit_retention,
         vault=vault,
         keysets=keysets,
         config_file=config_file,

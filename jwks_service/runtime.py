@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import audit
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clients import ClientRegistry
 from .clock import Clock, SystemClock
 from .config import Settings, sqlite_path
-from .errors import ConfigError, KeyValidationError, UnavailableError
+from .errors import ConfigError, JwksServiceError, KeyValidationError, UnavailableError
 from .kek import LoadedKek, load_kek, load_wrapped_kek
 from .model import Keyset
 from .service import KeyService
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jwks_service")
 
+# Audit retention: each replica prunes once an hour, at most AUDIT_PRUNE_BATCH events a call, and
+# again a minute later while a call found a full batch (a backlog, e.g. after retention was shortened).
+AUDIT_PRUNE_EVERY = 3600.0
+AUDIT_PRUNE_BACKLOG = 60.0
+AUDIT_PRUNE_BATCH = 1000
+
 
 @dataclass
 class Runtime:
@@ -34,6 +41,23 @@ class Runtime:
     kek: LoadedKek
     clock: Clock
     vault: VaultAuth | None = None  # the Vault login (and its renewal thread) when anything uses Vault
+    audit_prune_due: float = float("-inf")  # when this process prunes the audit log next
+
+    def prune_audit(self) -> int:
+        """Delete audit events older than audit.retention when due (see AUDIT_PRUNE_EVERY): blocking
+        store I/O, for the scheduler's worker thread, never the event loop. Never raises for a store
+        failure (logged, tried again a minute later)."""
+        now = self.clock.now()
+        if now < self.audit_prune_due:
+            return 0
+        try:
+            deleted = audit.prune(self.store, now - self.settings.audit_retention, now, "scheduler", AUDIT_PRUNE_BATCH)
+        except JwksServiceError as exc:
+            log.warning("pruning the audit log failed: %s", exc.description)
+            self.audit_prune_due = now + AUDIT_PRUNE_BACKLOG
+            return 0
+        self.audit_prune_due = now + (AUDIT_PRUNE_BACKLOG if deleted >= AUDIT_PRUNE_BATCH else AUDIT_PRUNE_EVERY)
+        return deleted
 
     def close(self) -> None:
         if self.vault is not None:

@@ -63,6 +63,11 @@ class Store(Protocol):
         """Newest first."""
         ...
 
+    def prune_audit(self, before: float, limit: int = 1000) -> int:
+        """Delete at most `limit` audit events with `at` before `before`, oldest first; how many went.
+        Bounded work per call (call again while it returns `limit`). Housekeeping: no `revision` bump."""
+        ...
+
     def close(self) -> None: ...
 
 

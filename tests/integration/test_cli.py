@@ -18,7 +18,7 @@ from jwks_service.backends.local import LocalBackend
 from jwks_service.cli import build_parser, main
 from jwks_service.clock import ManualClock
 from jwks_service.config import load_settings
-from jwks_service.model import KeyState
+from jwks_service.model import AuditEvent, KeyState
 from jwks_service.runtime import build_runtime, open_store
 
 
@@ -355,3 +355,32 @@ def test_cli_actions_name_the_os_user(capsys: pytest.CaptureFixture[str], monkey
     finally:
         store.close()
     assert ("client.create", "cli:alice") in actors and ("key.rotated", "cli:alice") in actors, actors
+
+
+def test_audit_prune_deletes_events_past_retention(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "audit", "prune")
+    assert code == 1 and "no store" in err  # never creates one
+    assert run(capsys, "keys", "list")[0] == 0
+    store = open_store(load_settings())
+    try:
+        now = time.time()
+        store.append_audit(
+            [AuditEvent(at=now - 401 * 86400 - i, actor="x", action="test.old", target=str(i)) for i in range(2500)]
+            + [AuditEvent(at=now - 300 * 86400, actor="x", action="test.kept", target="k")]
+        )
+    finally:
+        store.close()
+    code, out, err = run(capsys, "audit", "prune")
+    assert code == 0, err
+    assert out.startswith("pruned 2500 audit events older than ") and "(audit.retention 400d)" in out
+    code, out, _ = run(capsys, "audit", "prune", "--config", _config('[audit]\nretention = "200d"\n'))
+    assert code == 0 and out.startswith("pruned 1 audit event older than ")
+    store = open_store(load_settings())
+    try:
+        events = store.list_audit(limit=10_000)
+    finally:
+        store.close()
+    assert not [e for e in events if e.action.startswith("test.")]
+    pruned = [e for e in events if e.action == "audit.prune"]
+    assert [e.details["deleted"] for e in pruned] == [1, 2500]  # one event per command, newest first
+    assert pruned[0].actor == f"cli:{getpass.getuser()}"

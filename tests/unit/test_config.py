@@ -260,6 +260,15 @@ def test_no_warning_without_unrelated_variables(caplog: pytest.LogCaptureFixture
     assert not caplog.records
 
 
+def test_audit_retention() -> None:
+    assert build_settings({}).audit_retention == 400 * 86400  # API.md §8 default
+    assert build_settings({"audit": {"retention": "90d"}}).audit_retention == 90 * 86400
+    assert load_settings(None, environ={"JWKS_AUDIT__RETENTION": "2d"}).audit_retention == 2 * 86400
+    assert "at least 1d" in only_line({"audit": {"retention": "12h"}}, "audit.retention")
+    assert "must be a duration" in only_line({"audit": {"retention": "forever"}}, "audit.retention")
+    assert "unknown setting" in only_line({"audit": {"file": "x"}}, "audit.file")
+
+
 def test_env_override_refusal_names_the_field() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, environ={"JWKS_KEYSETS__DEFAULT__ALG": "none"})

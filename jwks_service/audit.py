@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .model import AuditEvent
+
+if TYPE_CHECKING:
+    from .stores import Store
 
 logger = logging.getLogger("jwks_service.audit")
 
@@ -36,3 +39,24 @@ def log_events(events: Iterable[AuditEvent]) -> None:
         payload = e.as_dict()
         payload.pop("id")
         logger.info(json.dumps({"audit": payload}, sort_keys=True))
+
+
+def record(store: Store, events: Sequence[AuditEvent]) -> None:
+    """Events that go with no other write: into the store's audit log, then to the log stream."""
+    store.append_audit(events)
+    log_events(events)
+
+
+def prune(store: Store, before: float, now: float, actor: str, limit: int, *, until_done: bool = False) -> int:
+    """Delete events older than `before`, `limit` at a time (bounded work per store call): one batch,
+    or batches until none is left with `until_done`. When any went, that is itself audited
+    (audit.prune), so the log says who emptied it up to when."""
+    deleted = 0
+    while True:
+        batch = store.prune_audit(before, limit)
+        deleted += batch
+        if not until_done or batch < limit:
+            break
+    if deleted:
+        record(store, [event(now, actor, "audit.prune", "audit", before=before, deleted=deleted)])
+    return deleted

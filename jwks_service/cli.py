@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, audit
 from . import backup as backups
 from .backends import KeyBackend
 from .backends.local import LocalBackend
@@ -30,7 +32,7 @@ from .errors import ConfigError, ConflictError, InvalidRequestError, JwksService
 from .kek import LoadedKek
 from .lifecycle import next_rotation_at
 from .model import Client, Keyset, KeyState
-from .runtime import Runtime, build_runtime, open_kek, open_store, open_vault, open_vault_auth
+from .runtime import Runtime, build_runtime, open_kek, open_store, open_vault, open_vault_auth, sealed_under_another_kek
 from .service import KeyService
 
 
@@ -63,6 +65,14 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _actor() -> str:
+    """Who a CLI action is audited as: the OS user (API.md §8)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no LOGNAME/USER and no password database entry
+        return "cli:unknown"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -103,9 +113,21 @@ def _http_protocol() -> Any:
     return CorkedHttpToolsProtocol
 
 
+def _sighup(signum: int, frame: object) -> None:
+    # `systemctl reload` sends SIGHUP, whose default action ends the process. Nothing needs it:
+    # keys, clients and revocations are re-read from the store as they change.
+    logging.getLogger("jwks_service").warning(
+        "SIGHUP: nothing to reload (keys, clients and revocations follow the store by themselves; a changed"
+        " configuration needs a restart); still serving"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    # From the first moment: uvicorn handles SIGINT and SIGTERM only (with --workers, its supervisor
+    # takes SIGHUP over and restarts the workers one by one).
+    signal.signal(signal.SIGHUP, _sighup)
     settings = _settings(args)
     listen = args.listen or settings.listen
     host, port = split_listen(listen)
@@ -208,7 +230,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        result = rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor="cli")
+        result = rt.keys.rotate(args.keyset, force=args.force, reason=args.reason or "", actor=_actor())
     finally:
         rt.close()
     print(
@@ -222,7 +244,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        keyset, revoked = rt.keys.revoke(args.kid, reason=args.reason, actor="cli")
+        keyset, revoked = rt.keys.revoke(args.kid, reason=args.reason, actor=_actor())
         summary = rt.keys.summary(keyset.name)
         result = {"keyset": keyset.name, "revoked": revoked.kid, "current": summary["current"], "next": summary["next"]}
     finally:
@@ -239,7 +261,7 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
         client, secret = rt.clients.create(
-            args.name, args.scope, args.audience, keyset=args.keyset, token_ttl=ttl, actor="cli"
+            args.name, args.scope, args.audience, keyset=args.keyset, token_ttl=ttl, actor=_actor()
         )
     finally:
         rt.close()
@@ -357,7 +379,7 @@ def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
     grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
     rt = _runtime(args)
     try:
-        client, secret = rt.clients.rotate_secret(args.client_id, grace, actor="cli")
+        client, secret = rt.clients.rotate_secret(args.client_id, grace, actor=_actor())
     finally:
         rt.close()
     if args.json:
@@ -371,7 +393,7 @@ def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
 def cmd_clients_delete(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     try:
-        rt.clients.delete(args.client_id, actor="cli")
+        rt.clients.delete(args.client_id, actor=_actor())
     finally:
         rt.close()
     print(f"deleted client {args.client_id}")
@@ -385,6 +407,23 @@ def cmd_token(args: argparse.Namespace) -> int:
         if client is None:
             raise JwksServiceError(f"no client {args.client_id}")
         issued = rt.keys.issue(client, " ".join(client.scopes), client.audiences[0])
+        # Audited before it is printed: no token leaves without its event (the jti, never the token).
+        audit.record(
+            rt.store,
+            [
+                audit.event(
+                    rt.clock.now(),
+                    _actor(),
+                    "token.issue",
+                    client.client_id,
+                    kid=issued.kid,
+                    jti=issued.claims["jti"],
+                    scope=issued.scope,
+                    audience=client.audiences[0],
+                    expires_in=issued.expires_in,
+                )
+            ],
+        )
     finally:
         rt.close()
     print(issued.token)
@@ -453,7 +492,9 @@ def _stored_keysets(settings: Settings) -> dict[str, Keyset] | None:
     try:
         # The same check a start makes; it reads the store and the settings only (no backends needed).
         KeyService(settings, store, {}, SystemClock()).check_store_against_config()
-        return {ks.name: ks for ks in store.list_keysets()}
+        stored = {ks.name: ks for ks in store.list_keysets()}
+        _check_kek(settings, [ks for ks in stored.values() if ks.name in settings.keysets])
+        return stored
     except ConfigError:
         raise
     except JwksServiceError as exc:
@@ -461,6 +502,23 @@ def _stored_keysets(settings: Settings) -> dict[str, Keyset] | None:
         return None
     finally:
         store.close()
+
+
+def _check_kek(settings: Settings, keysets: list[Keyset]) -> None:
+    """The check a start makes: the KEK unseals the live local keys (ConfigError when none of a
+    keyset's does, a warning when some do not). A wrapped KEK needs Vault: not checked here."""
+    if settings.kek_transit_key or not any(ks.backend == "local" and ks.keys for ks in keysets):
+        return
+    if not Path(settings.kek_file).exists():
+        if any(k.verifies and k.sealed_private for ks in keysets if ks.backend == "local" for k in ks.keys):
+            raise ConfigError(
+                f"secrets.kek_file: {settings.kek_file} does not exist, but the store holds keys sealed under a KEK:"
+                " put that KEK file back there"
+            )
+        return
+    kek = open_kek(settings, create=False)
+    for name, why in sealed_under_another_kek(keysets, LocalBackend(kek.derive("local-keys")), kek).items():
+        _stderr(f"warning: keyset {name}: {why}")
 
 
 def _progress(line: str) -> None:
@@ -596,10 +654,52 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a word is an option only when it names one of this parser's options.
+
+    argparse takes any word that starts with '-' for an option, but a kid is a base64url thumbprint
+    and one in 64 starts with '-': `keys revoke -330Wr... --reason x` failed with "the following
+    arguments are required: kid" in the middle of an emergency. Here a word is an option only when
+    it is one of the parser's option strings (exactly, as `--name=value`, or as an unambiguous
+    prefix of a `--long` option); anything else is a value, so kids, client ids, names and option
+    values may start with '-'. `--` still ends the options (`keys revoke --reason x -- -330Wr...`).
+    Subparsers inherit the class (add_subparsers uses type(self)).
+    """
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        name = arg_string.split("=", 1)[0] if arg_string.startswith("--") else arg_string
+        if name in self._option_string_actions:
+            return super()._parse_optional(arg_string)
+        longs = [o for o in self._option_string_actions if o.startswith("--")]
+        if name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in longs):
+            return super()._parse_optional(arg_string)  # an abbreviation, as argparse allows
+        return None  # a value, whatever its first character
+
+
+def cmd_audit_prune(args: argparse.Namespace) -> int:
+    from .runtime import AUDIT_PRUNE_BATCH
+
+    settings = _settings(args)
+    if not _store_exists(settings):
+        raise NotFoundError(f"no store at {sqlite_path(settings.store_url)}: nothing to prune (check store.url)")
+    now = time.time()
+    before = now - settings.audit_retention
+    store = open_store(settings)
+    try:
+        deleted = audit.prune(store, before, now, _actor(), AUDIT_PRUNE_BATCH, until_done=True)
+    finally:
+        store.close()
+    print(
+        f"pruned {deleted} audit event{'' if deleted == 1 else 's'} older than {_ts(before)}"
+        f" (audit.retention {format_duration(settings.audit_retention)})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (or JWKS_CONFIG)")
-    parser = argparse.ArgumentParser(prog="jwks-service", description=__doc__, parents=[common])
+    parser = _Parser(prog="jwks-service", description=__doc__, parents=[common])
     parser.add_argument("--version", action="version", version=f"jwks-service {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -621,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_rotate)
     p = keys.add_parser("revoke", parents=[common], help="emergency revocation of a key")
-    p.add_argument("kid")
+    p.add_argument("kid", help="the key's kid (it may start with '-')")
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_revoke)
@@ -688,6 +788,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="import into a non-empty store: keysets are merged (revoked and retired keys stay so), clients upserted",
     )
     p.set_defaults(func=cmd_backup_import)
+    audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    p = audit_cmd.add_parser(
+        "prune", parents=[common], help="delete events older than audit.retention now (serve does it hourly)"
+    )
+    p.set_defaults(func=cmd_audit_prune)
     return parser
 
 

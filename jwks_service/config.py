@@ -6,6 +6,7 @@ service never starts half-configured.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -22,6 +23,10 @@ DEFAULT_ISSUER = "http://127.0.0.1:8000"
 DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_STORE_URL = "sqlite:///var/jwks.db"
 DEFAULT_KEK_FILE = "var/kek"
+DEFAULT_AUDIT_RETENTION = "400d"
+MIN_AUDIT_RETENTION = 86400
+
+log = logging.getLogger("jwks_service.config")
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -96,6 +101,7 @@ class Settings:
     kek: str = ""
     jwks_max_age: int = 300
     client_secret_max_age: int = 90 * 86400  # when `clients list` says a secret is due for rotation
+    audit_retention: int = 400 * 86400  # audit events older than this are pruned
     vault: VaultSettings = field(default_factory=VaultSettings)
     keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
     config_file: str = ""  # where the settings came from ("" = embedded defaults)
@@ -134,25 +140,41 @@ class Settings:
         return self.issuer.rstrip("/") + path
 
 
-_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets"}
+_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets", "audit"}
 _SECTION_KEYS = {
     "store": {"url"},
     "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount", "max_batch"},
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
     "clients": {"secret_max_age"},
+    "audit": {"retention"},
 }
 _KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """``JWKS_STORE__URL=x`` -> ``{"store": {"url": "x"}}``; ``JWKS_CONFIG`` names the file itself."""
+def _ours(path: list[str]) -> bool:
+    """Whether a ``JWKS_`` variable has the shape of a setting: ``ISSUER``, ``<SECTION>__<KEY>`` or
+    ``KEYSETS__<NAME>__<KEY>``. A wrong key in that shape is a typo (refused by validation, naming it);
+    any other shape (``JWKS_URL``) belongs to another program in the same environment."""
+    if not all(path):
+        return False
+    if len(path) == 1:
+        return path[0] in _TOP_KEYS - _SECTION_KEYS.keys() - {"keysets"}
+    if len(path) == 2:
+        return path[0] in _SECTION_KEYS
+    return len(path) == 3 and path[0] == "keysets"
+
+
+def split_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The settings tree of the ``JWKS_`` variables, and the names of those that are not settings."""
     tree: dict[str, Any] = {}
+    foreign: list[str] = []
     for name, value in environ.items():
         if not name.startswith("JWKS_") or name == "JWKS_CONFIG":
             continue
         path = [p.lower() for p in name[5:].split("__")]
-        if not all(path):
+        if not _ours(path):
+            foreign.append(name)
             continue
         node = tree
         for part in path[:-1]:
@@ -161,7 +183,13 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 child = node[part] = {}
             node = child
         node[path[-1]] = value
-    return tree
+    return tree, sorted(foreign)
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``JWKS_STORE__URL=x`` -> ``{"store": {"url": "x"}}``; ``JWKS_CONFIG`` names the file itself;
+    variables that are not settings (``JWKS_URL``) are left out."""
+    return split_env(environ)[0]
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,7 +220,15 @@ def load_settings(config_file: str | None = None, environ: Mapping[str, str] | N
             raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-    raw = _merge(raw, env_overrides(env))
+    overrides, foreign = split_env(env)
+    if foreign:
+        log.warning(
+            "ignoring environment variable%s %s: not jwks-service settings (those are JWKS_ISSUER, JWKS_LISTEN,"
+            " JWKS_<SECTION>__<KEY> and JWKS_KEYSETS__<NAME>__<KEY>)",
+            "s" if len(foreign) > 1 else "",
+            ", ".join(foreign),
+        )
+    raw = _merge(raw, overrides)
     for variable, key in (("VAULT_ADDR", "addr"), ("VAULT_ROLE_ID", "role_id")):
         if env.get(variable) and not (isinstance(raw.get("vault"), Mapping) and raw["vault"].get(key)):
             raw = _merge(raw, {"vault": {key: env[variable]}})  # Vault's own variables are honoured
@@ -306,6 +342,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     secret_max_age = duration(
         sections["clients"].get("secret_max_age", DEFAULT_CLIENT_SECRET_MAX_AGE), "clients.secret_max_age"
     )
+    audit_retention = duration(sections["audit"].get("retention", DEFAULT_AUDIT_RETENTION), "audit.retention")
+    if 0 < audit_retention < MIN_AUDIT_RETENTION:
+        problems.append(f"audit.retention: at least 1d (got {format_duration(audit_retention)})")
 
     keysets_raw = want_table(raw.get("keysets", {"default": {"alg": "ES256"}}), "keysets")
     if not keysets_raw:
@@ -394,6 +433,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         kek=kek,
         jwks_max_age=max_age,
         client_secret_max_age=secret_max_age,
+        audit_retention=audit_retention,
         vault=vault,
         keysets=keysets,
         config_file=config_file,

@@ -75,18 +75,16 @@ def load_kek(path_text: str, *, create: bool) -> LoadedKek:
 
 
 def _create(path: Path) -> LoadedKek:
+    """A new random KEK, written whole or not at all (see _write_new): a process reading the file
+    while this one creates it sees no file or the whole KEK, never an empty one. Of several processes
+    creating it at once, one wins and the others use its KEK."""
     key = secrets.token_bytes(KEK_BYTES)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return load_kek(str(path), create=False)
+        written = _write_new(path, base64.b64encode(key).decode() + "\n")
     except OSError as exc:
         raise ConfigError(f"secrets.kek_file: cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(base64.b64encode(key).decode() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    if not written:  # another process created it first: use theirs
+        return load_kek(str(path), create=False)
     return LoadedKek(key, path, generated=True)
 
 
@@ -251,9 +249,24 @@ def _write_new(path: Path, text: str) -> bool:
                 _write_exclusive(path, text)
             except FileExistsError:
                 return False
+        _fsync_dir(path.parent)
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new directory entry durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_exclusive(path: Path, text: str) -> None:

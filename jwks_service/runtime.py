@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import audit
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clients import ClientRegistry
 from .clock import Clock, SystemClock
 from .config import Settings, sqlite_path
-from .errors import UnavailableError
+from .errors import ConfigError, JwksServiceError, KeyValidationError, UnavailableError
 from .kek import LoadedKek, load_kek, load_wrapped_kek
+from .model import Keyset
 from .service import KeyService
 from .stores import Store
 from .stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from .vault_auth import VaultAuth
+
+log = logging.getLogger("jwks_service")
+
+# Audit retention: each replica prunes once an hour, at most AUDIT_PRUNE_BATCH events a call, and
+# again a minute later while a call found a full batch (a backlog, e.g. after retention was shortened).
+AUDIT_PRUNE_EVERY = 3600.0
+AUDIT_PRUNE_BACKLOG = 60.0
+AUDIT_PRUNE_BATCH = 1000
 
 
 @dataclass
@@ -29,6 +41,23 @@ class Runtime:
     kek: LoadedKek
     clock: Clock
     vault: VaultAuth | None = None  # the Vault login (and its renewal thread) when anything uses Vault
+    audit_prune_due: float = float("-inf")  # when this process prunes the audit log next
+
+    def prune_audit(self) -> int:
+        """Delete audit events older than audit.retention when due (see AUDIT_PRUNE_EVERY): blocking
+        store I/O, for the scheduler's worker thread, never the event loop. Never raises for a store
+        failure (logged, tried again a minute later)."""
+        now = self.clock.now()
+        if now < self.audit_prune_due:
+            return 0
+        try:
+            deleted = audit.prune(self.store, now - self.settings.audit_retention, now, "scheduler", AUDIT_PRUNE_BATCH)
+        except JwksServiceError as exc:
+            log.warning("pruning the audit log failed: %s", exc.description)
+            self.audit_prune_due = now + AUDIT_PRUNE_BACKLOG
+            return 0
+        self.audit_prune_due = now + (AUDIT_PRUNE_BACKLOG if deleted >= AUDIT_PRUNE_BATCH else AUDIT_PRUNE_EVERY)
+        return deleted
 
     def close(self) -> None:
         if self.vault is not None:
@@ -95,6 +124,37 @@ def open_kek(settings: Settings, auth: VaultAuth | None = None, *, create: bool)
             auth.close()
 
 
+def sealed_under_another_kek(keysets: Iterable[Keyset], backend: LocalBackend, kek: LoadedKek) -> dict[str, str]:
+    """Check that the KEK unseals the live keys of the local keysets: {keyset: why} for those where
+    some do not. Raises ConfigError when a local keyset has live keys and none of them unseals: the
+    KEK is not the one they were sealed under, and starting anyway would serve no token and seal new
+    keys under the wrong KEK. AES-GCM only (no key parsing): cheap enough for every start."""
+    partial: dict[str, str] = {}
+    for ks in keysets:
+        if ks.backend != "local":
+            continue
+        live = [k for k in ks.keys if k.verifies and k.sealed_private is not None]
+        failed = []
+        for key in live:
+            try:
+                backend.unseal(ks.name, key.kid, key.alg, key.sealed_private or b"")
+            except KeyValidationError:
+                failed.append(key.kid)
+        if not failed:
+            continue
+        if len(failed) == len(live):
+            raise ConfigError(
+                f"secrets.kek_file: the KEK in {kek.path} unseals none of the {len(live)} live keys of keyset"
+                f" {ks.name}: they were sealed under another KEK; restore the KEK file they were made with"
+            )
+        why = (
+            f"keys {', '.join(failed)} do not unseal with the KEK in {kek.path} (sealed under another KEK);"
+            " they cannot sign and must not be promoted: restore the right KEK file or revoke them"
+        )
+        partial[ks.name] = why
+    return partial
+
+
 def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool = True) -> Runtime:
     """Open the store and backends; with `start`, create missing keys and load them."""
     clock = clock or SystemClock()
@@ -107,7 +167,8 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool
             vault.close()
         raise
     try:
-        backends: dict[str, KeyBackend] = {"local": LocalBackend(kek.derive("local-keys"))}
+        local = LocalBackend(kek.derive("local-keys"))
+        backends: dict[str, KeyBackend] = {"local": local}
         if vault is not None:
             vault.start()  # renews the token from now on; Runtime.close() stops it
             if any(p.backend == "vault" for p in settings.keysets.values()):
@@ -115,7 +176,22 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool
         keys = KeyService(settings, store, backends, clock)
         clients = ClientRegistry(store, kek.derive("client-secret-pepper"), clock, settings.keysets)
         if start:
+            # Before start(): a start under the wrong KEK would also seal new keys under it.
+            stored = [ks for ks in store.list_keysets() if ks.name in settings.keysets]
+            try:
+                unsealed = sealed_under_another_kek(stored, local, kek)
+            except ConfigError:
+                if not kek.generated:
+                    raise
+                kek.path.unlink(missing_ok=True)  # made just now, and nothing is sealed under it
+                raise ConfigError(
+                    f"secrets.kek_file: {kek.path} does not exist, but the store holds keys sealed under a KEK:"
+                    " put that KEK file back there (no new one was kept)"
+                ) from None
+            for name, why in unsealed.items():
+                log.error("keyset %s: %s", name, why)
             keys.start()
+            keys.degraded.update(unsealed)  # not ready, with the reason, until restarted with the right KEK
     except BaseException:
         if vault is not None:
             vault.close()

@@ -10,7 +10,8 @@ from jwks_service.config import Settings, build_settings
 
 ISSUER = "http://127.0.0.1:8000"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-VECTORS = PROJECT_ROOT.parent / "shared" / "vectors" / "wycheproof"
+# Wycheproof vectors vendored with their license (tests/vectors/wycheproof/README.md); a missing file fails.
+VECTORS = PROJECT_ROOT / "tests" / "vectors" / "wycheproof"
 
 
 def make_settings(tmp_path: Path, keysets: dict[str, dict[str, Any]] | None = None, **extra: Any) -> Settings:

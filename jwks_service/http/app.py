@@ -101,6 +101,7 @@ def _poll(runtime: Runtime, do_tick: bool) -> None:
         runtime.clients.invalidate()
     if do_tick:
         runtime.keys.tick()
+        runtime.prune_audit()  # audit.retention: once an hour per replica, bounded batches
 
 
 async def _background(runtime: Runtime, hub: EventHub) -> None:

@@ -71,6 +71,11 @@ class Store(Protocol):
         """Newest first, at most `limit` of them (any int: see clamp_limit)."""
         ...
 
+    def prune_audit(self, before: float, limit: int = 1000) -> int:
+        """Delete at most `limit` audit events with `at` before `before`, oldest first; how many went.
+        Bounded work per call (call again while it returns `limit`). Housekeeping: no `revision` bump."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -12,7 +12,7 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:revoked             zset    jti -> expiry (ZADD GT: a later revocation never shortens one)
     {jwks}:audit               zset    id -> JSON of the event with its id (member), score = id
     {jwks}:audit_at            zset    id -> at, for ``list_audit(since=...)``
-    {jwks}:audit_seq           string  INCR: audit ids grow with every event
+    {jwks}:audit_seq           string  INCR: audit ids grow with every event (pruned ones are never reused)
     {jwks}:fail:<key>          zset    unique member -> time of a failed client authentication (EXPIRE 300 s)
     {jwks}:op:<uuid>           string  the reply of a write script, kept 60 s (EX) so that a write
                                        retried after a lost reply is applied once
@@ -147,6 +147,19 @@ end
 return out
 """
 
+# KEYS 1 audit, 2 audit_at; ARGV 1 before (exclusive), 2 limit. The oldest events (by `at`) first;
+# housekeeping, so no revision bump and no publish. Replies how many events went.
+_PRUNE_AUDIT = """
+local limit = tonumber(ARGV[2])
+if limit <= 0 then return 0 end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], id, id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return #ids
+"""
+
 
 def _num(value: float) -> str:
     """A float as Redis parses it back to the same double."""
@@ -199,6 +212,7 @@ class RedisStore:
         self._revoke_token = self._r.register_script(_REVOKE_TOKEN)
         self._append_audit = self._r.register_script(_APPEND_AUDIT)
         self._list_audit = self._r.register_script(_LIST_AUDIT)
+        self._prune_audit = self._r.register_script(_PRUNE_AUDIT)
         self._subscriptions: list[Callable[[], None]] = []
         self._sub_lock = threading.Lock()
 
@@ -382,6 +396,11 @@ class RedisStore:
                 args=["" if since is None else _num(since), str(limit), str(limit - 1)],
             )
         return [audit_from_dict(json.loads(str(r))) for r in rows]
+
+    def prune_audit(self, before: float, limit: int = 1000) -> int:
+        with self._guard("prune the audit log"):
+            deleted = self._prune_audit(keys=[self._k_audit, self._k_audit_at], args=[_num(before), max(0, limit)])
+        return int(deleted)
 
     # -- change propagation ---------------------------------------------------------------------
 

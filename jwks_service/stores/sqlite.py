@@ -204,6 +204,23 @@ class SQLiteStore:
         )
         return [audit_from_dict({**json.loads(str(d)), "id": int(str(i))}) for i, d in rows]
 
+    def prune_audit(self, before: float, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                deleted = self._db.execute(
+                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY at, id LIMIT ?)",
+                    (before, limit),
+                ).rowcount
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"SQLite write failed: {exc}") from None
+        return int(deleted)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -226,6 +226,28 @@ def test_audit_takes_any_limit(store: Store) -> None:
     assert store.list_audit(limit=0) == [] and store.list_audit(limit=-(2**70)) == []
 
 
+def test_audit_prune_deletes_the_oldest_events_in_bounded_batches(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    # Appended out of `at` order: pruning goes by `at`, not by id.
+    ats = [3.0, 0.0, 1.0, 9.0, 2.0, 4.0, 8.0, 5.0, 7.0, 6.0]
+    a.append_audit([AuditEvent(at=t, actor="x", action="test", target=f"t{int(t)}") for t in ats])
+    r0 = a.revision()
+    assert a.prune_audit(before=5.0, limit=3) == 3  # bounded: three of the five older events
+    assert sorted(e.target for e in b.list_audit(limit=100)) == ["t3", "t4", "t5", "t6", "t7", "t8", "t9"]
+    assert b.prune_audit(before=5.0, limit=3) == 2
+    assert a.prune_audit(before=5.0, limit=3) == 0
+    assert a.prune_audit(before=100.0, limit=0) == 0
+    remaining = b.list_audit(limit=100)
+    assert sorted(e.at for e in remaining) == [5.0, 6.0, 7.0, 8.0, 9.0]  # `at` == before is kept
+    assert [e.target for e in a.list_audit(since=7.0)] == ["t7", "t8", "t9"]  # newest (by id) first
+    assert a.revision() == r0  # housekeeping: nothing for other replicas to reload
+    assert a.prune_audit(before=100.0, limit=1000) == 5
+    assert a.list_audit() == [] and a.is_empty()
+    # Ids keep growing after a prune: a new event is newer than every pruned one.
+    a.append_audit([AuditEvent(at=1.0, actor="x", action="test", target="new")])
+    assert b.list_audit()[0].id > max(e.id for e in remaining)
+
+
 def test_failed_compare_and_set_writes_no_audit(store: Store) -> None:
     store.save_keyset(keyset(key("a")), 0)
     with pytest.raises(RevisionConflictError):

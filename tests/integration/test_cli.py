@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jwt
 import pytest
 
-from jwks_service.cli import main
+from jwks_service.algorithms import ALGORITHMS
+from jwks_service.backends.local import LocalBackend
+from jwks_service.cli import build_parser, main
 from jwks_service.clock import ManualClock
 from jwks_service.config import load_settings
+from jwks_service.model import AuditEvent, KeyState
 from jwks_service.runtime import build_runtime, open_store
 
 
@@ -210,8 +216,9 @@ def test_clients_show_and_delete(capsys: pytest.CaptureFixture[str]) -> None:
         actions = [(e.action, e.target, e.actor) for e in store.list_audit()]
     finally:
         store.close()
-    assert ("client.delete", client_id, "cli") in actions
-    assert actions.count(("client.delete", client_id, "cli")) == 1  # the refused second delete is not audited
+    actor = f"cli:{getpass.getuser()}"  # CLI actions name the OS user
+    assert ("client.delete", client_id, actor) in actions
+    assert actions.count(("client.delete", client_id, actor)) == 1  # the refused second delete is not audited
 
 
 def test_check_config_next_rotation_without_creating_anything(
@@ -261,3 +268,119 @@ def test_check_config_refuses_an_alg_change_against_existing_keys(
     code, out, err = run(capsys, "check-config", "--config", _config('[keysets.default]\nalg = "RS256"\n'))
     assert code == 2 and out == ""
     assert "keysets.default.alg" in err and "ES256" in err
+
+
+def _dash_kid_as_next() -> str:
+    """Make the default keyset's `next` key one whose kid (its RFC 7638 thumbprint) starts with '-',
+    as about one key in 64 does, sealed under the CLI's own KEK: a real key, as the service makes them."""
+    rt = build_runtime(load_settings())
+    try:
+        backend = LocalBackend(rt.kek.derive("local-keys"))
+        for _ in range(5000):  # P(no '-' first in 5000 tries) = (63/64)^5000, about 1e-34
+            made = backend.generate("default", ALGORITHMS["ES256"], 256)
+            if made.kid.startswith("-"):
+                break
+        else:
+            raise AssertionError("no kid starting with '-' in 5000 keys")
+        ks = rt.store.get_keyset("default")
+        assert ks is not None and ks.next is not None
+        dash = replace(ks.next, kid=made.kid, public_jwk=made.public_jwk, sealed_private=made.sealed_private)
+        keys = tuple(dash if k.state == KeyState.NEXT else k for k in ks.keys)
+        rt.store.save_keyset(replace(ks, keys=keys), ks.revision)
+    finally:
+        rt.close()
+    return made.kid
+
+
+@pytest.mark.parametrize("form", ["as-typed", "after-double-dash", "option-first"])
+def test_keys_revoke_takes_a_kid_that_starts_with_a_dash(capsys: pytest.CaptureFixture[str], form: str) -> None:
+    kid = _dash_kid_as_next()
+    argv = {
+        "as-typed": ("keys", "revoke", kid, "--reason", "leaked", "--json"),
+        "after-double-dash": ("keys", "revoke", "--reason", "leaked", "--json", "--", kid),
+        "option-first": ("keys", "revoke", "--reason", "leaked", kid, "--json"),
+    }[form]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert json.loads(out)["revoked"] == kid
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    assert {k["kid"]: k["state"] for k in json.loads(out)["keys"]}[kid] == "revoked"
+
+
+def test_values_that_start_with_a_dash_are_values(capsys: pytest.CaptureFixture[str]) -> None:
+    # A client id (or a reason) that starts with '-' reaches the command, which names it.
+    for argv in (("clients", "show", "-x1"), ("clients", "delete", "-x1"), ("token", "-x1")):
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and out == "", err
+        assert "no client -x1" in err
+    code, _, err = run(capsys, "keys", "revoke", "-hx", "--reason", "-because")
+    assert code == 1 and "no key with kid -hx" in err  # '-hx' is no `-h x`
+    # Options still work, abbreviated too, and `--` still ends them.
+    args = build_parser().parse_args(["keys", "revoke", "--reas=r", "--js", "--", "--json"])
+    assert (args.kid, args.reason, args.json) == ("--json", "r", True)
+
+
+def test_token_issue_is_audited_without_the_token(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api", "--json")
+    client_id = json.loads(out)["client_id"]
+    code, out, err = run(capsys, "token", client_id)
+    assert code == 0, err
+    token = out.strip()
+    claims = jwt.decode(token, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(token)["kid"]
+
+    store = open_store(load_settings())
+    try:
+        events = [e for e in store.list_audit() if e.action == "token.issue"]
+    finally:
+        store.close()
+    assert len(events) == 1
+    event = events[0]
+    assert event.target == client_id and event.outcome == "ok"
+    assert event.actor == f"cli:{getpass.getuser()}"
+    assert event.details["kid"] == kid and event.details["jti"] == claims["jti"]
+    assert event.details["scope"] == "read" and event.details["audience"] == "api"
+    assert token not in json.dumps(event.as_dict())  # never the token itself
+    for part in token.split("."):
+        assert part not in json.dumps(event.as_dict())
+
+
+def test_cli_actions_name_the_os_user(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGNAME", "alice")
+    assert run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api")[0] == 0
+    assert run(capsys, "keys", "rotate", "default", "--force")[0] == 0
+    store = open_store(load_settings())
+    try:
+        actors = {(e.action, e.actor) for e in store.list_audit()}
+    finally:
+        store.close()
+    assert ("client.create", "cli:alice") in actors and ("key.rotated", "cli:alice") in actors, actors
+
+
+def test_audit_prune_deletes_events_past_retention(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "audit", "prune")
+    assert code == 1 and "no store" in err  # never creates one
+    assert run(capsys, "keys", "list")[0] == 0
+    store = open_store(load_settings())
+    try:
+        now = time.time()
+        store.append_audit(
+            [AuditEvent(at=now - 401 * 86400 - i, actor="x", action="test.old", target=str(i)) for i in range(2500)]
+            + [AuditEvent(at=now - 300 * 86400, actor="x", action="test.kept", target="k")]
+        )
+    finally:
+        store.close()
+    code, out, err = run(capsys, "audit", "prune")
+    assert code == 0, err
+    assert out.startswith("pruned 2500 audit events older than ") and "(audit.retention 400d)" in out
+    code, out, _ = run(capsys, "audit", "prune", "--config", _config('[audit]\nretention = "200d"\n'))
+    assert code == 0 and out.startswith("pruned 1 audit event older than ")
+    store = open_store(load_settings())
+    try:
+        events = store.list_audit(limit=10_000)
+    finally:
+        store.close()
+    assert not [e for e in events if e.action.startswith("test.")]
+    pruned = [e for e in events if e.action == "audit.prune"]
+    assert [e.details["deleted"] for e in pruned] == [1, 2500]  # one event per command, newest first
+    assert pruned[0].actor == f"cli:{getpass.getuser()}"

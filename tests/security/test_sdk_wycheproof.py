@@ -6,8 +6,8 @@ key set goes through `load_key_set` with every asymmetric algorithm allowed, the
 `Rules.split`, and the signature through the key the ring holds for the token's kid (whose one
 algorithm must be the token's). Claims are not checked: the vectors sign ``foo``, not a JWT.
 
-The vectors live outside the project (``../shared/vectors/wycheproof``); the vector tests skip with
-the reason when they are absent. Below them, unit tests of `load_key_set` on hand-made sets.
+The vectors are vendored under ``tests/vectors/wycheproof`` (Apache-2.0, see the README there); a
+missing file is a failure. Below them, unit tests of `load_key_set` on hand-made sets.
 """
 
 from __future__ import annotations
@@ -31,10 +31,6 @@ from jwks_service.sdk.rules import Rules
 
 JWK_FILE = VECTORS / "json_web_key_test.json"
 ASYMMETRIC = frozenset(name for name, alg in ALGORITHMS.items() if not alg.symmetric)
-NEEDS_VECTORS = pytest.mark.skipif(
-    not JWK_FILE.is_file(),
-    reason=f"Wycheproof vectors not found at {JWK_FILE} (expected beside the project, in ../shared/vectors/wycheproof)",
-)
 SYMMETRIC_REFUSED = "symmetric keys are not accepted from a key set"
 
 # tcId -> why the SDK's verdict is not Wycheproof's (asserted, so a change in behaviour shows).
@@ -51,8 +47,6 @@ def groups() -> list[dict[str, Any]]:
 
 
 def cases() -> list[Any]:
-    if not JWK_FILE.is_file():
-        return [pytest.param(None, None, id="vectors-missing", marks=NEEDS_VECTORS)]
     return [
         pytest.param(gi, test, id=f"tc{test['tcId']}-{test['comment']}")
         for gi, group in enumerate(groups())
@@ -101,7 +95,6 @@ def sdk_verdict(document: Any, jws: str) -> tuple[bool, KeyRing | None, str]:
     return True, ring, ""
 
 
-@NEEDS_VECTORS
 def test_vector_file_is_present_and_complete() -> None:
     tests = [t for g in groups() for t in g["tests"]]
     assert len(tests) == 26
@@ -134,7 +127,6 @@ def test_jwk_vector(gi: int, test: dict[str, Any]) -> None:
         assert accepted, why
 
 
-@NEEDS_VECTORS
 def test_valid_rs256_set_loads_one_key_for_its_one_alg() -> None:
     group = next(g for g in groups() if any(t["tcId"] == VALID_ASYMMETRIC for t in g["tests"]))
     ring = load_key_set(group["public"], ASYMMETRIC)
@@ -147,7 +139,6 @@ def test_valid_rs256_set_loads_one_key_for_its_one_alg() -> None:
     assert private.skipped == {"kid-rsa-sign": "private key material in a public key set"}
 
 
-@NEEDS_VECTORS
 def test_mixed_set_keeps_the_asymmetric_key_and_drops_the_secret() -> None:
     group = next(g for g in groups() if any(t["tcId"] == MIXED_SET for t in g["tests"]))
     test = next(t for t in group["tests"] if t["tcId"] == MIXED_SET)
@@ -159,7 +150,6 @@ def test_mixed_set_keeps_the_asymmetric_key_and_drops_the_secret() -> None:
     assert set(ring.keys) == {"kid-ec-sign"}
 
 
-@NEEDS_VECTORS
 def test_duplicate_kid_set_is_refused() -> None:
     group = next(g for g in groups() if any(t["tcId"] == DUPLICATE_KID for t in g["tests"]))
     test = next(t for t in group["tests"] if t["tcId"] == DUPLICATE_KID)

@@ -1,7 +1,7 @@
 """Wycheproof vectors against our JWS verifier and signature primitives.
 
-The vectors live outside the project (``../shared/vectors/wycheproof``) and are never copied in;
-every test skips with a reason when the folder is absent.
+The vectors are vendored under ``tests/vectors/wycheproof`` (Apache-2.0, see the README there); a
+missing file is a failure, never a skip.
 
 Our verdict must equal Wycheproof's for every ``valid`` and ``invalid`` case (``acceptable`` may go
 either way). The few cases where we knowingly disagree are listed in ``JWS_DEVIATIONS`` with the
@@ -14,20 +14,17 @@ import base64
 import functools
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+from support import PROJECT_ROOT, VECTORS
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import KeyMismatchError, PublicKey, make_verifier, public_key_from_jwk
 from jwks_service.errors import InvalidTokenError
 from jwks_service.jws import VerificationKey, verify_compact
-
-VECTORS = Path(__file__).parents[2].parent / "shared" / "vectors" / "wycheproof"
-MISSING = f"Wycheproof vectors not found at {VECTORS} (expected beside the project, in ../shared/vectors/wycheproof)"
 
 JWS_FILE = "json_web_signature_test.json"
 JWK_FILE = "json_web_key_test.json"
@@ -42,6 +39,15 @@ RAW_FILES = {
     "rsa_pss_2048_sha256_mgf1_32_test.json": "PS256",
     "hmac_sha256_test.json": "HS256",
 }
+
+
+def test_vectors_are_vendored_in_the_project() -> None:
+    """A fresh clone runs every vector test: the files live in the project, with their license."""
+    assert VECTORS.is_relative_to(PROJECT_ROOT / "tests")
+    for name in (JWS_FILE, JWK_FILE, *RAW_FILES, "LICENSE", "README.md"):
+        assert (VECTORS / name).is_file(), f"{VECTORS / name} is missing"
+    assert "Apache License" in (VECTORS / "LICENSE").read_text(encoding="utf-8")
+
 
 # tcId -> (our verdict, why we differ from the file). Each reason is checked by its own test below.
 JWS_DEVIATIONS: dict[int, tuple[bool, str]] = {
@@ -71,8 +77,6 @@ def load(name: str) -> dict[str, Any]:
 
 def cases(name: str) -> list[Any]:
     """One pytest.param per test vector, id ``<file stem>-tc<tcId>``, carrying (group index, test)."""
-    if not (VECTORS / name).is_file():
-        return [pytest.param(None, None, id=f"{name}-missing", marks=pytest.mark.skip(reason=MISSING))]
     stem = name.removesuffix("_test.json")
     return [
         pytest.param(gi, test, id=f"{stem}-tc{test['tcId']}")
@@ -140,8 +144,6 @@ def test_json_web_signature(gi: int, test: dict[str, Any]) -> None:
 
 
 def _jws_test(tc_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not (VECTORS / JWS_FILE).is_file():
-        pytest.skip(MISSING)
     for group in load(JWS_FILE)["testGroups"]:
         for test in group["tests"]:
             if test["tcId"] == tc_id:
@@ -276,9 +278,6 @@ def test_raw_signature(name: str, gi: int | None, test: dict[str, Any] | None) -
 
 def test_raw_files_cover_each_algorithm() -> None:
     """Control: the raw tests above really ran valid and invalid cases for every algorithm."""
-    missing = [n for n in RAW_FILES if not (VECTORS / n).is_file()]
-    if missing:
-        pytest.skip(MISSING)
     for name in RAW_FILES:
         results = {t["result"] for g in load(name)["testGroups"] for t in g["tests"]}
         assert {"valid", "invalid"} <= results, name
@@ -295,8 +294,6 @@ def test_ecdsa_verifier_refuses_a_key_on_another_curve(alg_name: str, curve: ec.
 
 
 def test_rsa_verifier_refuses_keys_under_2048_bits() -> None:
-    if not (VECTORS / JWK_FILE).is_file():
-        pytest.skip(MISSING)
     small = next(g for g in load(JWK_FILE)["testGroups"] if g["comment"] == "keysize_too_small")
     jwk = small["public"]["keys"][0]
     with pytest.raises(KeyMismatchError):

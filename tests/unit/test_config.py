@@ -229,6 +229,46 @@ def test_env_overrides_embedded_defaults() -> None:
     assert policy.verify_window == 300 + 30 + 60
 
 
+def test_unrelated_jwks_variables_are_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """JWKS_URL set for another program in the same container once stopped the service ("unknown
+    setting"); variables without the shape of a setting are now left out, named in one warning line."""
+    env = {
+        "JWKS_URL": "https://idp.example/.well-known/jwks.json",  # another program's
+        "JWKS_CACHE_TTL": "300",
+        "JWKS_STORE": "not a table",
+        "JWKS_ISSUER__X": "wrong depth",
+        "JWKS_KEYSETS__DEFAULT": "no key",
+        "JWKS_ISSUER": "https://auth.example.com",  # ours, still applied
+        "JWKS_JWKS__MAX_AGE": "1m",
+        "JWKS_KEYSETS__DEFAULT__TOKEN_TTL": "5m",
+    }
+    with caplog.at_level("WARNING", logger="jwks_service.config"):
+        s = load_settings(None, environ=env)
+    assert s.issuer == "https://auth.example.com" and s.jwks_max_age == 60
+    assert s.keysets["default"].token_ttl == 300
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jwks_service.config"]
+    assert len(warnings) == 1
+    for name in ("JWKS_CACHE_TTL", "JWKS_ISSUER__X", "JWKS_KEYSETS__DEFAULT", "JWKS_STORE", "JWKS_URL"):
+        assert name in warnings[0]
+    assert "idp.example" not in warnings[0]  # names only: a value may be a secret
+    assert "JWKS_JWKS__MAX_AGE" not in warnings[0]
+
+
+def test_no_warning_without_unrelated_variables(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="jwks_service.config"):
+        load_settings(None, environ={"JWKS_ISSUER": "https://auth.example.com", "JWKS_CONFIG": "", "PATH": "/bin"})
+    assert not caplog.records
+
+
+def test_audit_retention() -> None:
+    assert build_settings({}).audit_retention == 400 * 86400  # API.md §8 default
+    assert build_settings({"audit": {"retention": "90d"}}).audit_retention == 90 * 86400
+    assert load_settings(None, environ={"JWKS_AUDIT__RETENTION": "2d"}).audit_retention == 2 * 86400
+    assert "at least 1d" in only_line({"audit": {"retention": "12h"}}, "audit.retention")
+    assert "must be a duration" in only_line({"audit": {"retention": "forever"}}, "audit.retention")
+    assert "unknown setting" in only_line({"audit": {"file": "x"}}, "audit.file")
+
+
 def test_env_override_refusal_names_the_field() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, environ={"JWKS_KEYSETS__DEFAULT__ALG": "none"})

@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from . import backup as backups
 from .backends.local import LocalBackend
+from .clients import check_grace
 from .clock import SystemClock
 from .config import (
     Settings,
@@ -353,7 +354,11 @@ def cmd_clients_show(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
-    grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
+    try:
+        grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
+    except ConfigError as exc:
+        raise InvalidRequestError(exc.description) from None
+    check_grace(grace, "--grace")  # before anything is opened or written
     rt = _runtime(args)
     try:
         client, secret = rt.clients.rotate_secret(args.client_id, grace, actor="cli")

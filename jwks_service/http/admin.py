@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import audit
+from ..clients import MAX_SECRET_GRACE, check_grace
 from ..config import format_duration, parse_duration
 from ..errors import (
     ConfigError,
@@ -126,15 +127,19 @@ def _reason(data: dict[str, Any], *, required: bool = False) -> str:
     return reason
 
 
-def _duration(value: object, name: str) -> int:
+def _duration(value: object, name: str, *, at_most: int) -> int:
+    """A duration from a request (`"15m"` or whole seconds), bounded: nothing a request says may
+    reach a date no clock or store can hold."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise InvalidRequestError(f"{name} must not be negative")
-        return value
-    try:
-        return parse_duration(value, name)
-    except ConfigError as exc:
-        raise InvalidRequestError(exc.description) from None
+        seconds = value
+    else:
+        try:
+            seconds = parse_duration(value, name)
+        except ConfigError as exc:
+            raise InvalidRequestError(exc.description) from None
+    if not 0 <= seconds <= at_most:
+        raise InvalidRequestError(f"{name}: from 0s to {format_duration(at_most)} (got {value!r})")
+    return seconds
 
 
 def _string_list(value: object, name: str) -> list[str]:
@@ -239,7 +244,8 @@ async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple
     keyset = data.get("keyset", "default")
     if not isinstance(keyset, str):
         raise InvalidRequestError("keyset must be a string")
-    ttl = _duration(data["token_ttl"], "token_ttl") if "token_ttl" in data else None
+    longest = max((p.token_ttl for p in runtime.settings.keysets.values()), default=0)
+    ttl = _duration(data["token_ttl"], "token_ttl", at_most=longest) if "token_ttl" in data else None
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.create(name, scopes, audiences, keyset=keyset, token_ttl=ttl, actor=actor)
     )
@@ -272,7 +278,7 @@ async def delete_client(request: Request, runtime: Runtime, actor: str) -> tuple
 async def rotate_secret(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
     client_id = request.path_params["client_id"]
     data = await _json_body(request, {"grace", "reason"})
-    grace = _duration(data.get("grace", "24h"), "grace")
+    grace = check_grace(_duration(data.get("grace", "24h"), "grace", at_most=MAX_SECRET_GRACE))
     reason = _reason(data)
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.rotate_secret(client_id, grace, actor=actor)

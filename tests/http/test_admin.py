@@ -285,3 +285,38 @@ def test_audit_events_are_also_json_log_lines(
     assert "client.create" in actions and "admin.clients.create" in actions
     assert "key.rotated" in actions and "admin.keysets.rotate" in actions
     assert all({"at", "actor", "action", "target", "outcome", "reason"} <= set(line) for line in lines)
+
+
+@pytest.mark.parametrize("grace", ["999999999d", "31d", "721h", 10**12, 2_592_001, -1, "1.5h", True])
+def test_secret_rotation_with_an_unbounded_grace_is_400_and_writes_nothing(
+    http: TestClient, admin: dict[str, str], runtime: Runtime, grace: object
+) -> None:
+    """Issue 11, defect 8: grace = 999999999d used to save the new secret, answer 500 and never return
+    it, leaving the old secret valid for millions of years. Grace is at most 30 days, checked first."""
+    client, _ = runtime.clients.create("victim", ["read"], ["api"])
+    before = runtime.store.get_client(client.client_id)
+    r = http.post(f"/admin/clients/{client.client_id}/secret", json={"grace": grace}, headers=admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+    assert "grace" in r.json()["error_description"]
+    after = runtime.store.get_client(client.client_id)
+    assert after == before
+    assert after is not None and len(after.secrets) == 1 and after.secrets[0].expires_at is None
+
+
+def test_secret_rotation_grace_at_the_bound_works(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    client, _ = runtime.clients.create("ok", ["read"], ["api"])
+    for grace in ("30d", "720h", 2_592_000, "0s"):
+        r = http.post(f"/admin/clients/{client.client_id}/secret", json={"grace": grace}, headers=admin)
+        assert r.status_code == 200, (grace, r.text)
+        assert r.json()["client_secret"] and r.json()["previous_secrets_expire_at"].endswith("Z")
+
+
+def test_client_token_ttl_from_a_request_is_bounded(http: TestClient, admin: dict[str, str]) -> None:
+    for ttl in ("999999999d", 10**12, -5, True):
+        body = {"name": "x", "scopes": ["a"], "audiences": ["b"], "token_ttl": ttl}
+        r = http.post("/admin/clients", json=body, headers=admin)
+        assert r.status_code == 400, (ttl, r.text)
+        assert r.json()["error"] == "invalid_request"
+    listed = http.get("/admin/clients", headers=admin).json()["clients"]
+    assert [c["name"] for c in listed] == ["c"], "nothing was created"  # only the admin's own client

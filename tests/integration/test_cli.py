@@ -261,3 +261,25 @@ def test_check_config_refuses_an_alg_change_against_existing_keys(
     code, out, err = run(capsys, "check-config", "--config", _config('[keysets.default]\nalg = "RS256"\n'))
     assert code == 2 and out == ""
     assert "keysets.default.alg" in err and "ES256" in err
+
+
+def test_rotate_secret_refuses_an_unbounded_grace_before_writing(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11, defect 8: `--grace 999999999d` is refused with a message naming the bound; nothing is written."""
+    code, out, _ = run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api", "--json")
+    client_id = json.loads(out)["client_id"]
+    settings = load_settings()
+    store = open_store(settings)
+    try:
+        before = store.get_client(client_id)
+    finally:
+        store.close()
+    for grace in ("999999999d", "31d"):
+        code, out, err = run(capsys, "clients", "rotate-secret", client_id, "--grace", grace)
+        assert code != 0 and "--grace" in err and "30d" in err, err
+        assert "Traceback" not in err and not out
+    store = open_store(settings)
+    try:
+        assert store.get_client(client_id) == before
+    finally:
+        store.close()
+    assert run(capsys, "clients", "rotate-secret", client_id, "--grace", "30d")[0] == 0

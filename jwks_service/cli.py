@@ -103,6 +103,18 @@ def _http_protocol() -> Any:
     return CorkedHttpToolsProtocol
 
 
+def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For handling from `[http] trusted_proxies`: off unless proxies are named.
+
+    uvicorn's own default believes the header from 127.0.0.1 (or whatever FORWARDED_ALLOW_IPS says),
+    which lets a local client pick its source address and so dodge the failed-login throttle or lock
+    someone else out. uvicorn takes addresses and CIDR networks alike.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -126,6 +138,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         rt.close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        logging.getLogger("jwks_service").warning(
+            "FORWARDED_ALLOW_IPS is ignored: name the proxies whose X-Forwarded-For is believed in [http]"
+            " trusted_proxies (or JWKS_HTTP__TRUSTED_PROXIES); now: %s",
+            ", ".join(settings.trusted_proxies) or "none",
+        )
     if args.workers > 1:
         if settings.config_file:
             os.environ["JWKS_CONFIG"] = settings.config_file
@@ -139,6 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             http=_http_protocol(),
+            **uvicorn_proxy_options(settings),
         )
     else:
         from .http.app import create_app
@@ -151,6 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             http=_http_protocol(),
+            **uvicorn_proxy_options(settings),
         )
     return 0
 

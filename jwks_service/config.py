@@ -237,7 +237,9 @@ def _trusted_proxies(value: Any, problems: list[str]) -> tuple[str, ...]:
     out = []
     for item in value:
         try:
-            out.append(str(ipaddress.ip_network(item.strip(), strict=True)))
+            network = ipaddress.ip_network(item.strip(), strict=True)
+            single = network.prefixlen == network.max_prefixlen
+            out.append(str(network.network_address) if single else str(network))
         except ValueError:
             problems.append(
                 f"http.trusted_proxies: {item!r} is not an IP address or a CIDR network such as 10.0.0.0/8"

@@ -320,3 +320,50 @@ def test_client_token_ttl_from_a_request_is_bounded(http: TestClient, admin: dic
         assert r.json()["error"] == "invalid_request"
     listed = http.get("/admin/clients", headers=admin).json()["clients"]
     assert [c["name"] for c in listed] == ["c"], "nothing was created"  # only the admin's own client
+
+
+def test_unauthenticated_admin_calls_are_audited(http: TestClient, runtime: Runtime, clock: ManualClock) -> None:
+    """Issue 11: a missing, malformed, forged or expired admin token was answered 401 and never audited."""
+    good = token_for(http, runtime, ["admin"], [ISSUER])
+    forged = good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB")
+    tries = [
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer garbage"},
+        {"Authorization": f"Bearer {forged}"},
+    ]
+    for headers in tries:
+        assert http.post("/admin/keysets/default/rotate", json={"force": True}, headers=headers).status_code == 401
+    clock.advance(900 + 31)  # the good token expires
+    runtime.keys.refresh()
+    assert http.get("/admin/clients", headers={"Authorization": f"Bearer {good}"}).status_code == 401
+    denied = [e for e in runtime.store.list_audit() if e.outcome == "denied"]
+    assert len(denied) == 5
+    assert {e.actor for e in denied} == {"anonymous"}
+    assert {e.details.get("address") for e in denied} == {"testclient"}
+    assert sorted(e.action for e in denied) == ["admin.clients.list"] + ["admin.keysets.rotate"] * 4
+    assert all(e.reason for e in denied)  # why: missing, not a token of ours, expired...
+    assert all(e.target in ("/admin/keysets/default/rotate", "/admin/clients") for e in denied)
+
+
+def test_unauthenticated_audit_rows_are_bounded_per_source(runtime: Runtime, clock: ManualClock) -> None:
+    """A stranger cannot flood the audit log: at most 10 rows per source address and minute (100 in all)."""
+    from jwks_service.http import create_app
+
+    app = create_app(runtime=runtime, background=False)
+    with (
+        TestClient(app, base_url=ISSUER, client=("192.0.2.1", 1000)) as stranger,
+        TestClient(app, base_url=ISSUER, client=("192.0.2.2", 1000)) as other,
+    ):
+        codes = {stranger.get("/admin/audit", headers={"Authorization": "Bearer x"}).status_code for _ in range(50)}
+        assert codes == {401}, "every call is refused; only the audit rows are bounded"
+
+        def rows(address: str) -> int:
+            return sum(e.details.get("address") == address for e in runtime.store.list_audit() if e.outcome == "denied")
+
+        assert rows("192.0.2.1") == 10
+        assert other.get("/admin/audit").status_code == 401
+        assert rows("192.0.2.2") == 1, "another address is still audited"
+        clock.advance(61)  # a new minute
+        stranger.get("/admin/audit")
+        assert rows("192.0.2.1") == 11

@@ -34,6 +34,7 @@ from ..errors import (
 from ..lifecycle import next_rotation_at
 from ..model import Client
 from ..runtime import Runtime
+from .limits import source_of
 from .responses import NO_STORE, JSONResponse
 from .wellknown import rfc3339
 
@@ -116,7 +117,7 @@ async def _audit_unauthenticated(request: Request, runtime: Runtime, action: str
     """Audit a 401 (actor anonymous, the source address) within the budget; never changes the answer."""
     address = request.client.host if request.client else "unknown"
     budget: DeniedAuditBudget = request.app.state.denied_audit
-    if not budget.admit(address, runtime.clock.now()):
+    if not budget.admit(source_of(request), runtime.clock.now()):
         return
     target = request.url.path[:MAX_DENIED_TARGET]
     try:

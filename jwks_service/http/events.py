@@ -26,6 +26,7 @@ from ..errors import InvalidRequestError, TooManyRequestsError
 from ..events import KeyEvent, diff_all, parse_event_id, since
 from ..model import Keyset
 from ..runtime import Runtime
+from .limits import source_of
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often, so proxies and clients see the stream is alive
 MAX_STREAM_SECONDS = 300.0  # then the stream ends and the client resumes with Last-Event-ID (frees replicas)
@@ -150,7 +151,7 @@ async def events(request: Request) -> Response:
         resume_from = parse_event_id(last_id)
         if resume_from is None:
             raise InvalidRequestError("Last-Event-ID is not an event id of this service")
-    queue = hub.subscribe(request.client.host if request.client else "unknown")
+    queue = hub.subscribe(source_of(request))
     try:
         return _event_stream(hub, runtime, queue, last_id, resume_from)
     except BaseException:

@@ -135,3 +135,17 @@ def test_stream_limits_come_from_the_file_or_the_environment(tmp_path: Path) -> 
     ):
         with pytest.raises(ConfigError, match=r"events\.max_streams"):
             build_settings({"events": bad})
+
+
+def test_per_source_limits_count_an_ipv6_host_by_its_64() -> None:
+    from starlette.requests import Request
+
+    from jwks_service.http.limits import source_of
+
+    def source(host: str) -> str:
+        return source_of(Request({"type": "http", "client": (host, 1234), "headers": []}))
+
+    assert source("2001:db8:1:2::1") == source("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert source("2001:db8:1:3::1") != source("2001:db8:1:2::1")
+    assert source("::ffff:192.0.2.7") == source("192.0.2.7") == "192.0.2.7"
+    assert source("testclient") == "testclient"

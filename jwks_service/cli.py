@@ -18,6 +18,7 @@ from . import __version__, audit
 from . import backup as backups
 from .backends import KeyBackend
 from .backends.local import LocalBackend
+from .clients import check_grace
 from .clock import SystemClock
 from .config import (
     Settings,
@@ -122,6 +123,18 @@ def _sighup(signum: int, frame: object) -> None:
     )
 
 
+def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For handling from `[http] trusted_proxies`: off unless proxies are named.
+
+    uvicorn's own default believes the header from 127.0.0.1 (or whatever FORWARDED_ALLOW_IPS says),
+    which lets a local client pick its source address and so dodge the failed-login throttle or lock
+    someone else out. uvicorn takes addresses and CIDR networks alike.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -148,6 +161,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         rt.close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        logging.getLogger("jwks_service").warning(
+            "FORWARDED_ALLOW_IPS is ignored: name the proxies whose X-Forwarded-For is believed in [http]"
+            " trusted_proxies (or JWKS_HTTP__TRUSTED_PROXIES); now: %s",
+            ", ".join(settings.trusted_proxies) or "none",
+        )
     if args.workers > 1:
         if settings.config_file:
             os.environ["JWKS_CONFIG"] = settings.config_file
@@ -161,6 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             http=_http_protocol(),
+            **uvicorn_proxy_options(settings),
         )
     else:
         from .http.app import create_app
@@ -173,6 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             http=_http_protocol(),
+            **uvicorn_proxy_options(settings),
         )
     return 0
 
@@ -376,7 +397,11 @@ def cmd_clients_show(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
-    grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
+    try:
+        grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
+    except ConfigError as exc:
+        raise InvalidRequestError(exc.description) from None
+    check_grace(grace, "--grace")  # before anything is opened or written
     rt = _runtime(args)
     try:
         client, secret = rt.clients.rotate_secret(args.client_id, grace, actor=_actor())

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from . import audit
 from .clock import Clock
-from .config import KeysetPolicy
+from .config import KeysetPolicy, format_duration
 from .errors import InvalidClientError, InvalidRequestError, NotFoundError, StoreError, TooManyRequestsError
 from .model import Client, SecretHash
 from .stores import Store
@@ -25,6 +25,9 @@ log = logging.getLogger("jwks_service")
 
 SECRET_BYTES = 32
 MAX_SECRETS_PER_CLIENT = 4
+# How long replaced secrets may keep working after a rotation: long enough to roll a secret out to
+# every instance of a client, short enough that a rotation really retires the old secret.
+MAX_SECRET_GRACE = 30 * 86400
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _DUMMY_DIGEST = b"\x00" * 32
@@ -56,6 +59,15 @@ def throttle(counts: Mapping[str, tuple[int, float]], keys: tuple[str, str], now
             wait = min(60, max(1, int(oldest + FAILURE_WINDOW - now) + 1))
             retry = max(retry or 0, wait)
     return retry
+
+
+def check_grace(grace: object, name: str = "grace") -> int:
+    """`grace` in seconds if it is within 0s..30d, else InvalidRequestError naming `name`."""
+    seconds = grace if isinstance(grace, int) and not isinstance(grace, bool) else None
+    if seconds is None or not 0 <= seconds <= MAX_SECRET_GRACE:
+        shown = format_duration(seconds) if seconds is not None and seconds > 0 else repr(grace)
+        raise InvalidRequestError(f"{name}: from 0s to {format_duration(MAX_SECRET_GRACE)} (got {shown})")
+    return seconds
 
 
 def generate_secret() -> str:
@@ -227,7 +239,8 @@ class ClientRegistry:
         self._cache.pop(client_id, None)
 
     def rotate_secret(self, client_id: str, grace: int, *, actor: str = "cli") -> tuple[Client, str]:
-        """A new secret; the old ones keep working for `grace` seconds."""
+        """A new secret; the old ones keep working for `grace` seconds (at most MAX_SECRET_GRACE)."""
+        grace = check_grace(grace)
         client = self._store.get_client(client_id)
         if client is None:
             raise NotFoundError(f"no client {client_id}")

@@ -6,6 +6,7 @@ service never starts half-configured.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -43,6 +44,8 @@ DEFAULT_ROTATION_ASYMMETRIC = "180d"
 PRESET_ROTATION_HMAC = (60 * 86400, 90 * 86400)
 PRESET_ROTATION_ASYMMETRIC = (180 * 86400, 365 * 86400)  # 6-12 months; the default 180d sits inside
 DEFAULT_CLIENT_SECRET_MAX_AGE = "90d"  # noqa: S105 - a duration, not a secret
+DEFAULT_EVENTS_MAX_STREAMS = 1000
+DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE = 16
 PRESET_CLIENT_SECRET_MAX_AGE = (30 * 86400, 90 * 86400)
 
 
@@ -105,6 +108,11 @@ class Settings:
     vault: VaultSettings = field(default_factory=VaultSettings)
     keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
     config_file: str = ""  # where the settings came from ("" = embedded defaults)
+    # [events]: open /keys/events streams per replica, in total and per source address
+    events_max_streams: int = DEFAULT_EVENTS_MAX_STREAMS
+    events_max_streams_per_source: int = DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE
+    # [http] trusted_proxies: addresses / networks whose X-Forwarded-For is believed (none by default)
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def store_display(self) -> str:
@@ -140,8 +148,10 @@ class Settings:
         return self.issuer.rstrip("/") + path
 
 
-_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets", "audit"}
+_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets", "audit", "events", "http"}
 _SECTION_KEYS = {
+    "events": {"max_streams", "max_streams_per_source"},
+    "http": {"trusted_proxies"},
     "store": {"url"},
     "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount", "max_batch"},
     "secrets": {"kek_file", "kek"},
@@ -242,6 +252,36 @@ def _max_batch(value: Any, problems: list[str]) -> int:
         problems.append(f"vault.max_batch: a whole number from 1 to 1000 (got {value!r})")
         return 256
     return value
+
+
+def _whole_number(value: Any, name: str, low: int, high: int, default: int, problems: list[str]) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())  # from a JWKS_* variable
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.append(f"{name}: a whole number from {low} to {high} (got {value!r})")
+        return default
+    return value
+
+
+def _trusted_proxies(value: Any, problems: list[str]) -> tuple[str, ...]:
+    """Addresses or CIDR networks; from the environment, one string separated by commas or spaces."""
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"http.trusted_proxies: a list of IP addresses or CIDR networks (got {value!r})")
+        return ()
+    out = []
+    for item in value:
+        try:
+            network = ipaddress.ip_network(item.strip(), strict=True)
+            single = network.prefixlen == network.max_prefixlen
+            out.append(str(network.network_address) if single else str(network))
+        except ValueError:
+            problems.append(
+                f"http.trusted_proxies: {item!r} is not an IP address or a CIDR network such as 10.0.0.0/8"
+                " (host bits must be zero)"
+            )
+    return tuple(dict.fromkeys(out))
 
 
 def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mapping[str, str] | None = None) -> Settings:
@@ -346,6 +386,24 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     if 0 < audit_retention < MIN_AUDIT_RETENTION:
         problems.append(f"audit.retention: at least 1d (got {format_duration(audit_retention)})")
 
+    max_streams = _whole_number(
+        sections["events"].get("max_streams", DEFAULT_EVENTS_MAX_STREAMS),
+        "events.max_streams",
+        1,
+        100_000,
+        DEFAULT_EVENTS_MAX_STREAMS,
+        problems,
+    )
+    max_streams_per_source = _whole_number(
+        sections["events"].get("max_streams_per_source", DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE),
+        "events.max_streams_per_source",
+        1,
+        max_streams,
+        min(DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE, max_streams),
+        problems,
+    )
+    trusted_proxies = _trusted_proxies(sections["http"].get("trusted_proxies", []), problems)
+
     keysets_raw = want_table(raw.get("keysets", {"default": {"alg": "ES256"}}), "keysets")
     if not keysets_raw:
         problems.append("keysets: at least one keyset is needed")
@@ -437,6 +495,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         vault=vault,
         keysets=keysets,
         config_file=config_file,
+        events_max_streams=max_streams,
+        events_max_streams_per_source=max_streams_per_source,
+        trusted_proxies=trusted_proxies,
     )
 
 

@@ -2,10 +2,14 @@
 
 Every call is audited with the calling client as actor; state changes also audit each key
 transition they cause. Writes run in a worker thread: generating an RSA key takes a while.
+A call refused with 401 (no token, or not a live token of ours) is audited with actor
+``anonymous`` and the source address, within a budget (DeniedAuditBudget) so that a stranger
+cannot flood the audit log.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -17,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import audit
+from ..clients import MAX_SECRET_GRACE, check_grace
 from ..config import format_duration, parse_duration
 from ..errors import (
     ConfigError,
@@ -29,10 +34,14 @@ from ..errors import (
 from ..lifecycle import next_rotation_at
 from ..model import Client
 from ..runtime import Runtime
+from .limits import source_of
 from .responses import NO_STORE, JSONResponse
 from .wellknown import rfc3339
 
+log = logging.getLogger("jwks_service")
+
 MAX_REASON = 1000
+MAX_DENIED_TARGET = 256  # characters of the path kept in an audit row of a refused call
 Handler = Callable[[Request, Runtime, str], Awaitable[tuple[Response, str, str]]]
 
 
@@ -62,6 +71,61 @@ def authorize(request: Request, runtime: Runtime) -> Client:
     return client
 
 
+class DeniedAuditBudget:
+    """How many unauthenticated (401) admin calls are written to the audit log, per process.
+
+    Counted in memory per minute (fixed windows): at most `per_source` rows per source address and
+    `total` rows in all. The calls past the budget are still refused, just not audited; the first
+    one in a minute is logged as a warning (so at most one log line a minute). Memory is bounded
+    too: an address is only counted once admitted, so the table never holds more than `total`.
+    """
+
+    PER_SOURCE = 10
+    TOTAL = 100
+    WINDOW = 60.0
+
+    def __init__(self, per_source: int = PER_SOURCE, total: int = TOTAL) -> None:
+        self.per_source = per_source
+        self.total = total
+        self._window = -1
+        self._counts: dict[str, int] = {}
+        self._admitted = 0
+        self._warned = False
+
+    def admit(self, source: str, now: float) -> bool:
+        window = int(now // self.WINDOW)
+        if window != self._window:
+            self._window, self._counts, self._admitted, self._warned = window, {}, 0, False
+        count = self._counts.get(source, 0)
+        if count >= self.per_source or self._admitted >= self.total:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "unauthenticated admin calls over the audit budget (%d per address, %d in all, a minute):"
+                    " further ones this minute are refused without an audit row (latest from %s)",
+                    self.per_source,
+                    self.total,
+                    source,
+                )
+            return False
+        self._counts[source] = count + 1
+        self._admitted += 1
+        return True
+
+
+async def _audit_unauthenticated(request: Request, runtime: Runtime, action: str, reason: str) -> None:
+    """Audit a 401 (actor anonymous, the source address) within the budget; never changes the answer."""
+    address = request.client.host if request.client else "unknown"
+    budget: DeniedAuditBudget = request.app.state.denied_audit
+    if not budget.admit(source_of(request), runtime.clock.now()):
+        return
+    target = request.url.path[:MAX_DENIED_TARGET]
+    try:
+        await _audit(runtime, "anonymous", action, target, "denied", reason, address=address)
+    except JwksServiceError as exc:
+        log.warning("could not audit a refused admin call from %s: %s", address, exc.description)
+
+
 def admin(action: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Authorise, run, and audit one admin call (also when it fails or is refused)."""
 
@@ -70,6 +134,9 @@ def admin(action: str) -> Callable[[Handler], Callable[[Request], Awaitable[Resp
             runtime: Runtime = request.app.state.runtime
             try:
                 client = authorize(request, runtime)
+            except InvalidTokenError as exc:
+                await _audit_unauthenticated(request, runtime, action, exc.description)
+                raise
             except InsufficientScopeError as exc:
                 claims_client = "unknown"
                 try:
@@ -92,8 +159,12 @@ def admin(action: str) -> Callable[[Handler], Callable[[Request], Awaitable[Resp
     return wrap
 
 
-async def _audit(runtime: Runtime, actor: str, action: str, target: str, outcome: str, reason: str) -> None:
-    event = audit.event(runtime.clock.now(), actor, f"admin.{action}", target, outcome=outcome, reason=reason)
+async def _audit(
+    runtime: Runtime, actor: str, action: str, target: str, outcome: str, reason: str, **details: Any
+) -> None:
+    event = audit.event(
+        runtime.clock.now(), actor, f"admin.{action}", target, outcome=outcome, reason=reason, **details
+    )
     await anyio.to_thread.run_sync(runtime.store.append_audit, [event])
     audit.log_events([event])
 
@@ -126,15 +197,19 @@ def _reason(data: dict[str, Any], *, required: bool = False) -> str:
     return reason
 
 
-def _duration(value: object, name: str) -> int:
+def _duration(value: object, name: str, *, at_most: int) -> int:
+    """A duration from a request (`"15m"` or whole seconds), bounded: nothing a request says may
+    reach a date no clock or store can hold."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise InvalidRequestError(f"{name} must not be negative")
-        return value
-    try:
-        return parse_duration(value, name)
-    except ConfigError as exc:
-        raise InvalidRequestError(exc.description) from None
+        seconds = value
+    else:
+        try:
+            seconds = parse_duration(value, name)
+        except ConfigError as exc:
+            raise InvalidRequestError(exc.description) from None
+    if not 0 <= seconds <= at_most:
+        raise InvalidRequestError(f"{name}: from 0s to {format_duration(at_most)} (got {value!r})")
+    return seconds
 
 
 def _string_list(value: object, name: str) -> list[str]:
@@ -239,7 +314,8 @@ async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple
     keyset = data.get("keyset", "default")
     if not isinstance(keyset, str):
         raise InvalidRequestError("keyset must be a string")
-    ttl = _duration(data["token_ttl"], "token_ttl") if "token_ttl" in data else None
+    longest = max((p.token_ttl for p in runtime.settings.keysets.values()), default=0)
+    ttl = _duration(data["token_ttl"], "token_ttl", at_most=longest) if "token_ttl" in data else None
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.create(name, scopes, audiences, keyset=keyset, token_ttl=ttl, actor=actor)
     )
@@ -272,7 +348,7 @@ async def delete_client(request: Request, runtime: Runtime, actor: str) -> tuple
 async def rotate_secret(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
     client_id = request.path_params["client_id"]
     data = await _json_body(request, {"grace", "reason"})
-    grace = _duration(data.get("grace", "24h"), "grace")
+    grace = check_grace(_duration(data.get("grace", "24h"), "grace", at_most=MAX_SECRET_GRACE))
     reason = _reason(data)
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.rotate_secret(client_id, grace, actor=actor)

@@ -211,6 +211,8 @@ def create_app(
     app.state.runtime = rt
     app.state.metrics = Metrics(rt, hub)
     app.state.events = hub
+    app.state.readiness = wellknown.Readiness(rt)
+    app.state.denied_audit = admin.DeniedAuditBudget()
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
     return app
 

@@ -4,27 +4,34 @@ The hub compares the snapshot the process serves with the one it last saw (after
 refresh, which follows the store's change notifications) and fans the new events out to every open
 stream. A stream that falls behind (its queue full) is ended; its client reconnects with
 ``Last-Event-ID`` and gets what it missed from the keysets themselves (see ``jwks_service.events``).
+
+Streams are open to anyone, so what one source can hold is bounded: ``[events] max_streams`` per
+replica in total and ``[events] max_streams_per_source`` per source address (the peer, or the
+address a trusted proxy names); over either, 429 with ``Retry-After``. A slot is held from the
+moment it is granted until the response ends, however it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from ..errors import InvalidRequestError, UnavailableError
+from ..errors import InvalidRequestError, TooManyRequestsError
 from ..events import KeyEvent, diff_all, parse_event_id, since
 from ..model import Keyset
 from ..runtime import Runtime
+from .limits import source_of
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often, so proxies and clients see the stream is alive
 MAX_STREAM_SECONDS = 300.0  # then the stream ends and the client resumes with Last-Event-ID (frees replicas)
-MAX_SUBSCRIBERS = 1000
 QUEUE_BATCHES = 64
+RETRY_AFTER_SECONDS = 5  # over a stream limit: when to try again
 RETRY_MS = 2000  # SSE `retry:`: how long a browser-style client waits before reconnecting
 
 
@@ -43,19 +50,24 @@ class EventHub:
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
         max_stream: float = MAX_STREAM_SECONDS,
-        max_subscribers: int = MAX_SUBSCRIBERS,
     ) -> None:
         self.runtime = runtime
         self.heartbeat = heartbeat
         self.max_stream = max_stream
-        self.max_subscribers = max_subscribers
+        self.max_subscribers = runtime.settings.events_max_streams
+        self.max_per_source = runtime.settings.events_max_streams_per_source
         self._seen: Mapping[str, Keyset] = runtime.keys.snapshot.keysets
-        self._queues: set[asyncio.Queue[list[KeyEvent] | None]] = set()
+        self._queues: set[asyncio.Queue[list[KeyEvent] | None]] = set()  # streams that get new events
+        self._slots: dict[asyncio.Queue[list[KeyEvent] | None], str] = {}  # open streams -> source address
+        self._per_source: dict[str, int] = {}
         self.published = 0
 
     @property
     def subscribers(self) -> int:
-        return len(self._queues)
+        return len(self._slots)
+
+    def streams_from(self, source: str) -> int:
+        return self._per_source.get(source, 0)
 
     def observe(self) -> None:
         """Publish what changed since the last call. Runs on the event loop; cheap when nothing did."""
@@ -76,16 +88,35 @@ class EventHub:
                     queue.get_nowait()
                 queue.put_nowait(None)
 
-    def subscribe(self) -> asyncio.Queue[list[KeyEvent] | None]:
-        if len(self._queues) >= self.max_subscribers:
-            raise UnavailableError("too many event subscribers on this replica; try again", retry_after=5)
+    def subscribe(self, source: str) -> asyncio.Queue[list[KeyEvent] | None]:
+        """A slot for one stream from `source`, or TooManyRequestsError (429) over either limit."""
+        if self._per_source.get(source, 0) >= self.max_per_source:
+            raise TooManyRequestsError(
+                f"too many open event streams from this address (at most {self.max_per_source}); try again",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        if len(self._slots) >= self.max_subscribers:
+            raise TooManyRequestsError(
+                "too many open event streams on this replica; try again", retry_after=RETRY_AFTER_SECONDS
+            )
         self.observe()
         queue: asyncio.Queue[list[KeyEvent] | None] = asyncio.Queue(QUEUE_BATCHES)
         self._queues.add(queue)
+        self._slots[queue] = source
+        self._per_source[source] = self._per_source.get(source, 0) + 1
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[list[KeyEvent] | None]) -> None:
+        """Free the stream's slot; safe to call more than once."""
         self._queues.discard(queue)
+        source = self._slots.pop(queue, None)
+        if source is None:
+            return
+        left = self._per_source[source] - 1
+        if left:
+            self._per_source[source] = left
+        else:
+            del self._per_source[source]
 
     def close(self) -> None:
         for queue in list(self._queues):
@@ -94,6 +125,21 @@ class EventHub:
             except asyncio.QueueFull:
                 pass
         self._queues.clear()
+
+
+class EventStreamResponse(StreamingResponse):
+    """Frees the stream's slot when the response ends, also when its body never started (a client
+    that went away before the first byte): the generator's own `finally` would not run then."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 async def events(request: Request) -> Response:
@@ -105,7 +151,21 @@ async def events(request: Request) -> Response:
         resume_from = parse_event_id(last_id)
         if resume_from is None:
             raise InvalidRequestError("Last-Event-ID is not an event id of this service")
-    queue = hub.subscribe()
+    queue = hub.subscribe(source_of(request))
+    try:
+        return _event_stream(hub, runtime, queue, last_id, resume_from)
+    except BaseException:
+        hub.unsubscribe(queue)
+        raise
+
+
+def _event_stream(
+    hub: EventHub,
+    runtime: Runtime,
+    queue: asyncio.Queue[list[KeyEvent] | None],
+    last_id: str | None,
+    resume_from: int | None,
+) -> Response:
     keysets = list(runtime.keys.snapshot.keysets.values())
     replay = [] if resume_from is None else [e for e in since(keysets, resume_from) if e.id != last_id]
     replayed = {e.id for e in replay}
@@ -141,8 +201,8 @@ async def events(request: Request) -> Response:
         finally:
             hub.unsubscribe(queue)
 
-    return StreamingResponse(
+    return EventStreamResponse(
         stream(),
-        media_type="text/event-stream",
+        lambda: hub.unsubscribe(queue),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

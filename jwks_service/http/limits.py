@@ -1,7 +1,11 @@
-"""Request body limit as plain ASGI middleware: 413 before a large body is read into memory."""
+"""Request body limit as plain ASGI middleware: 413 before a large body is read into memory; the
+source a per-address limit counts."""
 
 from __future__ import annotations
 
+import ipaddress
+
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidRequestError, PayloadTooLargeError
@@ -45,3 +49,19 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def source_of(request: HTTPConnection) -> str:
+    """What a per-source limit counts: the client's address (the peer, or what a trusted proxy says),
+    an IPv6 one by its /64, since one host commonly holds a whole /64 and could otherwise take a new
+    address per request."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

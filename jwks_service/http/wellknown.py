@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -15,6 +19,10 @@ from ..lifecycle import next_rotation_at
 from ..model import KeyState
 from ..runtime import Runtime
 from .responses import JSONResponse
+
+log = logging.getLogger("jwks_service")
+
+READINESS_TIMEOUT = 2.0  # seconds a readiness check may take before the store counts as unreachable
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -147,17 +155,73 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def public_problems(problems: Mapping[str, str]) -> dict[str, str]:
+    """What /readyz may tell anyone: a fixed word per problem, never the backend's own text (hosts,
+    ports, paths, Vault messages). Anything not recognised here is just "not ready"."""
+    out = {}
+    for name, detail in problems.items():
+        if name == "store":
+            out[name] = "unreachable"
+        elif detail.startswith("degraded:") or " cannot sign" in detail:
+            out[name] = "cannot sign"
+        elif detail == "no current key":
+            out[name] = "no current key"
+        elif detail == "keyset not created yet":
+            out[name] = "not created yet"
+        else:
+            out[name] = "not ready"
+    return out
+
+
+class Readiness:
+    """The readiness check for /readyz, off the event loop and bounded.
+
+    It reads the store, so it runs in a worker thread; concurrent requests share the one check in
+    flight (a stranger polling /readyz while the store hangs holds one thread, not one per request),
+    and an answer later than READINESS_TIMEOUT counts as the store being unreachable. Each
+    problem's detail is logged once when it appears or changes, and once when it clears.
+    """
+
+    def __init__(self, runtime: Runtime, timeout: float = READINESS_TIMEOUT) -> None:
+        self.runtime = runtime
+        self.timeout = timeout
+        self._running: asyncio.Future[dict[str, str]] | None = None
+        self._logged: dict[str, str] = {}
+
+    async def check(self) -> dict[str, str]:
+        running = self._running
+        if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
+            running = self._running = asyncio.ensure_future(anyio.to_thread.run_sync(self.runtime.keys.readiness))
+        try:
+            problems = await asyncio.wait_for(asyncio.shield(running), self.timeout)
+        except TimeoutError:
+            problems = {"store": f"no answer within {self.timeout:g}s"}
+        self._log(problems)
+        return problems
+
+    def _log(self, problems: Mapping[str, str]) -> None:
+        for name, detail in problems.items():
+            if self._logged.get(name) != detail:
+                log.warning("not ready: %s: %s", name, detail)
+                self._logged[name] = detail
+        for name in [n for n in self._logged if n not in problems]:
+            log.info("ready again: %s", name)
+            del self._logged[name]
+
+
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    problems = runtime.keys.readiness()
+    readiness: Readiness = request.app.state.readiness
+    problems = public_problems(await readiness.check())
     if problems:
         return JSONResponse(
             {
                 "status": "unavailable",
                 "error": "not_ready",
-                "error_description": "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())),
+                "error_description": "not ready: " + "; ".join(f"{k} {v}" for k, v in sorted(problems.items())),
                 "problems": problems,
             },
             status_code=503,
+            headers={"Cache-Control": "no-store"},
         )
     return JSONResponse({"status": "ready", "keysets": sorted(runtime.keys.snapshot.signing)})

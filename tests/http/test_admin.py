@@ -285,3 +285,85 @@ def test_audit_events_are_also_json_log_lines(
     assert "client.create" in actions and "admin.clients.create" in actions
     assert "key.rotated" in actions and "admin.keysets.rotate" in actions
     assert all({"at", "actor", "action", "target", "outcome", "reason"} <= set(line) for line in lines)
+
+
+@pytest.mark.parametrize("grace", ["999999999d", "31d", "721h", 10**12, 2_592_001, -1, "1.5h", True])
+def test_secret_rotation_with_an_unbounded_grace_is_400_and_writes_nothing(
+    http: TestClient, admin: dict[str, str], runtime: Runtime, grace: object
+) -> None:
+    """Issue 11, defect 8: grace = 999999999d used to save the new secret, answer 500 and never return
+    it, leaving the old secret valid for millions of years. Grace is at most 30 days, checked first."""
+    client, _ = runtime.clients.create("victim", ["read"], ["api"])
+    before = runtime.store.get_client(client.client_id)
+    r = http.post(f"/admin/clients/{client.client_id}/secret", json={"grace": grace}, headers=admin)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+    assert "grace" in r.json()["error_description"]
+    after = runtime.store.get_client(client.client_id)
+    assert after == before
+    assert after is not None and len(after.secrets) == 1 and after.secrets[0].expires_at is None
+
+
+def test_secret_rotation_grace_at_the_bound_works(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    client, _ = runtime.clients.create("ok", ["read"], ["api"])
+    for grace in ("30d", "720h", 2_592_000, "0s"):
+        r = http.post(f"/admin/clients/{client.client_id}/secret", json={"grace": grace}, headers=admin)
+        assert r.status_code == 200, (grace, r.text)
+        assert r.json()["client_secret"] and r.json()["previous_secrets_expire_at"].endswith("Z")
+
+
+def test_client_token_ttl_from_a_request_is_bounded(http: TestClient, admin: dict[str, str]) -> None:
+    for ttl in ("999999999d", 10**12, -5, True):
+        body = {"name": "x", "scopes": ["a"], "audiences": ["b"], "token_ttl": ttl}
+        r = http.post("/admin/clients", json=body, headers=admin)
+        assert r.status_code == 400, (ttl, r.text)
+        assert r.json()["error"] == "invalid_request"
+    listed = http.get("/admin/clients", headers=admin).json()["clients"]
+    assert [c["name"] for c in listed] == ["c"], "nothing was created"  # only the admin's own client
+
+
+def test_unauthenticated_admin_calls_are_audited(http: TestClient, runtime: Runtime, clock: ManualClock) -> None:
+    """Issue 11: a missing, malformed, forged or expired admin token was answered 401 and never audited."""
+    good = token_for(http, runtime, ["admin"], [ISSUER])
+    forged = good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB")
+    tries = [
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer garbage"},
+        {"Authorization": f"Bearer {forged}"},
+    ]
+    for headers in tries:
+        assert http.post("/admin/keysets/default/rotate", json={"force": True}, headers=headers).status_code == 401
+    clock.advance(900 + 31)  # the good token expires
+    runtime.keys.refresh()
+    assert http.get("/admin/clients", headers={"Authorization": f"Bearer {good}"}).status_code == 401
+    denied = [e for e in runtime.store.list_audit() if e.outcome == "denied"]
+    assert len(denied) == 5
+    assert {e.actor for e in denied} == {"anonymous"}
+    assert {e.details.get("address") for e in denied} == {"testclient"}
+    assert sorted(e.action for e in denied) == ["admin.clients.list"] + ["admin.keysets.rotate"] * 4
+    assert all(e.reason for e in denied)  # why: missing, not a token of ours, expired...
+    assert all(e.target in ("/admin/keysets/default/rotate", "/admin/clients") for e in denied)
+
+
+def test_unauthenticated_audit_rows_are_bounded_per_source(runtime: Runtime, clock: ManualClock) -> None:
+    """A stranger cannot flood the audit log: at most 10 rows per source address and minute (100 in all)."""
+    from jwks_service.http import create_app
+
+    app = create_app(runtime=runtime, background=False)
+    with (
+        TestClient(app, base_url=ISSUER, client=("192.0.2.1", 1000)) as stranger,
+        TestClient(app, base_url=ISSUER, client=("192.0.2.2", 1000)) as other,
+    ):
+        codes = {stranger.get("/admin/audit", headers={"Authorization": "Bearer x"}).status_code for _ in range(50)}
+        assert codes == {401}, "every call is refused; only the audit rows are bounded"
+
+        def rows(address: str) -> int:
+            return sum(e.details.get("address") == address for e in runtime.store.list_audit() if e.outcome == "denied")
+
+        assert rows("192.0.2.1") == 10
+        assert other.get("/admin/audit").status_code == 401
+        assert rows("192.0.2.2") == 1, "another address is still audited"
+        clock.advance(61)  # a new minute
+        stranger.get("/admin/audit")
+        assert rows("192.0.2.1") == 11

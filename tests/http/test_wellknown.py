@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
+from conftest import RedisServer
 from starlette.testclient import TestClient
 from support import ISSUER
 
@@ -95,3 +100,90 @@ def test_jwks_caching_headers_head_and_other_methods(http: TestClient, runtime: 
     after = http.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
     assert after.status_code == 200 and after.headers["etag"] != etag
     assert after.headers["content-length"] == str(len(after.content))
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test alone (it is stopped or frozen), and the KEK a Redis store needs."""
+    (tmp_path / "redis-data").mkdir()
+    kek = tmp_path / "kek"
+    kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    kek.chmod(0o600)
+    server = RedisServer(tmp_path / "redis-data")
+    yield server
+    server.stop()
+
+
+def test_readyz_names_problems_without_backend_error_text(
+    runtime_factory: Callable[..., Runtime], private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11: the public /readyz said what the backends said (Redis host and port, Vault addresses and
+    messages). It names only what is not ready; the detail goes to the log, once per cause."""
+    redis = private_redis
+    runtime = runtime_factory(store={"url": redis.url})
+    vault_text = "Vault at http://10.9.8.7:8200 refused transit/sign/jwks-default: permission denied"
+    http = TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER)
+    assert http.get("/readyz").status_code == 200
+    redis.stop(kill=True)  # the store goes away under the running service
+    runtime.keys.degraded["default"] = vault_text  # as issue_async records a failing Vault signature
+    with caplog.at_level("WARNING", logger="jwks_service"):
+        bodies = [http.get("/readyz") for _ in range(3)]
+    for r in bodies:
+        assert r.status_code == 503
+        assert r.json()["error"] == "not_ready"
+        assert r.json()["problems"] == {"store": "unreachable", "default": "cannot sign"}
+        for secret in (str(redis.port), "127.0.0.1", "refused", "Error", "10.9.8.7", "8200", "permission", "transit"):
+            assert secret not in r.text, (secret, r.text)
+    logged = [rec.getMessage() for rec in caplog.records if rec.name == "jwks_service"]
+    assert sum(str(redis.port) in line for line in logged) == 1, logged  # the detail, once, not per request
+    assert sum(vault_text in line for line in logged) == 1, logged
+
+
+def test_readyz_problems_are_an_allow_list() -> None:
+    from jwks_service.http.wellknown import public_problems
+
+    assert public_problems(
+        {
+            "store": "Redis 10.0.0.5:6379 unreachable: Connection refused",
+            "a": "current key K cannot sign: Vault http://vault:8200 said 403",
+            "b": "no current key",
+            "c": "keyset not created yet",
+            "d": "degraded: Transit at http://vault:8200 timed out",
+            "e": "something new with /etc/secret/path",
+        }
+    ) == {
+        "store": "unreachable",
+        "a": "cannot sign",
+        "b": "no current key",
+        "c": "not created yet",
+        "d": "cannot sign",
+        "e": "not ready",
+    }
+
+
+def test_readyz_answers_in_bounded_time_while_the_store_hangs(
+    runtime_factory: Callable[..., Runtime], private_redis: RedisServer
+) -> None:
+    """A frozen Redis (SIGSTOP) makes the readiness check hang: /readyz still answers 503 within its
+    timeout, from a worker thread, and the JWKS is served meanwhile."""
+    import signal
+    import time
+
+    from jwks_service.http.wellknown import READINESS_TIMEOUT
+
+    redis = private_redis
+    assert redis.proc is not None
+    runtime = runtime_factory(store={"url": redis.url})
+    with TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER) as http:
+        assert http.get("/readyz").status_code == 200
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                start = time.monotonic()
+                r = http.get("/readyz")
+                took = time.monotonic() - start
+                assert r.status_code == 503 and r.json()["problems"] == {"store": "unreachable"}
+                assert took < READINESS_TIMEOUT + 1.0, took
+                assert http.get("/.well-known/jwks.json").status_code == 200
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)

@@ -384,3 +384,25 @@ def test_audit_prune_deletes_events_past_retention(capsys: pytest.CaptureFixture
     pruned = [e for e in events if e.action == "audit.prune"]
     assert [e.details["deleted"] for e in pruned] == [1, 2500]  # one event per command, newest first
     assert pruned[0].actor == f"cli:{getpass.getuser()}"
+
+
+def test_rotate_secret_refuses_an_unbounded_grace_before_writing(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11, defect 8: `--grace 999999999d` is refused with a message naming the bound; nothing is written."""
+    code, out, _ = run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api", "--json")
+    client_id = json.loads(out)["client_id"]
+    settings = load_settings()
+    store = open_store(settings)
+    try:
+        before = store.get_client(client_id)
+    finally:
+        store.close()
+    for grace in ("999999999d", "31d"):
+        code, out, err = run(capsys, "clients", "rotate-secret", client_id, "--grace", grace)
+        assert code != 0 and "--grace" in err and "30d" in err, err
+        assert "Traceback" not in err and not out
+    store = open_store(settings)
+    try:
+        assert store.get_client(client_id) == before
+    finally:
+        store.close()
+    assert run(capsys, "clients", "rotate-secret", client_id, "--grace", "30d")[0] == 0

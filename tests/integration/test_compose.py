@@ -28,7 +28,7 @@ import pytest
 import yaml
 from support import PROJECT_ROOT, free_port, wait_until
 
-from jwks_service.cli import build_parser, cmd_serve
+from jwks_service.cli import build_parser, cmd_serve, uvicorn_proxy_options
 from jwks_service.config import Settings, load_settings, split_listen
 from jwks_service.http import create_app
 from jwks_service.kek import KEK_BYTES, load_kek
@@ -416,7 +416,8 @@ def test_proxy_publishes_the_issuer_port() -> None:
 
 def test_proxy_passes_client_addresses_only_it_may_set() -> None:
     """Client authentication is throttled per source address: behind the proxy that must be the client's, and
-    only the proxy may claim one (X-Forwarded-For from anyone else is ignored by uvicorn)."""
+    only the proxy may claim one: each replica's [http] trusted_proxies is exactly the proxy's fixed address
+    (X-Forwarded-For from anyone else is ignored), and no FORWARDED_ALLOW_IPS is left (`serve` ignores it)."""
     defaults = haproxy()[("defaults", "")]
     _, backend = proxy_frontend()
     assert "option forwardfor" in defaults + backend
@@ -427,8 +428,14 @@ def test_proxy_passes_client_addresses_only_it_may_set() -> None:
     assert any(proxy_ip in subnet for subnet in subnets)
     for name in REPLICAS:
         assert network in services()[name]["networks"]
-        trusted = container_env(name).get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-        assert [ipaddress.ip_address(t.strip()) for t in trusted.split(",")] == [proxy_ip]
+        assert "FORWARDED_ALLOW_IPS" not in container_env(name), "ignored by serve: use [http] trusted_proxies"
+        trusted = replica_settings(name).trusted_proxies
+        assert [ipaddress.ip_network(t) for t in trusted] == [ipaddress.ip_network(proxy_ip)]
+        assert replica_settings(name, with_env=False).trusted_proxies == trusted, "set in deploy/jwks.toml"
+        assert uvicorn_proxy_options(replica_settings(name)) == {
+            "proxy_headers": True,
+            "forwarded_allow_ips": [str(proxy_ip)],
+        }
 
 
 def test_redis_and_openbao_stay_on_this_machine() -> None:

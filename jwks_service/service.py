@@ -56,6 +56,9 @@ CAS_ATTEMPTS = 8
 OUT_OF_BAND_CHECK_SECONDS = 10.0  # how often a remote backend is asked for versions made behind our back
 # Introspection refuses to vouch for a token when the revocation list is older than this.
 REVOCATION_STALENESS = 5.0
+# A revocation record outlives the token's exp by the widest leeway of any keyset plus this much: a
+# keyset's leeway may be raised after the record was written, and replicas' clocks differ a little.
+REVOCATION_RECORD_MARGIN = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,9 +532,17 @@ class KeyService:
             raise InvalidTokenError("token revoked")
         return Introspected(verified.claims, verified.kid, keyset)
 
-    def revoke_token(self, jti: str, expires_at: float) -> None:
-        self.store.revoke_token(jti, expires_at)
-        self._revoked[jti] = expires_at
+    def revocation_record_expiry(self, token_exp: float) -> float:
+        """Until when a revocation of a token expiring at `token_exp` is kept: introspection accepts
+        a token up to exp + leeway (RFC 7519 §4.1.4), so the record must outlive every such window."""
+        leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
+        return token_exp + leeway + REVOCATION_RECORD_MARGIN
+
+    def revoke_token(self, jti: str, token_exp: float) -> None:
+        """RFC 7009: the token is inactive from now on, on every replica, for as long as any could accept it."""
+        keep_until = self.revocation_record_expiry(token_exp)
+        self.store.revoke_token(jti, keep_until)
+        self._revoked[jti] = keep_until
 
     def readiness(self) -> dict[str, str]:
         """Problems that make this replica unready: {} when ready."""

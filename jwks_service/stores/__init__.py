@@ -37,7 +37,8 @@ class Store(Protocol):
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool: ...
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
-        """Record a revoked access token until it would have expired anyway (RFC 7009)."""
+        """Record a revoked access token (RFC 7009) until `expires_at`: the service passes the moment
+        after which no replica could accept the token any more (its exp plus leeway and a margin)."""
         ...
 
     def revoked_tokens(self, now: float) -> dict[str, float]:

@@ -89,6 +89,9 @@ class Client:
     token_ttl: int
     created_at: float
     secrets: tuple[SecretHash, ...] = field(default_factory=tuple)
+    # The store's compare-and-set counter: 0 for a client not stored yet, +1 on every write. Not part
+    # of a client's value (two reads of the same client compare equal whatever their revision).
+    revision: int = field(default=0, compare=False)
 
     def public_dict(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import RevisionConflictError, StoreError
@@ -128,14 +129,28 @@ class SQLiteStore:
         rows = self._read("SELECT data FROM clients ORDER BY client_id")
         return sorted((client_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda c: c.created_at)
 
+    def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
+        return self._write_client(client, expected_revision, audit)
+
     def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None:
+        self._write_client(client, None, audit)
+
+    def _write_client(self, client: Client, expected: int | None, audit: Sequence[AuditEvent]) -> Client:
         with self._write() as db:
+            row = db.execute("SELECT data FROM clients WHERE client_id = ?", (client.client_id,)).fetchone()
+            stored = client_from_dict(json.loads(str(row[0]))).revision if row else 0
+            if expected is not None and stored != expected:
+                raise RevisionConflictError(
+                    f"client {client.client_id} is at revision {stored}, not {expected}: another writer came first"
+                )
+            saved = replace(client, revision=stored + 1)
             db.execute(
                 "INSERT INTO clients (client_id, data) VALUES (?, ?) "
                 "ON CONFLICT (client_id) DO UPDATE SET data = excluded.data",
-                (client.client_id, json.dumps(client_to_dict(client))),
+                (client.client_id, json.dumps({**client_to_dict(saved), "revision": saved.revision})),
             )
             self._insert_audit(db, audit)
+        return saved
 
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
         with self._write() as db:

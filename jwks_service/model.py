@@ -51,6 +51,11 @@ class Keyset:
     backend: str
     revision: int
     keys: tuple[KeyVersion, ...] = ()
+    # Backends whose versions live elsewhere (Vault Transit), where a version made cannot be taken back:
+    # the highest version number the service has made or claimed for this keyset (a newer one was made
+    # outside the service), and, while one replica makes versions, when it claimed that (the others wait).
+    claimed_version: int = 0
+    claimed_at: float | None = None
 
     def by_state(self, state: KeyState) -> list[KeyVersion]:
         return [k for k in self.keys if k.state == state]

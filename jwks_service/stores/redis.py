@@ -6,7 +6,7 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:revision            string  global revision: INCR on every write (not on auth failures)
     {jwks}:keysets             set     keyset names
     {jwks}:keyset:<name>       hash    revision (for compare-and-set), data (JSON: name, alg, backend,
-                                       revision, keys as codec.key_to_dict)
+                                       revision, keys as codec.key_to_dict, claimed_version, claimed_at)
     {jwks}:clients             set     client ids
     {jwks}:client:<id>         string  JSON (codec.client_to_dict and the client's revision, for compare-and-set)
     {jwks}:revoked             zset    jti -> expiry (ZADD GT: a later revocation never shortens one)
@@ -262,7 +262,15 @@ class RedisStore:
     def _keyset(data: str) -> Keyset:
         d = json.loads(data)
         keys = sorted((key_from_dict(k) for k in d["keys"]), key=lambda k: (k.created_at, k.kid))
-        return Keyset(d["name"], d["alg"], d["backend"], int(d["revision"]), tuple(keys))
+        return Keyset(
+            d["name"],
+            d["alg"],
+            d["backend"],
+            int(d["revision"]),
+            tuple(keys),
+            int(d.get("claimed_version", 0)),
+            d.get("claimed_at"),
+        )
 
     def get_keyset(self, name: str) -> Keyset | None:
         with self._guard("read a keyset"):
@@ -286,6 +294,8 @@ class RedisStore:
             "backend": keyset.backend,
             "revision": new_revision,
             "keys": [key_to_dict(k) for k in keyset.keys],
+            "claimed_version": keyset.claimed_version,
+            "claimed_at": keyset.claimed_at,
         }
         with self._guard("save a keyset"):
             ok, value = self._write(
@@ -298,7 +308,7 @@ class RedisStore:
             raise RevisionConflictError(
                 f"keyset {keyset.name} is at revision {value}, not {expected_revision}: another writer came first"
             )
-        return Keyset(keyset.name, keyset.alg, keyset.backend, int(value), keyset.keys)
+        return replace(keyset, revision=int(value))
 
     def get_client(self, client_id: str) -> Client | None:
         with self._guard("read a client"):

@@ -119,6 +119,23 @@ def test_compare_and_set_on_revision(store: Store) -> None:
     assert {k.kid for k in loaded.keys} == {"a", "b"}
 
 
+def test_keyset_claim_round_trips_and_is_compare_and_set(store: Store) -> None:
+    """A remote backend's claim (see KeyService._claim) lives in the keyset record: the version
+    mark stays, the claim time clears, and both move only with a winning compare-and-set."""
+    claimed = store.save_keyset(replace(keyset(key("a")), claimed_version=7, claimed_at=1700000000.25), 0)
+    assert (claimed.revision, claimed.claimed_version, claimed.claimed_at) == (1, 7, 1700000000.25)
+    assert store.get_keyset("default") == claimed
+    assert store.list_keysets() == [claimed]
+    with pytest.raises(RevisionConflictError):
+        store.save_keyset(replace(claimed, claimed_version=9, claimed_at=5.0), 0)
+    released = store.save_keyset(replace(claimed, claimed_at=None), 1)
+    loaded = store.get_keyset("default")
+    assert loaded == released and loaded is not None and (loaded.claimed_version, loaded.claimed_at) == (7, None)
+    store.save_keyset(keyset(key("b"), revision=2), 2)  # a record is written as given, claim fields too
+    again = store.get_keyset("default")
+    assert again is not None and (again.claimed_version, again.claimed_at) == (0, None)
+
+
 def test_save_replaces_key_set_and_drops_material(store: Store) -> None:
     store.save_keyset(keyset(key("a"), key("b", KeyState.NEXT)), 0)
     retired = key("a", KeyState.RETIRED).with_(sealed_private=None, retired_at=2000.0)

@@ -17,13 +17,22 @@ from dataclasses import replace
 from . import audit
 from .clock import Clock
 from .config import KeysetPolicy, format_duration
-from .errors import InvalidClientError, InvalidRequestError, NotFoundError, StoreError, TooManyRequestsError
+from .errors import (
+    ConflictError,
+    InvalidClientError,
+    InvalidRequestError,
+    NotFoundError,
+    RevisionConflictError,
+    StoreError,
+    TooManyRequestsError,
+)
 from .model import Client, SecretHash
 from .stores import Store
 
 log = logging.getLogger("jwks_service")
 
 SECRET_BYTES = 32
+CAS_ATTEMPTS = 8  # compare-and-set rounds of one client update before giving up (409)
 MAX_SECRETS_PER_CLIENT = 4
 # How long replaced secrets may keep working after a rotation: long enough to roll a secret out to
 # every instance of a client, short enough that a rotation really retires the old secret.
@@ -225,12 +234,14 @@ class ClientRegistry:
             secrets=(SecretHash(self.digest(secret), now),),
         )
         events = [audit.event(now, actor, "client.create", client.client_id, name=name, scopes=list(scope_list))]
-        self._store.put_client(client, events)
+        client = self._store.save_client(client, 0, events)  # never over an existing client
         audit.log_events(events)
         self._cache.pop(client.client_id, None)
         return client, secret
 
     def delete(self, client_id: str, *, actor: str = "cli") -> None:
+        """A blind delete: what it does depends on nothing it read, so it needs no compare-and-set; an
+        update that read the client before is refused by its own compare-and-set (never writes it back)."""
         now = self._clock.now()
         events = [audit.event(now, actor, "client.delete", client_id)]
         if not self._store.delete_client(client_id, events):
@@ -239,22 +250,31 @@ class ClientRegistry:
         self._cache.pop(client_id, None)
 
     def rotate_secret(self, client_id: str, grace: int, *, actor: str = "cli") -> tuple[Client, str]:
-        """A new secret; the old ones keep working for `grace` seconds (at most MAX_SECRET_GRACE)."""
+        """A new secret; the old ones keep working for `grace` seconds (at most MAX_SECRET_GRACE).
+
+        Compare-and-set on the client's revision: a rotation that lost to another writer (another
+        rotation, a deletion) reads the client again and redoes its change, so a secret it returns
+        is always stored, and a deleted client stays deleted."""
         grace = check_grace(grace)
-        client = self._store.get_client(client_id)
-        if client is None:
-            raise NotFoundError(f"no client {client_id}")
-        now = self._clock.now()
         secret = generate_secret()
-        kept = [
-            s if s.expires_at is not None and s.expires_at <= now + grace else replace(s, expires_at=now + grace)
-            for s in client.secrets
-            if s.expires_at is None or s.expires_at > now
-        ]
-        kept = kept[-(MAX_SECRETS_PER_CLIENT - 1) :]
-        updated = replace(client, secrets=(*kept, SecretHash(self.digest(secret), now)))
-        events = [audit.event(now, actor, "client.rotate_secret", client_id, grace_seconds=grace)]
-        self._store.put_client(updated, events)
-        audit.log_events(events)
-        self._cache.pop(client_id, None)
-        return updated, secret
+        for _ in range(CAS_ATTEMPTS):
+            client = self._store.get_client(client_id)
+            if client is None:
+                raise NotFoundError(f"no client {client_id}")
+            now = self._clock.now()
+            kept = [
+                s if s.expires_at is not None and s.expires_at <= now + grace else replace(s, expires_at=now + grace)
+                for s in client.secrets
+                if s.expires_at is None or s.expires_at > now
+            ]
+            kept = kept[-(MAX_SECRETS_PER_CLIENT - 1) :]
+            updated = replace(client, secrets=(*kept, SecretHash(self.digest(secret), now)))
+            events = [audit.event(now, actor, "client.rotate_secret", client_id, grace_seconds=grace)]
+            try:
+                updated = self._store.save_client(updated, client.revision, events)
+            except RevisionConflictError:
+                continue
+            audit.log_events(events)
+            self._cache.pop(client_id, None)
+            return updated, secret
+        raise ConflictError(f"client {client_id} kept changing under us; try again")

@@ -30,6 +30,10 @@ from .model import Keyset, KeyState, KeyVersion
 RETAIN_RETIRED_SECONDS = 30 * 86400
 
 
+# Why a `next` key was discarded, by plan reason (the audit log's detail); a canary failure otherwise.
+_DISCARDED_BECAUSE = {"adopted": "replaced by a backend version made outside the service"}
+
+
 @dataclass(frozen=True, slots=True)
 class NewKey:
     """Material a backend generated, not yet placed in the lifecycle."""
@@ -225,7 +229,8 @@ def apply_plan(
             transitions.append(Transition("revoked", kid, KeyState.REVOKED))
         elif kid == plan.discard:
             key = key.with_(state=KeyState.RETIRED, retired_at=now, sealed_private=None)
-            transitions.append(Transition("discarded", kid, KeyState.RETIRED, "failed validation before promotion"))
+            why = _DISCARDED_BECAUSE.get(plan.reason, "failed validation before promotion")
+            transitions.append(Transition("discarded", kid, KeyState.RETIRED, why))
         elif kid == plan.promote:
             key = key.with_(state=KeyState.CURRENT, activated_at=now)
             transitions.append(Transition("rotated", kid, KeyState.CURRENT))

@@ -51,6 +51,11 @@ class Keyset:
     backend: str
     revision: int
     keys: tuple[KeyVersion, ...] = ()
+    # Backends whose versions live elsewhere (Vault Transit), where a version made cannot be taken back:
+    # the highest version number the service has made or claimed for this keyset (a newer one was made
+    # outside the service), and, while one replica makes versions, when it claimed that (the others wait).
+    claimed_version: int = 0
+    claimed_at: float | None = None
 
     def by_state(self, state: KeyState) -> list[KeyVersion]:
         return [k for k in self.keys if k.state == state]
@@ -89,6 +94,9 @@ class Client:
     token_ttl: int
     created_at: float
     secrets: tuple[SecretHash, ...] = field(default_factory=tuple)
+    # The store's compare-and-set counter: 0 for a client not stored yet, +1 on every write. Not part
+    # of a client's value (two reads of the same client compare equal whatever their revision).
+    revision: int = field(default=0, compare=False)
 
     def public_dict(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -54,8 +55,18 @@ log = logging.getLogger("jwks_service")
 
 CAS_ATTEMPTS = 8
 OUT_OF_BAND_CHECK_SECONDS = 10.0  # how often a remote backend is asked for versions made behind our back
+# A replica claims a keyset (compare-and-set) before it makes versions in a remote backend, where a
+# version made cannot be taken back. Others wait for the claim rather than make versions of their own
+# (the scheduler skips the keyset until its next tick; an administrator's rotation or revocation waits up
+# to CLAIM_WAIT, then goes ahead anyway). A claim older than CLAIM_SECONDS is abandoned (its replica died).
+CLAIM_SECONDS = 30.0
+CLAIM_WAIT = 5.0
+CLAIM_POLL = 0.05
 # Introspection refuses to vouch for a token when the revocation list is older than this.
 REVOCATION_STALENESS = 5.0
+# A revocation record outlives the token's exp by the widest leeway of any keyset plus this much: a
+# keyset's leeway may be raised after the record was written, and replicas' clocks differ a little.
+REVOCATION_RECORD_MARGIN = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +264,7 @@ class KeyService:
             if cached is not None and plan_tick(policy, cached, now).empty:
                 continue
             try:
-                _, transitions = self._transition(name, partial(self._plan_tick, policy))
+                _, transitions = self._transition(name, partial(self._plan_tick, policy), wait=False)
             except JwksServiceError as exc:
                 log.error("scheduled maintenance of keyset %s failed: %s", name, exc.description)
                 continue
@@ -265,24 +276,24 @@ class KeyService:
         `next`: published now, signing no earlier than prepublish from now. We never sign with a
         version we have not published (signing pins the version), so this only keeps rotation moving."""
         backend = self.backends[policy.backend]
-        latest_version = getattr(backend, "latest_version", None)
-        version_of = getattr(backend, "version_of", None)
+        remote = _remote_versions(backend)
         adopt = getattr(backend, "adopt", None)
         cached = self._snapshot.keysets.get(name)
-        if latest_version is None or version_of is None or adopt is None or cached is None:
+        if remote is None or adopt is None or cached is None:
             return []
         if now - self._adoption_checked.get(name, float("-inf")) < OUT_OF_BAND_CHECK_SECONDS:
             return []
         self._adoption_checked[name] = now
+        latest_version, version_of = remote
         try:
             latest = int(latest_version(name))
-            known = max((v for k in cached.keys if (v := version_of(k)) is not None), default=0)
-            if latest <= known:
+            if latest <= _known_version(cached, version_of):
                 return []
 
             def planner(ks: Keyset) -> Plan:
-                if max((v for k in ks.keys if (v := version_of(k)) is not None), default=0) >= latest:
-                    return Plan(name, "maintenance")  # another replica adopted it already
+                if _known_version(ks, version_of) >= latest:
+                    # Another replica adopted it already, or made it (claimed, see _claim).
+                    return Plan(name, "maintenance")
                 nxt = ks.next
                 return Plan(name, "adopted", discard=nxt.kid if nxt is not None else None, new_next=True)
 
@@ -348,70 +359,166 @@ class KeyService:
         actor: str = "scheduler",
         reason: str = "",
         new_key: Callable[[], NewKey] | None = None,
+        wait: bool = True,
     ) -> tuple[Keyset, list[Transition]]:
-        """Plan, make new keys (`new_key`, else the backend generates), validate, compare-and-set."""
+        """Plan, make new keys (`new_key`, else the backend generates), validate, compare-and-set.
+
+        A remote backend's versions (Vault) are made only under a claim on the keyset (see `_claim`),
+        so a replica that would lose the race never makes one. Keys made for an attempt that lost the
+        compare-and-set serve the next attempt rather than being made again. Without `wait`, a keyset
+        another replica has claimed is left alone (the scheduler comes back at its next tick)."""
+        making = _Making(_remote_versions(self.backends[self._policy(name).backend]))
+        with self._write_lock:  # one writer per process; across processes compare-and-set decides
+            try:
+                return self._attempts(name, planner, making, actor, reason, new_key, wait)
+            except BaseException:
+                if making.claim is not None or making.made:
+                    try:  # give the claim back now rather than make the others wait for it to go stale
+                        self._settle(name, making)
+                    except JwksServiceError as exc:
+                        log.warning("keyset %s: could not release its claim: %s", name, exc.description)
+                raise
+
+    def _attempts(
+        self,
+        name: str,
+        planner: Callable[[Keyset], Plan],
+        making: _Making,
+        actor: str,
+        reason: str,
+        new_key: Callable[[], NewKey] | None,
+        wait: bool,
+    ) -> tuple[Keyset, list[Transition]]:
         policy = self._policy(name)
         backend = self.backends[policy.backend]
-        with self._write_lock:  # one writer per process; across processes compare-and-set decides
-            for _ in range(CAS_ATTEMPTS):
-                stored = self.store.get_keyset(name) or Keyset(name, policy.alg, policy.backend, 0)
-                plan = planner(stored)
-                if plan.empty:
+        wait_until = time.monotonic() + CLAIM_WAIT
+        attempts = 0
+        while attempts < CAS_ATTEMPTS:
+            stored = self.store.get_keyset(name) or Keyset(name, policy.alg, policy.backend, 0)
+            plan = planner(stored)
+            if plan.empty:
+                if making.claim is not None or making.made:
+                    stored = self._settle(name, making) or stored
+                self._install({**self._snapshot.keysets, name: stored})
+                return stored, []
+            now = self.clock.now()
+            # Another replica is making this keyset's remote versions: wait rather than make ours (a
+            # promotion may need one too, should its canary fail).
+            remote_keys = new_key is None and making.remote is not None and bool(plan.new_keys or plan.promote)
+            if remote_keys and _claimed_by_another(stored, making.claim, now):
+                if not wait:
+                    log.info("keyset %s: another replica is making its new keys; not this tick", name)
                     self._install({**self._snapshot.keysets, name: stored})
                     return stored, []
-                now = self.clock.now()
-                events: list[AuditEvent] = []
-                if plan.promote is not None:
-                    candidate = stored.find(plan.promote)
-                    assert candidate is not None
-                    failure = self._canary(backend, candidate)
-                    if failure:
-                        self.canary_failures += 1
-                        events.append(
-                            audit.event(now, actor, "key.validate", candidate.kid, outcome="failed", reason=failure)
-                        )
-                        log.error("key %s failed validation and will not be promoted: %s", candidate.kid, failure)
-                        plan = on_canary_failure(plan)
-                alg = ALGORITHMS[policy.alg]
-                make = new_key or partial(backend.generate, name, alg, policy.key_bits)
-                new_keys = [make() for _ in range(plan.new_keys)]
-                keys, transitions = apply_plan(policy, stored, plan, new_keys, now)
-                if plan.new_current:
-                    fresh = next(k for k in keys if k.kid == new_keys[0].kid)
-                    failure = self._canary(backend, fresh)
-                    if failure:
-                        self.canary_failures += 1
-                        self.store.append_audit(
-                            [audit.event(now, actor, "key.validate", fresh.kid, outcome="failed", reason=failure)]
-                        )
-                        raise KeyValidationError(f"a freshly generated key failed validation: {failure}")
-                events.extend(
-                    audit.event(
-                        now,
-                        actor,
-                        f"key.{t.event}",
-                        t.kid,
-                        reason=reason or plan.reason,
-                        keyset=name,
-                        state=t.state.value,
-                        trigger=plan.reason,
-                        **({"detail": t.detail} if t.detail else {}),
+                if time.monotonic() < wait_until:
+                    time.sleep(CLAIM_POLL)
+                    continue
+                log.warning("keyset %s: another replica's claim outlasted %.0fs; going ahead", name, CLAIM_WAIT)
+            events: list[AuditEvent] = []
+            if plan.promote is not None:
+                candidate = stored.find(plan.promote)
+                assert candidate is not None
+                failure = self._canary(backend, candidate)
+                if failure:
+                    self.canary_failures += 1
+                    events.append(
+                        audit.event(now, actor, "key.validate", candidate.kid, outcome="failed", reason=failure)
                     )
-                    for t in transitions
-                )
+                    log.error("key %s failed validation and will not be promoted: %s", candidate.kid, failure)
+                    plan = on_canary_failure(plan)
+            need = plan.new_keys - len(making.made)
+            if need > 0 and remote_keys:
+                assert making.remote is not None
                 try:
-                    saved = self.store.save_keyset(
-                        Keyset(name, policy.alg, policy.backend, stored.revision, keys), stored.revision, events
-                    )
+                    stored = self._claim(stored, making.remote, need, now)
                 except RevisionConflictError:
-                    continue  # another replica or the CLI came first: reload and plan again
-                audit.log_events(events)
-                self._install({**self._snapshot.keysets, name: saved})
-                self._destroy(backend, stored, saved, transitions)
-                for listener in self.listeners if transitions else ():
-                    listener(name, saved.revision, transitions)
-                return saved, transitions
+                    attempts += 1
+                    continue
+                making.claim = _claim_of(stored)
+            alg = ALGORITHMS[policy.alg]
+            make = new_key or partial(backend.generate, name, alg, policy.key_bits)
+            for _ in range(need):
+                making.made.append(make())  # one by one: a failure leaves those made so far accounted for
+            new_keys = making.made[: plan.new_keys]
+            keys, transitions = apply_plan(policy, stored, plan, new_keys, now)
+            if plan.new_current:
+                fresh = next(k for k in keys if k.kid == new_keys[0].kid)
+                failure = self._canary(backend, fresh)
+                if failure:
+                    self.canary_failures += 1
+                    self.store.append_audit(
+                        [audit.event(now, actor, "key.validate", fresh.kid, outcome="failed", reason=failure)]
+                    )
+                    raise KeyValidationError(f"a freshly generated key failed validation: {failure}")
+            events.extend(
+                audit.event(
+                    now,
+                    actor,
+                    f"key.{t.event}",
+                    t.kid,
+                    reason=reason or plan.reason,
+                    keyset=name,
+                    state=t.state.value,
+                    trigger=plan.reason,
+                    **({"detail": t.detail} if t.detail else {}),
+                )
+                for t in transitions
+            )
+            held = making.holds(stored)
+            updated = replace(
+                stored,
+                alg=policy.alg,
+                backend=policy.backend,
+                keys=keys,
+                claimed_version=making.accounted(stored),
+                claimed_at=None if held else stored.claimed_at,
+            )
+            try:
+                saved = self.store.save_keyset(updated, stored.revision, events)
+            except RevisionConflictError:
+                attempts += 1
+                continue  # another replica or the CLI came first: reload and plan again
+            del making.made[: plan.new_keys]  # what is left is accounted for in claimed_version: never adopted
+            making.claim = None if held else making.claim
+            audit.log_events(events)
+            self._install({**self._snapshot.keysets, name: saved})
+            self._destroy(backend, stored, saved, transitions)
+            for listener in self.listeners if transitions else ():
+                listener(name, saved.revision, transitions)
+            return saved, transitions
         raise ConflictError(f"keyset {name} kept changing under us; try again")
+
+    def _claim(self, stored: Keyset, remote: _RemoteVersions, need: int, now: float) -> Keyset:
+        """Claim the keyset for making `need` remote versions: compare-and-set before any is made.
+
+        The claim reserves the version numbers about to be made (claimed_version), so whatever
+        happens next (this replica loses the race, dies, or another takes over the claim), a version
+        the service made is never taken for one made outside it and adopted."""
+        latest_version, version_of = remote
+        reserve = max(int(latest_version(stored.name)), _known_version(stored, version_of)) + need
+        return self.store.save_keyset(replace(stored, claimed_version=reserve, claimed_at=now), stored.revision)
+
+    def _settle(self, name: str, making: _Making) -> Keyset | None:
+        """Give back the claim `making` holds, if it still does, and account for the remote versions
+        it made but did not use (so they are never adopted); the stored keyset afterwards."""
+        for _ in range(CAS_ATTEMPTS):
+            stored = self.store.get_keyset(name)
+            if stored is None:
+                return None
+            held = making.holds(stored)
+            mark = making.accounted(stored)
+            if not held and mark == stored.claimed_version:
+                break
+            settled = replace(stored, claimed_version=mark, claimed_at=None if held else stored.claimed_at)
+            try:
+                stored = self.store.save_keyset(settled, stored.revision)
+            except RevisionConflictError:
+                continue
+            break
+        else:
+            return None
+        making.claim, making.made[:] = None, []
+        return stored
 
     def _destroy(self, backend: KeyBackend, before: Keyset, after: Keyset, transitions: list[Transition]) -> None:
         """Backends that hold keys elsewhere (Vault) destroy retired versions there too.
@@ -529,9 +636,17 @@ class KeyService:
             raise InvalidTokenError("token revoked")
         return Introspected(verified.claims, verified.kid, keyset)
 
-    def revoke_token(self, jti: str, expires_at: float) -> None:
-        self.store.revoke_token(jti, expires_at)
-        self._revoked[jti] = expires_at
+    def revocation_record_expiry(self, token_exp: float) -> float:
+        """Until when a revocation of a token expiring at `token_exp` is kept: introspection accepts
+        a token up to exp + leeway (RFC 7519 §4.1.4), so the record must outlive every such window."""
+        leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
+        return token_exp + leeway + REVOCATION_RECORD_MARGIN
+
+    def revoke_token(self, jti: str, token_exp: float) -> None:
+        """RFC 7009: the token is inactive from now on, on every replica, for as long as any could accept it."""
+        keep_until = self.revocation_record_expiry(token_exp)
+        self.store.revoke_token(jti, keep_until)
+        self._revoked[jti] = keep_until
 
     def readiness(self) -> dict[str, str]:
         """Problems that make this replica unready: {} when ready."""
@@ -543,3 +658,55 @@ class KeyService:
         problems.update(self._snapshot.problems)
         problems.update({name: f"degraded: {why}" for name, why in self.degraded.items()})
         return problems
+
+
+_RemoteVersions = tuple[Callable[[str], int], Callable[[KeyVersion], int | None]]
+
+
+def _remote_versions(backend: KeyBackend) -> _RemoteVersions | None:
+    """(latest_version, version_of) of a backend whose key versions live elsewhere (Vault Transit),
+    where a version made cannot be taken back; None for a backend that makes keys in memory."""
+    latest_version = getattr(backend, "latest_version", None)
+    version_of = getattr(backend, "version_of", None)
+    if latest_version is None or version_of is None:
+        return None
+    return latest_version, version_of
+
+
+def _known_version(keyset: Keyset, version_of: Callable[[KeyVersion], int | None]) -> int:
+    """The newest remote version the service accounts for: one a record points at, or one it claimed."""
+    return max([keyset.claimed_version, *(v for k in keyset.keys if (v := version_of(k)) is not None)])
+
+
+def _claim_of(keyset: Keyset) -> tuple[int, float] | None:
+    return None if keyset.claimed_at is None else (keyset.claimed_version, keyset.claimed_at)
+
+
+def _claimed_by_another(keyset: Keyset, mine: tuple[int, float] | None, now: float) -> bool:
+    """Another replica is making this keyset's remote versions (a live claim that is not ours). A claim
+    far from our clock either way is stale: its replica died, or the clocks disagree beyond any use."""
+    claim = _claim_of(keyset)
+    return claim is not None and claim != mine and abs(now - claim[1]) < CLAIM_SECONDS
+
+
+@dataclass(slots=True)
+class _Making:
+    """What one transition made across its compare-and-set attempts: keys not saved yet, and its claim."""
+
+    remote: _RemoteVersions | None
+    made: list[NewKey] = field(default_factory=list)
+    claim: tuple[int, float] | None = None
+
+    def holds(self, keyset: Keyset) -> bool:
+        return self.claim is not None and _claim_of(keyset) == self.claim
+
+    def accounted(self, keyset: Keyset) -> int:
+        """`keyset.claimed_version`, raised to cover the remote versions made here."""
+        if self.remote is None:
+            return keyset.claimed_version
+        version_of = self.remote[1]
+        records = (
+            KeyVersion(nk.kid, keyset.name, keyset.alg, KeyState.NEXT, 0.0, nk.public_jwk, nk.sealed_private)
+            for nk in self.made
+        )
+        return max([keyset.claimed_version, *(v for r in records if (v := version_of(r)) is not None)])

@@ -1,8 +1,9 @@
 """Stores: where keysets, clients, token revocations and the audit log persist.
 
 Every implementation passes the same conformance suite (tests/contract/test_store_conformance.py).
-Keyset writes are compare-and-set on the keyset's revision: a writer that read revision N may
-write only while it is still N, so a transition planned by several replicas lands exactly once.
+Keyset and client writes are compare-and-set on the record's revision: a writer that read revision N
+may write only while it is still N, so a transition planned by several replicas lands exactly once
+and two updates of one client never overwrite each other.
 """
 
 from __future__ import annotations
@@ -40,12 +41,22 @@ class Store(Protocol):
 
     def list_clients(self) -> list[Client]: ...
 
-    def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None: ...
+    def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
+        """Write `client` if the stored record's revision is still `expected_revision` (0: the client
+        must not exist, so a client deleted meanwhile is never written back), with its audit events,
+        atomically. Returns it with the new revision; RevisionConflictError when another writer came first."""
+        ...
+
+    def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None:
+        """Write `client` whatever is stored (a restored backup); its revision still moves on, so a
+        compare-and-set writer that read the record before loses."""
+        ...
 
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool: ...
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
-        """Record a revoked access token until it would have expired anyway (RFC 7009)."""
+        """Record a revoked access token (RFC 7009) until `expires_at`: the service passes the moment
+        after which no replica could accept the token any more (its exp plus leeway and a margin)."""
         ...
 
     def revoked_tokens(self, now: float) -> dict[str, float]:

@@ -62,6 +62,8 @@ def client_to_dict(c: Client) -> dict[str, Any]:
 
 
 def client_from_dict(d: dict[str, Any]) -> Client:
+    """`client_to_dict` leaves the revision out (backups carry none); the stores add it to their own
+    records. A stored record from before revisions existed counts as revision 1."""
     return Client(
         client_id=d["client_id"],
         name=d["name"],
@@ -73,6 +75,7 @@ def client_from_dict(d: dict[str, Any]) -> Client:
         secrets=tuple(
             SecretHash(_unb64(s["digest"]) or b"", s["created_at"], s.get("expires_at")) for s in d["secrets"]
         ),
+        revision=int(d.get("revision", 1)),
     )
 
 

@@ -6,9 +6,9 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:revision            string  global revision: INCR on every write (not on auth failures)
     {jwks}:keysets             set     keyset names
     {jwks}:keyset:<name>       hash    revision (for compare-and-set), data (JSON: name, alg, backend,
-                                       revision, keys as codec.key_to_dict)
+                                       revision, keys as codec.key_to_dict, claimed_version, claimed_at)
     {jwks}:clients             set     client ids
-    {jwks}:client:<id>         string  JSON (codec.client_to_dict)
+    {jwks}:client:<id>         string  JSON (codec.client_to_dict and the client's revision, for compare-and-set)
     {jwks}:revoked             zset    jti -> expiry (ZADD GT: a later revocation never shortens one)
     {jwks}:audit               zset    id -> JSON of the event with its id (member), score = id
     {jwks}:audit_at            zset    id -> at, for ``list_audit(since=...)``
@@ -19,7 +19,7 @@ Cluster slot and every multi-key command or script is legal there:
     channel {jwks}:changes             PUBLISH of the new global revision after every write
 
 Every write of state (keysets, clients, revocations, audit) is one Lua script: the check (the
-keyset's revision for compare-and-set), the change, its audit events, the INCR of the global
+keyset's or client's revision for compare-and-set), the change, its audit events, the INCR of the global
 revision and the PUBLISH run as one atomic unit. There is no lock anywhere.
 
 Every redis-py error becomes a StoreError here, once, naming the server but never the password.
@@ -33,6 +33,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -97,13 +98,21 @@ return commit(stored + 1)
 """
 )
 
-# KEYS 6 client key, 7 clients set; ARGV A client id, A+1 JSON.
-_PUT_CLIENT = (
+# KEYS 6 client key, 7 clients set; ARGV A client id, A+1 the client's JSON without its closing brace,
+# A+2 expected revision ('' for a write whatever is stored). The revision is read from the stored JSON
+# (records from before revisions count as 1) and written back into it, one more: the rest of the JSON is
+# stored as sent, never re-encoded here (cjson would round its floats). Replies {1, new revision} or
+# {0, stored revision} (compare-and-set lost: nothing written).
+_SAVE_CLIENT = (
     _PRELUDE
     + """
-redis.call('SET', KEYS[6], ARGV[A + 1])
+local stored = 0
+local current = redis.call('GET', KEYS[6])
+if current then stored = tonumber(cjson.decode(current)['revision'] or 1) end
+if ARGV[A + 2] ~= '' and stored ~= tonumber(ARGV[A + 2]) then return {0, stored} end
+redis.call('SET', KEYS[6], ARGV[A + 1] .. ',"revision":' .. string.format('%d', stored + 1) .. '}')
 redis.call('SADD', KEYS[7], ARGV[A])
-return commit(1)
+return commit(stored + 1)
 """
 )
 
@@ -207,7 +216,7 @@ class RedisStore:
         self._k_audit_seq = p + "audit_seq"
         self.channel = p + "changes"
         self._save_keyset = self._r.register_script(_SAVE_KEYSET)
-        self._put_client = self._r.register_script(_PUT_CLIENT)
+        self._save_client = self._r.register_script(_SAVE_CLIENT)
         self._delete_client = self._r.register_script(_DELETE_CLIENT)
         self._revoke_token = self._r.register_script(_REVOKE_TOKEN)
         self._append_audit = self._r.register_script(_APPEND_AUDIT)
@@ -270,7 +279,15 @@ class RedisStore:
     def _keyset(data: str) -> Keyset:
         d = json.loads(data)
         keys = sorted((key_from_dict(k) for k in d["keys"]), key=lambda k: (k.created_at, k.kid))
-        return Keyset(d["name"], d["alg"], d["backend"], int(d["revision"]), tuple(keys))
+        return Keyset(
+            d["name"],
+            d["alg"],
+            d["backend"],
+            int(d["revision"]),
+            tuple(keys),
+            int(d.get("claimed_version", 0)),
+            d.get("claimed_at"),
+        )
 
     def get_keyset(self, name: str) -> Keyset | None:
         with self._guard("read a keyset"):
@@ -294,6 +311,8 @@ class RedisStore:
             "backend": keyset.backend,
             "revision": new_revision,
             "keys": [key_to_dict(k) for k in keyset.keys],
+            "claimed_version": keyset.claimed_version,
+            "claimed_at": keyset.claimed_at,
         }
         with self._guard("save a keyset"):
             ok, value = self._write(
@@ -306,7 +325,7 @@ class RedisStore:
             raise RevisionConflictError(
                 f"keyset {keyset.name} is at revision {value}, not {expected_revision}: another writer came first"
             )
-        return Keyset(keyset.name, keyset.alg, keyset.backend, int(value), keyset.keys)
+        return replace(keyset, revision=int(value))
 
     def get_client(self, client_id: str) -> Client | None:
         with self._guard("read a client"):
@@ -320,15 +339,26 @@ class RedisStore:
         clients = [client_from_dict(json.loads(str(d))) for d in rows if d is not None]
         return sorted(clients, key=lambda c: c.created_at)  # stable: ties stay in client_id order
 
+    def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
+        return self._write_client(client, expected_revision, audit)
+
     def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None:
+        self._write_client(client, None, audit)
+
+    def _write_client(self, client: Client, expected: int | None, audit: Sequence[AuditEvent]) -> Client:
         payload = json.dumps(client_to_dict(client), separators=(",", ":"))
         with self._guard("write a client"):
-            self._write(
-                self._put_client,
+            ok, value = self._write(
+                self._save_client,
                 [self._client_key(client.client_id), self._k_clients],
-                [client.client_id, payload],
+                [client.client_id, payload[:-1], "" if expected is None else expected],
                 audit,
             )
+        if not ok:
+            raise RevisionConflictError(
+                f"client {client.client_id} is at revision {value}, not {expected}: another writer came first"
+            )
+        return replace(client, revision=int(value))
 
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
         with self._guard("delete a client"):

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import RevisionConflictError, StoreError
@@ -23,7 +24,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('schema', 1);
 CREATE TABLE IF NOT EXISTS keysets (
-  name TEXT PRIMARY KEY, alg TEXT NOT NULL, backend TEXT NOT NULL, revision INTEGER NOT NULL);
+  name TEXT PRIMARY KEY, alg TEXT NOT NULL, backend TEXT NOT NULL, revision INTEGER NOT NULL,
+  claimed_version INTEGER NOT NULL DEFAULT 0, claimed_at REAL);
 CREATE TABLE IF NOT EXISTS keys (
   keyset TEXT NOT NULL, kid TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (keyset, kid));
 CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -34,6 +36,11 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE TABLE IF NOT EXISTS auth_failures (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures (key, at);
 """
+
+# Columns added to a table after its first release: a store made before them gets them when opened.
+_ADDED_COLUMNS = {
+    "keysets": {"claimed_version": "INTEGER NOT NULL DEFAULT 0", "claimed_at": "REAL"},
+}
 
 # Failure counters older than this are deleted as new ones are written (the longest window is a minute).
 AUTH_FAILURE_RETENTION = 300.0
@@ -54,8 +61,25 @@ class SQLiteStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            self._add_columns()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+
+    def _add_columns(self) -> None:
+        """Columns added since a table's first release, for a store made before them; checked inside
+        the write lock, so two processes opening an old store at once add each column once."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {str(row[1]) for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in present:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -85,18 +109,29 @@ class SQLiteStore:
     def revision(self) -> int:
         return int(str(self._read("SELECT value FROM meta WHERE name = 'revision'")[0][0]))
 
-    def _keyset(self, name: str, alg: object, backend: object, revision: object) -> Keyset:
+    _KEYSET_COLUMNS = "name, alg, backend, revision, claimed_version, claimed_at"
+
+    def _keyset(self, row: tuple[object, ...]) -> Keyset:
+        name, alg, backend, revision, claimed_version, claimed_at = row
         rows = self._read("SELECT data FROM keys WHERE keyset = ?", (name,))
         keys = sorted((key_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda k: (k.created_at, k.kid))
-        return Keyset(name, str(alg), str(backend), int(str(revision)), tuple(keys))
+        return Keyset(
+            str(name),
+            str(alg),
+            str(backend),
+            int(str(revision)),
+            tuple(keys),
+            int(str(claimed_version)),
+            None if claimed_at is None else float(str(claimed_at)),
+        )
 
     def get_keyset(self, name: str) -> Keyset | None:
-        rows = self._read("SELECT name, alg, backend, revision FROM keysets WHERE name = ?", (name,))
-        return self._keyset(*rows[0]) if rows else None  # type: ignore[arg-type]
+        rows = self._read(f"SELECT {self._KEYSET_COLUMNS} FROM keysets WHERE name = ?", (name,))  # noqa: S608 - constant
+        return self._keyset(rows[0]) if rows else None
 
     def list_keysets(self) -> list[Keyset]:
-        rows = self._read("SELECT name, alg, backend, revision FROM keysets ORDER BY name")
-        return [self._keyset(*r) for r in rows]  # type: ignore[arg-type]
+        rows = self._read(f"SELECT {self._KEYSET_COLUMNS} FROM keysets ORDER BY name")  # noqa: S608 - constant
+        return [self._keyset(r) for r in rows]
 
     def save_keyset(self, keyset: Keyset, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Keyset:
         new_revision = expected_revision + 1
@@ -108,10 +143,12 @@ class SQLiteStore:
                     f"keyset {keyset.name} is at revision {stored}, not {expected_revision}: another writer came first"
                 )
             db.execute(
-                "INSERT INTO keysets (name, alg, backend, revision) VALUES (?, ?, ?, ?) "
+                "INSERT INTO keysets (name, alg, backend, revision, claimed_version, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET alg = excluded.alg, backend = excluded.backend, "
-                "revision = excluded.revision",
-                (keyset.name, keyset.alg, keyset.backend, new_revision),
+                "revision = excluded.revision, claimed_version = excluded.claimed_version, "
+                "claimed_at = excluded.claimed_at",
+                (keyset.name, keyset.alg, keyset.backend, new_revision, keyset.claimed_version, keyset.claimed_at),
             )
             db.execute("DELETE FROM keys WHERE keyset = ?", (keyset.name,))
             db.executemany(
@@ -119,7 +156,7 @@ class SQLiteStore:
                 [(keyset.name, k.kid, json.dumps(key_to_dict(k))) for k in keyset.keys],
             )
             self._insert_audit(db, audit)
-        return Keyset(keyset.name, keyset.alg, keyset.backend, new_revision, keyset.keys)
+        return replace(keyset, revision=new_revision)
 
     def get_client(self, client_id: str) -> Client | None:
         rows = self._read("SELECT data FROM clients WHERE client_id = ?", (client_id,))
@@ -129,14 +166,28 @@ class SQLiteStore:
         rows = self._read("SELECT data FROM clients ORDER BY client_id")
         return sorted((client_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda c: c.created_at)
 
+    def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
+        return self._write_client(client, expected_revision, audit)
+
     def put_client(self, client: Client, audit: Sequence[AuditEvent] = ()) -> None:
+        self._write_client(client, None, audit)
+
+    def _write_client(self, client: Client, expected: int | None, audit: Sequence[AuditEvent]) -> Client:
         with self._write() as db:
+            row = db.execute("SELECT data FROM clients WHERE client_id = ?", (client.client_id,)).fetchone()
+            stored = client_from_dict(json.loads(str(row[0]))).revision if row else 0
+            if expected is not None and stored != expected:
+                raise RevisionConflictError(
+                    f"client {client.client_id} is at revision {stored}, not {expected}: another writer came first"
+                )
+            saved = replace(client, revision=stored + 1)
             db.execute(
                 "INSERT INTO clients (client_id, data) VALUES (?, ?) "
                 "ON CONFLICT (client_id) DO UPDATE SET data = excluded.data",
-                (client.client_id, json.dumps(client_to_dict(client))),
+                (client.client_id, json.dumps({**client_to_dict(saved), "revision": saved.revision})),
             )
             self._insert_audit(db, audit)
+        return saved
 
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
         with self._write() as db:

@@ -4,6 +4,7 @@ pub/sub change feed (including a Redis restart). Runs against a real redis-serve
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import socket
@@ -11,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +23,7 @@ from support import free_port
 import jwks_service.stores.redis as redis_module
 from jwks_service.errors import ConfigError, RevisionConflictError, StoreError
 from jwks_service.model import AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash
+from jwks_service.stores.codec import client_to_dict
 from jwks_service.stores.redis import AUTH_FAILURE_RETENTION, REVOKED_TRIM_MARGIN, RedisStore
 
 OpenStore = Callable[..., RedisStore]
@@ -127,6 +130,31 @@ def test_a_retried_write_is_applied_once(open_store: OpenStore, monkeypatch: pyt
     again = store.save_keyset(keyset(key("a")), 0, [event("created")])  # no conflict: it is the same write
     assert first.revision == again.revision == 1
     assert [e.target for e in store.list_audit()] == ["created", "once"] and store.revision() == 2
+
+
+def test_client_records_keep_their_floats_and_read_old_records_as_revision_one(
+    open_store: OpenStore, raw: redis.Redis, namespace: str
+) -> None:
+    """The Lua script splices the revision into the JSON it was sent, never re-encoding it (cjson
+    would round floats to 14 digits); a record written before revisions existed is revision 1."""
+    store = open_store()
+    precise = Client(
+        "c1", "svc", ("read",), ("api",), "default", 900, 1700000000.123456, (SecretHash(b"\x01" * 32, 1e-7, 2.5e300),)
+    )
+    saved = store.save_client(precise, 0)
+    loaded = store.get_client("c1")
+    assert loaded == precise and loaded is not None and loaded.revision == saved.revision == 1
+    legacy = json.dumps(client_to_dict(client("old")))
+    raw.set(f"{{{namespace}}}:client:old", legacy)
+    raw.sadd(f"{{{namespace}}}:clients", "old")
+    old = store.get_client("old")
+    assert old is not None and old.revision == 1
+    with pytest.raises(RevisionConflictError):
+        store.save_client(old, 0)
+    assert store.save_client(replace(old, name="new"), 1).revision == 2
+    assert raw.get(f"{{{namespace}}}:client:old") == json.dumps(
+        {**client_to_dict(replace(old, name="new")), "revision": 2}, separators=(",", ":")
+    )
 
 
 # -- key layout -----------------------------------------------------------------------------------

@@ -119,6 +119,23 @@ def test_compare_and_set_on_revision(store: Store) -> None:
     assert {k.kid for k in loaded.keys} == {"a", "b"}
 
 
+def test_keyset_claim_round_trips_and_is_compare_and_set(store: Store) -> None:
+    """A remote backend's claim (see KeyService._claim) lives in the keyset record: the version
+    mark stays, the claim time clears, and both move only with a winning compare-and-set."""
+    claimed = store.save_keyset(replace(keyset(key("a")), claimed_version=7, claimed_at=1700000000.25), 0)
+    assert (claimed.revision, claimed.claimed_version, claimed.claimed_at) == (1, 7, 1700000000.25)
+    assert store.get_keyset("default") == claimed
+    assert store.list_keysets() == [claimed]
+    with pytest.raises(RevisionConflictError):
+        store.save_keyset(replace(claimed, claimed_version=9, claimed_at=5.0), 0)
+    released = store.save_keyset(replace(claimed, claimed_at=None), 1)
+    loaded = store.get_keyset("default")
+    assert loaded == released and loaded is not None and (loaded.claimed_version, loaded.claimed_at) == (7, None)
+    store.save_keyset(keyset(key("b"), revision=2), 2)  # a record is written as given, claim fields too
+    again = store.get_keyset("default")
+    assert again is not None and (again.claimed_version, again.claimed_at) == (0, None)
+
+
 def test_save_replaces_key_set_and_drops_material(store: Store) -> None:
     store.save_keyset(keyset(key("a"), key("b", KeyState.NEXT)), 0)
     retired = key("a", KeyState.RETIRED).with_(sealed_private=None, retired_at=2000.0)
@@ -195,6 +212,70 @@ def test_clients_crud(store: Store) -> None:
     assert store.delete_client("c1") is True
     assert store.delete_client("c1") is False
     assert store.get_client("c1") is None
+
+
+def test_client_compare_and_set(store: Store) -> None:
+    created = store.save_client(client("c1"), 0, [AuditEvent(at=1.0, actor="t", action="client.create", target="c1")])
+    assert created.revision == 1
+    loaded = store.get_client("c1")
+    assert loaded is not None and loaded.revision == 1 and loaded == client("c1")
+    with pytest.raises(RevisionConflictError):
+        store.save_client(client("c1"), 0)  # expected 0: must not exist yet
+    rotated = store.save_client(replace(loaded, secrets=loaded.secrets[:1]), 1)
+    assert rotated.revision == 2
+    with pytest.raises(RevisionConflictError):
+        store.save_client(replace(loaded, name="stale"), 1, [AuditEvent(at=2.0, actor="t", action="lost", target="c1")])
+    stored = store.get_client("c1")
+    assert stored is not None and stored.revision == 2 and stored.name == "svc" and stored.secrets == loaded.secrets[:1]
+    assert [e.action for e in store.list_audit()] == ["client.create"]  # a lost compare-and-set writes no audit
+
+
+def test_every_client_write_moves_its_revision(store: Store) -> None:
+    store.put_client(client("c1"))
+    first = store.get_client("c1")
+    assert first is not None and first.revision >= 1
+    store.put_client(replace(first, name="renamed"))  # an unconditional write (a restored backup) counts too
+    second = store.get_client("c1")
+    assert second is not None and second.revision > first.revision
+    with pytest.raises(RevisionConflictError):
+        store.save_client(replace(first, name="stale"), first.revision)
+    assert [c.revision for c in store.list_clients()] == [second.revision]
+
+
+def test_deleted_client_is_not_brought_back_by_a_stale_writer(store: Store) -> None:
+    """A secret rotation that read the client before a deletion must not write it back."""
+    saved = store.save_client(client("c1"), 0)
+    assert store.delete_client("c1") is True
+    with pytest.raises(RevisionConflictError):
+        store.save_client(replace(saved, name="resurrected"), saved.revision)
+    assert store.get_client("c1") is None
+    assert store.save_client(client("c1"), 0).revision == 1  # a new client of that id starts over
+
+
+def test_concurrent_client_writers_exactly_one_wins(make_store: Callable[[], Store]) -> None:
+    first = make_store()
+    base = first.save_client(client("c1"), 0)
+    stores = [make_store() for _ in range(6)]
+    wins: list[str] = []
+    losses: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def writer(i: int, s: Store) -> None:
+        barrier.wait()
+        try:
+            s.save_client(replace(base, name=f"w{i}"), base.revision)
+            wins.append(f"w{i}")
+        except RevisionConflictError:
+            losses.append(f"w{i}")
+
+    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == len(stores) - 1
+    loaded = first.get_client("c1")
+    assert loaded is not None and loaded.revision == 2 and loaded.name == wins[0]
 
 
 def test_revoked_tokens_expire(store: Store) -> None:

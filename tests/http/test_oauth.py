@@ -253,6 +253,28 @@ def test_revoke_own_token(http: TestClient, creds: tuple[str, str]) -> None:
     assert introspect(http, creds, other)["active"] is True
 
 
+def test_revoked_token_stays_inactive_through_the_leeway_after_exp(
+    http: TestClient, creds: tuple[str, str], clock: ManualClock, runtime: Runtime, runtime_factory: object
+) -> None:
+    """Introspection accepts a token until exp + leeway, so its revocation record must outlive that."""
+    token = get_token(http, creds)
+    other = get_token(http, creds)
+    assert http.post("/oauth/revoke", data={"token": token}, headers=basic(*creds)).status_code == 200
+    exp = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    leeway = runtime.settings.keysets["default"].leeway
+    clock.set(exp + leeway / 2)
+    runtime.keys.refresh(force=True)  # the revocation list as read back from the store now
+    assert introspect(http, creds, other)["active"] is True  # still inside its leeway
+    assert introspect(http, creds, token) == {"active": False}
+    fresh = runtime_factory()  # type: ignore[operator]  # a process started now
+    with pytest.raises(Exception, match="revoked"):
+        fresh.keys.introspect(token)
+    # The record is dropped once no replica could accept the token any more.
+    clock.set(exp + 86400)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    assert jti not in runtime.store.revoked_tokens(clock.now())
+
+
 def test_revoke_foreign_or_unknown_token_is_200_and_noop(http: TestClient, runtime: Runtime) -> None:
     a, sa = runtime.clients.create("a", ["read"], ["api"])
     b, sb = runtime.clients.create("b", ["read"], ["api"])

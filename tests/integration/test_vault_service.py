@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,11 @@ import pytest
 from starlette.testclient import TestClient
 from support import ISSUER, basic, make_settings
 
+import jwks_service.service as service_module
+from jwks_service.clock import ManualClock
 from jwks_service.http import create_app
 from jwks_service.runtime import Runtime, build_runtime
+from jwks_service.service import OUT_OF_BAND_CHECK_SECONDS
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -177,3 +182,168 @@ def test_out_of_band_transit_rotation_is_adopted_as_next(vault_runtime: Any, ope
     jwt.decode(token, key, algorithms=["ES256"], audience="api", issuer=ISSUER)
     rt.keys.tick()  # adopted once, not again
     assert rt.keys.summary(name)["current"] == after["next"]
+
+
+class GatedBackend:
+    """A VaultBackend whose `generate` waits for the test's go-ahead before it makes a Transit version."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def generate(self, *args: Any) -> Any:
+        self.entered.set()
+        assert self.go.wait(timeout=30), "the test never let generate go on"
+        return self._backend.generate(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+def test_replicas_racing_one_rotation_make_one_transit_version_and_adopt_none(
+    openbao: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    """Two replicas' schedulers find the same rotation due at once. Only the one that wins makes a
+    Transit version: the other must not rotate the Transit key too, else its orphan version is
+    "adopted" as made outside the service 10 s later, restarting the prepublish clock."""
+    monkeypatch.setenv("VAULT_TOKEN", openbao.root_token)
+    name = unique("r")
+    settings = make_settings(tmp_path, {name: {"alg": "ES256", "backend": "vault"}}, vault={"addr": openbao.addr})
+    a, b = build_runtime(settings, clock), build_runtime(settings, clock)
+    try:
+        transit = openbao.client().secrets.transit
+        policy = settings.keysets[name]
+        before = a.keys.summary(name)
+        clock.advance(policy.rotation_period + 1)  # the scheduled rotation is due on both replicas
+        replicas = {"a": a, "b": b}
+        gates = {}
+        for who, rt in replicas.items():
+            gates[who] = GatedBackend(rt.keys.backends["vault"])
+            rt.keys.backends = {**rt.keys.backends, "vault": gates[who]}
+        done: dict[str, list[Any]] = {}
+        threads = {
+            who: threading.Thread(target=lambda who=who, rt=rt: done.setdefault(who, rt.keys.tick()))
+            for who, rt in replicas.items()
+        }
+        threads["a"].start()
+        assert gates["a"].entered.wait(timeout=20)  # A is about to make the new version
+        threads["b"].start()
+        b_made_one = gates["b"].entered.wait(timeout=3)  # B must not get as far while A holds the rotation
+        gates["a"].go.set()
+        gates["b"].go.set()
+        for t in threads.values():
+            t.join(timeout=30)
+        assert done.keys() == {"a", "b"}
+        for rt in (a, b):
+            rt.keys.refresh(force=True)
+        after = a.keys.summary(name)
+        assert after["current"] == before["next"] and after["previous"] == before["current"]  # rotated once
+        ks = a.keys.snapshot.keysets[name]
+        nxt = ks.next
+        assert nxt is not None
+        latest = int(transit.read_key(f"jwks-{name}")["data"]["latest_version"])
+        version_of = a.keys.backends["vault"].version_of
+        assert version_of(nxt) == latest, (
+            f"Transit is at v{latest} but next is v{version_of(nxt)}: a replica rotated the Transit key and lost"
+        )
+        assert not b_made_one
+        # Past the out-of-band check: nothing is adopted, next stays, its prepublish clock unchanged.
+        clock.advance(OUT_OF_BAND_CHECK_SECONDS + 1)
+        assert a.keys.tick() == [] and b.keys.tick() == []
+        for rt in (a, b):
+            rt.keys.refresh(force=True)
+            again = rt.keys.snapshot.keysets[name].next
+            assert again is not None and (again.kid, again.created_at) == (nxt.kid, nxt.created_at)
+        events = [e.action for e in a.store.list_audit(limit=100) if e.details.get("keyset") == name]
+        assert "key.discarded" not in events
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_replica_that_died_holding_the_claim_delays_the_rotation_and_its_version_is_never_adopted(
+    openbao: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    """What a replica killed mid-rotation leaves behind: its claim in the store and the Transit version
+    it made. The scheduler of another replica waits for the claim to go stale, then rotates with a
+    version of its own; the dead replica's version counts as the service's own, never adopted."""
+    monkeypatch.setenv("VAULT_TOKEN", openbao.root_token)
+    monkeypatch.setattr(service_module, "CLAIM_WAIT", 0.2)
+    name = unique("d")
+    settings = make_settings(tmp_path, {name: {"alg": "ES256", "backend": "vault"}}, vault={"addr": openbao.addr})
+    rt = build_runtime(settings, clock)
+    try:
+        transit = openbao.client().secrets.transit
+        before = rt.keys.summary(name)
+        clock.advance(settings.keysets[name].rotation_period + 1)
+        stored = rt.store.get_keyset(name)
+        assert stored is not None
+        latest = int(transit.read_key(f"jwks-{name}")["data"]["latest_version"])
+        rt.store.save_keyset(replace(stored, claimed_version=latest + 1, claimed_at=clock.now()), stored.revision)
+        transit.rotate_key(f"jwks-{name}")  # the dead replica's version
+        rt.keys.refresh(force=True)
+        assert rt.keys.tick() == []  # the claim is fresh: the scheduler leaves the keyset alone
+        assert rt.keys.summary(name) == {**before, "previous": None}
+        clock.advance(service_module.CLAIM_SECONDS + 1)
+        assert {t.event for t in rt.keys.tick()} == {"rotated", "created"}
+        nxt = rt.keys.snapshot.keysets[name].next
+        assert nxt is not None and rt.keys.summary(name)["current"] == before["next"]
+        assert rt.keys.backends["vault"].version_of(nxt) == latest + 2  # its own, after the dead one's
+        clock.advance(OUT_OF_BAND_CHECK_SECONDS + 1)
+        assert rt.keys.tick() == []
+        assert rt.keys.snapshot.keysets[name].next == nxt
+        # An administrator does not wait for a claim that long: a rotation goes ahead after CLAIM_WAIT.
+        clock.advance(settings.keysets[name].prepublish + 1)
+        stored = rt.store.get_keyset(name)
+        assert stored is not None and stored.claimed_at is None
+        rt.store.save_keyset(replace(stored, claimed_version=latest + 3, claimed_at=clock.now()), stored.revision)
+        transit.rotate_key(f"jwks-{name}")
+        rotated = rt.keys.rotate(name, reason="test")
+        assert rotated["current"] == nxt.kid
+        final = rt.store.get_keyset(name)
+        assert final is not None and final.claimed_at is None and final.next is not None
+        assert rt.keys.backends["vault"].version_of(final.next) == latest + 4
+        clock.advance(OUT_OF_BAND_CHECK_SECONDS + 1)
+        assert rt.keys.tick() == []
+    finally:
+        rt.close()
+
+
+def test_replicas_ticking_at_once_round_after_round_keep_transit_and_the_keyset_in_step(
+    openbao: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: ManualClock
+) -> None:
+    """The same race without a gate, several times: whoever wins, Transit's latest version is the
+    keyset's next and nothing is adopted afterwards."""
+    monkeypatch.setenv("VAULT_TOKEN", openbao.root_token)
+    name = unique("t")
+    settings = make_settings(tmp_path, {name: {"alg": "ES256", "backend": "vault"}}, vault={"addr": openbao.addr})
+    replicas = [build_runtime(settings, clock) for _ in range(3)]
+    transit = openbao.client().secrets.transit
+    try:
+        for _ in range(4):
+            clock.advance(settings.keysets[name].rotation_period + 1)
+            barrier = threading.Barrier(len(replicas))
+            done: list[list[Any]] = []
+
+            def tick(rt: Runtime, barrier: threading.Barrier = barrier, done: list[list[Any]] = done) -> None:
+                barrier.wait(timeout=10)
+                done.append(rt.keys.tick())
+
+            threads = [threading.Thread(target=tick, args=(rt,)) for rt in replicas]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert sum(1 for transitions in done if transitions) == 1  # one replica rotated
+            for rt in replicas:
+                rt.keys.refresh(force=True)
+            nxt = replicas[0].keys.snapshot.keysets[name].next
+            assert nxt is not None
+            latest = int(transit.read_key(f"jwks-{name}")["data"]["latest_version"])
+            assert replicas[0].keys.backends["vault"].version_of(nxt) == latest
+            clock.advance(OUT_OF_BAND_CHECK_SECONDS + 1)
+            assert [rt.keys.tick() for rt in replicas] == [[]] * len(replicas)
+    finally:
+        for rt in replicas:
+            rt.close()

@@ -489,6 +489,17 @@ def test_retire_at_follows_policy_verify_window() -> None:
     assert prev.retire_at == T0 + 4260
 
 
+def test_a_next_replaced_by_an_adopted_version_is_not_called_a_validation_failure() -> None:
+    ks = steady(next_age=60)
+    adopted = Plan("ks", "adopted", discard="nxt", new_next=True)
+    _, transitions = apply_plan(POLICY, ks, adopted, [new_key("outside")], T0)
+    discarded = next(t for t in transitions if t.event == "discarded")
+    assert discarded.detail == "replaced by a backend version made outside the service"
+    failed = on_canary_failure(plan_tick(POLICY, steady(current_age=400 * DAY, next_age=2 * HOUR), T0))
+    _, transitions = apply_plan(POLICY, ks, failed, new_keys(failed), T0)
+    assert next(t for t in transitions if t.event == "discarded").detail == "failed validation before promotion"
+
+
 def test_private_material_dropped_on_retire_revoke_discard() -> None:
     ks = keyset(
         key("old", KeyState.PREVIOUS, T0 - DAY, retire_at=T0),

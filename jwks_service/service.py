@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -41,8 +41,10 @@ from .lifecycle import NewKey, Plan, Transition, apply_plan, on_canary_failure, 
 from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
 from .tokens import (
+    CheckedToken,
     access_token_claims,
     assemble,
+    check_access_token,
     check_claims,
     encode_header,
     encode_token,
@@ -56,6 +58,9 @@ CAS_ATTEMPTS = 8
 OUT_OF_BAND_CHECK_SECONDS = 10.0  # how often a remote backend is asked for versions made behind our back
 # Introspection refuses to vouch for a token when the revocation list is older than this.
 REVOCATION_STALENESS = 5.0
+
+# Runs a remote signature check off the event loop: (verify, signing input, signature) -> valid.
+RemoteVerify = Callable[[Callable[[bytes, bytes], bool], bytes, bytes], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,7 @@ class KeyService:
         self._snapshot = Snapshot({}, {}, {}, {}, render_jwks([]))
         self._revoked: dict[str, float] = {}
         self._revoked_loaded_at = float("-inf")
+        self._store_problem = ""  # why the last refresh could not read the store ("" when it could)
         self.canary_failures = 0
         self._batcher: MicroBatcher | None = None
         self._adoption_checked: dict[str, float] = {}
@@ -160,18 +166,21 @@ class KeyService:
             revision = self.store.revision()
             if revision == self._seen_revision and not force:
                 self._revoked_loaded_at = self.clock.now()
+                self._store_problem = ""
                 return False
             keysets = {ks.name: ks for ks in self.store.list_keysets() if ks.name in self.settings.keysets}
             for name, served in self._snapshot.keysets.items():
                 if name not in keysets and served.revision > 0:
                     keysets[name] = self._reseed(served)
             revoked = self.store.revoked_tokens(self.clock.now())
-        except StoreError:
+        except StoreError as exc:
             self._revoked_loaded_at = float("-inf")
+            self._store_problem = exc.description
             raise
         self._install(keysets)
         self._revoked = revoked
         self._revoked_loaded_at = self.clock.now()
+        self._store_problem = ""
         self._seen_revision = revision
         return True
 
@@ -208,8 +217,11 @@ class KeyService:
                 if not key.verifies:
                     continue
                 known = old.verify_keys.get(key.kid)
+                remote = getattr(backend, "verifies_remotely", None)
                 try:
-                    verify_keys[key.kid] = known or VerificationKey(key.kid, key.alg, backend.verifier(key))
+                    verify_keys[key.kid] = known or VerificationKey(
+                        key.kid, key.alg, backend.verifier(key), remote=remote is not None and remote(key)
+                    )
                 except JwksServiceError as exc:
                     log.error("key %s of keyset %s cannot verify: %s", key.kid, name, exc.description)
                     continue
@@ -508,38 +520,62 @@ class KeyService:
         signature = await self._batcher.sign(signing.kid, signing.sign_batch, data)
         return Issued(assemble(data, signature), ttl, scope, signing.kid, claims)
 
-    def introspect(self, token: str) -> Introspected:
-        """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive."""
+    def _check(self, token: str) -> tuple[CheckedToken, str]:
+        """Everything introspection checks but the signature (CPU only), and the token's keyset."""
         now = self.clock.now()
         snap = self._snapshot
         leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
-        verified = verify_access_token(
+        checked = check_access_token(
             token, snap.verify_keys, issuer=self.settings.issuer, audiences=None, now=now, leeway=leeway
         )
-        keyset = snap.kid_keyset[verified.kid]
+        keyset = snap.kid_keyset[checked.key.kid]
         policy = self.settings.keysets[keyset]
-        claims = verified.claims
-        # Verified above with the widest leeway of any keyset; now hold it to its own keyset's rules.
+        claims = checked.claims
+        # Checked above with the widest leeway of any keyset; now hold it to its own keyset's rules.
         check_claims(claims, issuer=self.settings.issuer, audiences=None, now=now, leeway=policy.leeway)
         if float(claims["exp"]) - float(claims["iat"]) > policy.token_ttl:
             raise InvalidTokenError("token lives longer than its keyset allows")
         if now - self._revoked_loaded_at > REVOCATION_STALENESS:
             raise UnavailableError("revocation state is stale; cannot vouch for tokens", retry_after=1)
-        if verified.claims["jti"] in self._revoked:
+        if claims["jti"] in self._revoked:
             raise InvalidTokenError("token revoked")
-        return Introspected(verified.claims, verified.kid, keyset)
+        return checked, keyset
+
+    def introspect(self, token: str) -> Introspected:
+        """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive.
+        Blocking for a Vault HMAC key: on the event loop, `introspect_async`."""
+        checked, keyset = self._check(token)
+        key = checked.key
+        if not key.verify(checked.signing_input, checked.signature):
+            raise InvalidTokenError("signature does not verify")
+        return Introspected(checked.claims, key.kid, keyset)
+
+    async def introspect_async(self, token: str, remote: RemoteVerify | None = None) -> Introspected:
+        """`introspect` for the event loop. Every cheap check comes first; the signature is checked
+        last, here for a local key (CPU only), else through `remote` (default: a worker thread),
+        bounded by the backend's request timeout."""
+        checked, keyset = self._check(token)
+        key = checked.key
+        if not key.remote:
+            valid = key.verify(checked.signing_input, checked.signature)
+        elif remote is not None:
+            valid = await remote(key.verify, checked.signing_input, checked.signature)
+        else:
+            valid = await anyio.to_thread.run_sync(key.verify, checked.signing_input, checked.signature)
+        if not valid:
+            raise InvalidTokenError("signature does not verify")
+        return Introspected(checked.claims, key.kid, keyset)
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
         self.store.revoke_token(jti, expires_at)
         self._revoked[jti] = expires_at
 
     def readiness(self) -> dict[str, str]:
-        """Problems that make this replica unready: {} when ready."""
+        """Problems that make this replica unready: {} when ready. No I/O (it runs on the event loop,
+        for anyone): the store's state is what the last refresh found."""
         problems: dict[str, str] = {}
-        try:
-            self.store.revision()
-        except JwksServiceError as exc:
-            problems["store"] = exc.description
+        if self._store_problem:
+            problems["store"] = self._store_problem
         problems.update(self._snapshot.problems)
         problems.update({name: f"degraded: {why}" for name, why in self.degraded.items()})
         return problems

@@ -121,6 +121,8 @@ class KeyService:
         self._revoked: dict[str, float] = {}
         self._revoked_loaded_at = float("-inf")
         self._store_problem = ""  # why the last refresh could not read the store ("" when it could)
+        self._installs = 0  # bumped by every _install, so a slow refresh does not install older keysets
+        self._install_lock = threading.Lock()
         self.canary_failures = 0
         self._batcher: MicroBatcher | None = None
         self._adoption_checked: dict[str, float] = {}
@@ -162,6 +164,7 @@ class KeyService:
         When the store cannot be read, signing and the JWKS go on from memory, but introspection
         stops vouching for tokens at once: the revocation list may be out of date.
         """
+        installs = self._installs
         try:
             revision = self.store.revision()
             if revision == self._seen_revision and not force:
@@ -177,11 +180,14 @@ class KeyService:
             self._revoked_loaded_at = float("-inf")
             self._store_problem = exc.description
             raise
-        self._install(keysets)
         self._revoked = revoked
         self._revoked_loaded_at = self.clock.now()
         self._store_problem = ""
-        self._seen_revision = revision
+        # The scheduler and admin calls install what they wrote from other threads; when one did while
+        # this refresh was reading, what was read may be older: leave the revision unseen, and the
+        # next refresh reads again.
+        if self._install(keysets, unless_installed_since=installs):
+            self._seen_revision = revision
         return True
 
     def _reseed(self, served: Keyset) -> Keyset:
@@ -205,7 +211,15 @@ class KeyService:
         audit.log_events([event])
         return saved
 
-    def _install(self, keysets: Mapping[str, Keyset]) -> None:
+    def _install(self, keysets: Mapping[str, Keyset], *, unless_installed_since: int | None = None) -> bool:
+        with self._install_lock:
+            if unless_installed_since is not None and unless_installed_since != self._installs:
+                return False
+            self._installs += 1
+            self._install_locked(keysets)
+            return True
+
+    def _install_locked(self, keysets: Mapping[str, Keyset]) -> None:
         old = self._snapshot
         signing: dict[str, SigningKey] = {}
         verify_keys: dict[str, VerificationKey] = {}

@@ -119,7 +119,7 @@ class KeyService:
         self._seen_revision = -1
         self._snapshot = Snapshot({}, {}, {}, {}, render_jwks([]))
         self._revoked: dict[str, float] = {}
-        self._revoked_loaded_at = float("-inf")
+        self._revoked_loaded_at = float("-inf")  # the last refresh that read the store successfully
         self._store_problem = ""  # why the last refresh could not read the store ("" when it could)
         self._installs = 0  # bumped by every _install, so a slow refresh does not install older keysets
         self._install_lock = threading.Lock()
@@ -161,8 +161,9 @@ class KeyService:
     def refresh(self, *, force: bool = False) -> bool:
         """Reload from the store if anything changed there; True when something did.
 
-        When the store cannot be read, signing and the JWKS go on from memory, but introspection
-        stops vouching for tokens at once: the revocation list may be out of date.
+        When the store cannot be read, signing and the JWKS go on from memory, and introspection
+        goes on vouching for tokens until the revocation list is REVOCATION_STALENESS older than the
+        last successful refresh (a Redis restart of a second or two is not an outage to clients).
         """
         installs = self._installs
         try:
@@ -177,7 +178,6 @@ class KeyService:
                     keysets[name] = self._reseed(served)
             revoked = self.store.revoked_tokens(self.clock.now())
         except StoreError as exc:
-            self._revoked_loaded_at = float("-inf")
             self._store_problem = exc.description
             raise
         self._revoked = revoked

@@ -3,11 +3,15 @@
 - A hung Vault (SIGSTOP) stalls the scheduler, which asks Transit for key versions made out of band;
   the reload of the revocation list must go on meanwhile, so introspection of tokens of a local
   keyset keeps answering (defect 11).
+- A Redis restart shorter than REVOCATION_STALENESS must not make introspection refuse to vouch:
+  staleness counts from the last successful refresh, not from the first failed one.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import threading
 import time
@@ -19,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from replicas import RedisProcess
 from starlette.testclient import TestClient
 from support import ISSUER, basic, make_settings
 
+from jwks_service.clock import ManualClock
+from jwks_service.errors import StoreError, UnavailableError
 from jwks_service.http import create_app
 from jwks_service.runtime import build_runtime
 from jwks_service.service import REVOCATION_STALENESS
@@ -82,3 +89,39 @@ def test_hung_vault_does_not_delay_the_revocation_refresh(
         rt.close()
     assert set(statuses) == {200}, f"introspection during a Vault freeze: {dict(statuses)}"
     assert max(asked) > frozen_at, "the scheduler never asked the frozen Vault: the test proves nothing"
+
+
+def test_a_store_blip_shorter_than_the_staleness_limit_keeps_introspection_vouching(tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path)
+    redis.start()
+    kek = tmp_path / "kek"
+    kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    kek.chmod(0o600)
+    clock = ManualClock(float(int(time.time())))
+    rt = build_runtime(make_settings(tmp_path, store={"url": redis.url}), clock)
+    try:
+        client, _ = rt.clients.create("svc", ["read"], ["api"])
+        token = rt.keys.issue(client, "read", "api").token
+        assert rt.keys.introspect(token).claims["sub"] == client.client_id
+        redis.stop()  # the same as a restart: down, and back with its data (append-only file)
+        clock.advance(1)
+        with pytest.raises(StoreError):
+            rt.keys.refresh()
+        # One failed refresh, a second after the last good one: tokens are still vouched for.
+        assert rt.keys.introspect(token).claims["sub"] == client.client_id
+        clock.advance(REVOCATION_STALENESS - 1.5)
+        with pytest.raises(StoreError):
+            rt.keys.refresh()
+        assert rt.keys.introspect(token).claims["sub"] == client.client_id
+        # Past the limit since the last successful refresh: no longer.
+        clock.advance(1)
+        with pytest.raises(UnavailableError, match="stale"):
+            rt.keys.introspect(token)
+        assert "store" in rt.keys.readiness()
+        redis.start()
+        rt.keys.refresh()
+        assert rt.keys.introspect(token).claims["sub"] == client.client_id
+        assert rt.keys.readiness() == {}
+    finally:
+        rt.close()
+        redis.stop()

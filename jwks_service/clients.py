@@ -205,38 +205,16 @@ class ClientRegistry:
         assert client is None or isinstance(client, Client)
         return client
 
-    def authenticate(self, client_id: str, secret: str, address: str | None = None) -> Client:
-        """The client, or InvalidClientError; unknown id and wrong secret cost the same.
-
-        With a source `address`, repeated failures are throttled: TooManyRequestsError, even for
-        the right secret, until the window frees up. Blocking: for the event loop, `authenticate_async`.
-        """
-        now = self._clock.now()
-        keys = failure_keys(client_id, address) if address is not None else None
-        if keys is not None and self._clean.get(keys, 0.0) <= now:
-            counts: dict[str, tuple[int, float]] = {}
-            if now >= self._counters_retry_at:
-                try:
-                    counts = self._store.auth_failures(keys, now - FAILURE_WINDOW)
-                except StoreError as exc:
-                    self._counters_failed(exc, now)
-            self._admit(keys, self._with_local(counts, keys, now), now)
-        try:
-            return self._check_secret(self.get(client_id), secret, now)
-        except InvalidClientError:
-            if keys is not None:
-                self._clean.pop(keys, None)
-                self._record_failure(keys, now)
-            raise
-
     async def authenticate_async(self, client_id: str, secret: str, address: str) -> Client:
-        """`authenticate` for the event loop: no store call runs on it.
+        """The client, or InvalidClientError; unknown id and wrong secret cost the same. Repeated
+        failures from `address` are throttled: TooManyRequestsError, even for the right secret,
+        until the window frees up. No store call runs on the event loop.
 
         A good client usually needs no store call at all (its pair was seen clean within
         CLEAN_CACHE_SECONDS and its record is cached): then everything happens here, with no thread
         hand-off. Otherwise the store calls run through `gate`, on behalf of a caller not
-        authenticated yet: when it is full the failure counters are kept in this process and a
-        client record that must be read gives 503 at once.
+        authenticated yet: when a call cannot run there soon, the failure counters are kept in this
+        process, and a client record that must be read gives 503.
         """
         now = self._clock.now()
         keys = failure_keys(client_id, address)
@@ -322,15 +300,6 @@ class ClientRegistry:
             else:
                 local.pop(key, None)
         return counts
-
-    def _record_failure(self, keys: tuple[str, str], now: float) -> None:
-        if now >= self._counters_retry_at:
-            try:
-                self._store.record_auth_failure(keys, now)
-                return
-            except StoreError as exc:
-                self._counters_failed(exc, now)
-        self._record_locally(keys, now)
 
     async def _record_failure_async(self, keys: tuple[str, str], now: float, address: str) -> None:
         if now >= self._counters_retry_at:

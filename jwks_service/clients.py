@@ -7,12 +7,18 @@ fast. Unknown client ids and wrong secrets take the same path: one HMAC, constan
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from typing import Any, TypeVar, cast
+
+import anyio
 
 from . import audit
 from .clock import Clock
@@ -25,9 +31,12 @@ from .errors import (
     RevisionConflictError,
     StoreError,
     TooManyRequestsError,
+    UnavailableError,
 )
 from .model import Client, SecretHash
 from .stores import Store
+
+T = TypeVar("T")
 
 log = logging.getLogger("jwks_service")
 
@@ -52,6 +61,21 @@ CLEAN_CACHE_SECONDS = 0.5
 CLEAN_CACHE_ENTRIES = 50_000
 MAX_FAILURES_PER_CLIENT_AND_ADDRESS = 10
 MAX_FAILURES_PER_ADDRESS = 50
+# After the store failed to answer about the counters, count in this process alone for this long
+# rather than make every request wait for the store's timeout again.
+COUNTERS_RETRY_SECONDS = 1.0
+# Store and Vault calls made for a caller not yet authenticated (client authentication, an admin
+# bearer token) run in worker threads, at most STRANGER_CALLS at once. Each waits at most
+# STRANGER_WAIT_SECONDS for its turn, and at most STRANGER_PENDING calls may run or wait (in total,
+# and STRANGER_PENDING_PER_ADDRESS per source address); beyond that a call is refused at once (503).
+# So a hung store makes strangers fail fast instead of piling up, and they never hold more than a few
+# of the worker threads that refreshes and admin calls need. Concurrent requests that need the same
+# read (one client's record, one pair's counters) share one call.
+STRANGER_CALLS = 8
+STRANGER_WAIT_SECONDS = 1.0
+STRANGER_PENDING = 256
+STRANGER_PENDING_PER_ADDRESS = 32
+_MISSING = object()
 
 
 def failure_keys(client_id: str, address: str) -> tuple[str, str]:
@@ -93,6 +117,70 @@ def valid_scope_token(scope: str) -> bool:
     return bool(_SCOPE_TOKEN.match(scope))
 
 
+class BusyError(UnavailableError):
+    """Too many calls for unauthenticated callers are already waiting on the store or Vault."""
+
+
+class StrangerGate:
+    """Runs blocking calls made on behalf of unauthenticated callers in worker threads, bounded as
+    STRANGER_CALLS says; BusyError when a call cannot run soon."""
+
+    def __init__(
+        self,
+        calls: int = STRANGER_CALLS,
+        *,
+        wait: float = STRANGER_WAIT_SECONDS,
+        pending: int = STRANGER_PENDING,
+        per_address: int = STRANGER_PENDING_PER_ADDRESS,
+    ) -> None:
+        self.calls = calls
+        self.wait = wait
+        self.pending = pending
+        self.per_address = per_address
+        self._lock = threading.Lock()  # one registry may serve several event loops (tests, CLI)
+        self._pending = 0
+        self._by_address: dict[str, int] = {}
+        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.refused = 0
+
+    def _busy(self) -> BusyError:
+        self.refused += 1
+        return BusyError("the server is busy with other unauthenticated requests; try again", retry_after=1)
+
+    async def run(self, address: str, call: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            mine = self._by_address.get(address, 0)
+            if self._pending >= self.pending or mine >= self.per_address:
+                raise self._busy()
+            self._pending += 1
+            self._by_address[address] = mine + 1
+        try:
+            loop = asyncio.get_running_loop()
+            limiter = self._limiters.get(loop)
+            if limiter is None:
+                limiter = self._limiters[loop] = anyio.CapacityLimiter(self.calls)
+            acquired = False
+            with anyio.move_on_after(self.wait):
+                await limiter.acquire()
+                acquired = True
+            if not acquired:
+                raise self._busy()
+            try:
+                return await anyio.to_thread.run_sync(call, *args)
+            finally:
+                limiter.release()
+        finally:
+            with self._lock:
+                self._pending -= 1
+                left = self._by_address[address] - 1
+                if left:
+                    self._by_address[address] = left
+                else:
+                    del self._by_address[address]
+
+
 class ClientRegistry:
     def __init__(self, store: Store, pepper: bytes, clock: Clock, keysets: Mapping[str, KeysetPolicy]) -> None:
         self._store = store
@@ -102,6 +190,9 @@ class ClientRegistry:
         self._cache: dict[str, Client | None] = {}
         self._local_failures: dict[str, list[float]] = {}
         self._clean: dict[tuple[str, str], float] = {}
+        self._counters_retry_at = float("-inf")
+        self.gate = StrangerGate()
+        self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
 
     def digest(self, secret: str) -> bytes:
         return hmac.digest(self._pepper, secret.encode("utf-8", "surrogateescape"), "sha256")
@@ -121,40 +212,99 @@ class ClientRegistry:
         self._cache[client_id] = client
         return client
 
-    def authenticate(self, client_id: str, secret: str, address: str | None = None) -> Client:
-        """The client, or InvalidClientError; unknown id and wrong secret cost the same.
+    async def get_async(self, client_id: str) -> Client | None:
+        """`get` for the event loop: a cached record at once, else the store read in a worker thread."""
+        client = self._cache.get(client_id, _MISSING)
+        if client is _MISSING:
+            return await anyio.to_thread.run_sync(self.get, client_id)
+        assert client is None or isinstance(client, Client)
+        return client
 
-        With a source `address`, repeated failures are throttled: TooManyRequestsError, even for
-        the right secret, until the window frees up.
+    async def authenticate_async(self, client_id: str, secret: str, address: str) -> Client:
+        """The client, or InvalidClientError; unknown id and wrong secret cost the same. Repeated
+        failures from `address` are throttled: TooManyRequestsError, even for the right secret,
+        until the window frees up. No store call runs on the event loop.
+
+        A good client usually needs no store call at all (its pair was seen clean within
+        CLEAN_CACHE_SECONDS and its record is cached): then everything happens here, with no thread
+        hand-off. Otherwise the store calls run through `gate`, on behalf of a caller not
+        authenticated yet: when a call cannot run there soon, the failure counters are kept in this
+        process, and a client record that must be read gives 503.
         """
         now = self._clock.now()
-        keys = failure_keys(client_id, address) if address is not None else None
-        if keys is not None and self._clean.get(keys, 0.0) <= now:
-            failures = self._failures(keys, now)
-            retry = throttle(failures, keys, now)
-            if retry is not None:
-                raise TooManyRequestsError("too many failed client authentications; slow down", retry_after=retry)
-            if not failures:
-                if len(self._clean) >= CLEAN_CACHE_ENTRIES:
-                    self._clean.clear()
-                self._clean[keys] = now + CLEAN_CACHE_SECONDS
+        keys = failure_keys(client_id, address)
+        if self._clean.get(keys, 0.0) <= now:
+            counts: dict[str, tuple[int, float]] = {}
+            if now >= self._counters_retry_at:
+                read = self._store.auth_failures
+                try:
+                    counts = dict(await self._shared(("counts", *keys), address, read, keys, now - FAILURE_WINDOW))
+                except UnavailableError as exc:
+                    self._counters_failed(exc, now)
+            self._admit(keys, self._with_local(counts, keys, now), now)
+        client = self._cache.get(client_id, _MISSING)
+        if client is _MISSING:
+            client = await self._shared(("client", client_id), address, self.get, client_id)
+        assert client is None or isinstance(client, Client)
         try:
-            return self._check_secret(client_id, secret, now)
+            return self._check_secret(client, secret, now)
         except InvalidClientError:
-            if keys is not None:
-                self._clean.pop(keys, None)
-                self._record_failure(keys, now)
+            self._clean.pop(keys, None)
+            await self._record_failure_async(keys, now, address)
             raise
+
+    async def _shared(self, key: tuple[str, ...], address: str, call: Callable[..., T], *args: object) -> T:
+        """`gate.run(address, call, *args)`, made once for concurrent requests that need the same read
+        (a burst of one client's requests after its cache entry expired is one store call, not a
+        queue that fills the gate)."""
+        loop = asyncio.get_running_loop()
+        running = self._inflight.get(key)
+        if running is not None and running.get_loop() is loop:
+            try:
+                return cast(T, await asyncio.shield(running))
+            except asyncio.CancelledError:
+                if running.cancelled():  # the request that made the call went away, not this one
+                    raise BusyError("the store read this request waited for was abandoned; try again") from None
+                raise
+        future: asyncio.Future[Any] = loop.create_future()
+        self._inflight[key] = future
+        try:
+            result = await self.gate.run(address, call, *args)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marks it retrieved: no "never retrieved" log when nobody else waited
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
+        future.set_result(result)
+        return result
 
     # The counters live in the store so that every replica agrees; while the store cannot be
     # reached, this process counts on its own (a store outage must not stop token issuance, nor
     # switch throttling off).
-    def _failures(self, keys: tuple[str, str], now: float) -> dict[str, tuple[int, float]]:
-        try:
-            counts = self._store.auth_failures(keys, now - FAILURE_WINDOW)
-        except StoreError as exc:
-            log.debug("failure counters unavailable, counting in this process: %s", exc.description)
-            counts = {}
+    def _counters_failed(self, exc: UnavailableError, now: float) -> None:
+        log.debug("failure counters unavailable, counting in this process: %s", exc.description)
+        if isinstance(exc, StoreError):  # the store failed (not merely a full gate): leave it alone a while
+            self._counters_retry_at = now + COUNTERS_RETRY_SECONDS
+
+    def _admit(self, keys: tuple[str, str], failures: dict[str, tuple[int, float]], now: float) -> None:
+        """TooManyRequestsError when the counts reach a limit; a pair with no failures is cached clean."""
+        retry = throttle(failures, keys, now)
+        if retry is not None:
+            raise TooManyRequestsError("too many failed client authentications; slow down", retry_after=retry)
+        if not failures:
+            if len(self._clean) >= CLEAN_CACHE_ENTRIES:
+                self._clean.clear()
+            self._clean[keys] = now + CLEAN_CACHE_SECONDS
+
+    def _with_local(
+        self, counts: dict[str, tuple[int, float]], keys: tuple[str, str], now: float
+    ) -> dict[str, tuple[int, float]]:
+        """The store's counts plus the failures this process counted while the store was away."""
         local = self._local_failures
         for key in keys:
             recent = [t for t in local.get(key, ()) if t > now - FAILURE_WINDOW]
@@ -166,17 +316,22 @@ class ClientRegistry:
                 local.pop(key, None)
         return counts
 
-    def _record_failure(self, keys: tuple[str, str], now: float) -> None:
-        try:
-            self._store.record_auth_failure(keys, now)
-        except StoreError:
-            if len(self._local_failures) > 100_000:
-                self._local_failures.clear()
-            for key in keys:
-                self._local_failures.setdefault(key, []).append(now)
+    async def _record_failure_async(self, keys: tuple[str, str], now: float, address: str) -> None:
+        if now >= self._counters_retry_at:
+            try:
+                await self.gate.run(address, self._store.record_auth_failure, keys, now)
+                return
+            except UnavailableError as exc:
+                self._counters_failed(exc, now)
+        self._record_locally(keys, now)
 
-    def _check_secret(self, client_id: str, secret: str, now: float) -> Client:
-        client = self.get(client_id)
+    def _record_locally(self, keys: tuple[str, str], now: float) -> None:
+        if len(self._local_failures) > 100_000:
+            self._local_failures.clear()
+        for key in keys:
+            self._local_failures.setdefault(key, []).append(now)
+
+    def _check_secret(self, client: Client | None, secret: str, now: float) -> Client:
         presented = self.digest(secret)
         candidates = [s.digest for s in client.secrets if s.expires_at is None or s.expires_at > now] if client else []
         ok = False

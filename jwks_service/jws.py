@@ -96,6 +96,8 @@ class VerificationKey:
     kid: str
     alg: str
     verify: Callable[[bytes, bytes], bool]
+    # True when `verify` calls out (a Vault Transit HMAC key): never call it on an event loop.
+    remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)

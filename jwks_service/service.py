@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -42,8 +42,10 @@ from .lifecycle import NewKey, Plan, Transition, apply_plan, on_canary_failure, 
 from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
 from .tokens import (
+    CheckedToken,
     access_token_claims,
     assemble,
+    check_access_token,
     check_claims,
     encode_header,
     encode_token,
@@ -67,6 +69,9 @@ REVOCATION_STALENESS = 5.0
 # A revocation record outlives the token's exp by the widest leeway of any keyset plus this much: a
 # keyset's leeway may be raised after the record was written, and replicas' clocks differ a little.
 REVOCATION_RECORD_MARGIN = 300.0
+
+# Runs a remote signature check off the event loop: (verify, signing input, signature) -> valid.
+RemoteVerify = Callable[[Callable[[bytes, bytes], bool], bytes, bytes], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,10 @@ class KeyService:
         self._seen_revision = -1
         self._snapshot = Snapshot({}, {}, {}, {}, render_jwks([]))
         self._revoked: dict[str, float] = {}
-        self._revoked_loaded_at = float("-inf")
+        self._revoked_loaded_at = float("-inf")  # the last refresh that read the store successfully
+        self._store_problem = ""  # why the last refresh could not read the store ("" when it could)
+        self._installs = 0  # bumped by every _install, so a slow refresh does not install older keysets
+        self._install_lock = threading.Lock()
         self.canary_failures = 0
         self._batcher: MicroBatcher | None = None
         self._adoption_checked: dict[str, float] = {}
@@ -164,26 +172,33 @@ class KeyService:
     def refresh(self, *, force: bool = False) -> bool:
         """Reload from the store if anything changed there; True when something did.
 
-        When the store cannot be read, signing and the JWKS go on from memory, but introspection
-        stops vouching for tokens at once: the revocation list may be out of date.
+        When the store cannot be read, signing and the JWKS go on from memory, and introspection
+        goes on vouching for tokens until the revocation list is REVOCATION_STALENESS older than the
+        last successful refresh (a Redis restart of a second or two is not an outage to clients).
         """
+        installs = self._installs
         try:
             revision = self.store.revision()
             if revision == self._seen_revision and not force:
                 self._revoked_loaded_at = self.clock.now()
+                self._store_problem = ""
                 return False
             keysets = {ks.name: ks for ks in self.store.list_keysets() if ks.name in self.settings.keysets}
             for name, served in self._snapshot.keysets.items():
                 if name not in keysets and served.revision > 0:
                     keysets[name] = self._reseed(served)
             revoked = self.store.revoked_tokens(self.clock.now())
-        except StoreError:
-            self._revoked_loaded_at = float("-inf")
+        except StoreError as exc:
+            self._store_problem = exc.description
             raise
-        self._install(keysets)
         self._revoked = revoked
         self._revoked_loaded_at = self.clock.now()
-        self._seen_revision = revision
+        self._store_problem = ""
+        # The scheduler and admin calls install what they wrote from other threads; when one did while
+        # this refresh was reading, what was read may be older: leave the revision unseen, and the
+        # next refresh reads again.
+        if self._install(keysets, unless_installed_since=installs):
+            self._seen_revision = revision
         return True
 
     def _reseed(self, served: Keyset) -> Keyset:
@@ -207,7 +222,15 @@ class KeyService:
         audit.log_events([event])
         return saved
 
-    def _install(self, keysets: Mapping[str, Keyset]) -> None:
+    def _install(self, keysets: Mapping[str, Keyset], *, unless_installed_since: int | None = None) -> bool:
+        with self._install_lock:
+            if unless_installed_since is not None and unless_installed_since != self._installs:
+                return False
+            self._installs += 1
+            self._install_locked(keysets)
+            return True
+
+    def _install_locked(self, keysets: Mapping[str, Keyset]) -> None:
         old = self._snapshot
         signing: dict[str, SigningKey] = {}
         verify_keys: dict[str, VerificationKey] = {}
@@ -219,8 +242,11 @@ class KeyService:
                 if not key.verifies:
                     continue
                 known = old.verify_keys.get(key.kid)
+                remote = getattr(backend, "verifies_remotely", None)
                 try:
-                    verify_keys[key.kid] = known or VerificationKey(key.kid, key.alg, backend.verifier(key))
+                    verify_keys[key.kid] = known or VerificationKey(
+                        key.kid, key.alg, backend.verifier(key), remote=remote is not None and remote(key)
+                    )
                 except JwksServiceError as exc:
                     log.error("key %s of keyset %s cannot verify: %s", key.kid, name, exc.description)
                     continue
@@ -615,26 +641,51 @@ class KeyService:
         signature = await self._batcher.sign(signing.kid, signing.sign_batch, data)
         return Issued(assemble(data, signature), ttl, scope, signing.kid, claims)
 
-    def introspect(self, token: str) -> Introspected:
-        """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive."""
+    def _check(self, token: str) -> tuple[CheckedToken, str]:
+        """Everything introspection checks but the signature (CPU only), and the token's keyset."""
         now = self.clock.now()
         snap = self._snapshot
         leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
-        verified = verify_access_token(
+        checked = check_access_token(
             token, snap.verify_keys, issuer=self.settings.issuer, audiences=None, now=now, leeway=leeway
         )
-        keyset = snap.kid_keyset[verified.kid]
+        keyset = snap.kid_keyset[checked.key.kid]
         policy = self.settings.keysets[keyset]
-        claims = verified.claims
-        # Verified above with the widest leeway of any keyset; now hold it to its own keyset's rules.
+        claims = checked.claims
+        # Checked above with the widest leeway of any keyset; now hold it to its own keyset's rules.
         check_claims(claims, issuer=self.settings.issuer, audiences=None, now=now, leeway=policy.leeway)
         if float(claims["exp"]) - float(claims["iat"]) > policy.token_ttl:
             raise InvalidTokenError("token lives longer than its keyset allows")
         if now - self._revoked_loaded_at > REVOCATION_STALENESS:
             raise UnavailableError("revocation state is stale; cannot vouch for tokens", retry_after=1)
-        if verified.claims["jti"] in self._revoked:
+        if claims["jti"] in self._revoked:
             raise InvalidTokenError("token revoked")
-        return Introspected(verified.claims, verified.kid, keyset)
+        return checked, keyset
+
+    def introspect(self, token: str) -> Introspected:
+        """Verify one of our access tokens for RFC 7662; InvalidTokenError for anything inactive.
+        Blocking for a Vault HMAC key: on the event loop, `introspect_async`."""
+        checked, keyset = self._check(token)
+        key = checked.key
+        if not key.verify(checked.signing_input, checked.signature):
+            raise InvalidTokenError("signature does not verify")
+        return Introspected(checked.claims, key.kid, keyset)
+
+    async def introspect_async(self, token: str, remote: RemoteVerify | None = None) -> Introspected:
+        """`introspect` for the event loop. Every cheap check comes first; the signature is checked
+        last, here for a local key (CPU only), else through `remote` (default: a worker thread),
+        bounded by the backend's request timeout."""
+        checked, keyset = self._check(token)
+        key = checked.key
+        if not key.remote:
+            valid = key.verify(checked.signing_input, checked.signature)
+        elif remote is not None:
+            valid = await remote(key.verify, checked.signing_input, checked.signature)
+        else:
+            valid = await anyio.to_thread.run_sync(key.verify, checked.signing_input, checked.signature)
+        if not valid:
+            raise InvalidTokenError("signature does not verify")
+        return Introspected(checked.claims, key.kid, keyset)
 
     def revocation_record_expiry(self, token_exp: float) -> float:
         """Until when a revocation of a token expiring at `token_exp` is kept: introspection accepts
@@ -649,12 +700,11 @@ class KeyService:
         self._revoked[jti] = keep_until
 
     def readiness(self) -> dict[str, str]:
-        """Problems that make this replica unready: {} when ready."""
+        """Problems that make this replica unready: {} when ready. No I/O (it runs on the event loop,
+        for anyone): the store's state is what the last refresh found."""
         problems: dict[str, str] = {}
-        try:
-            self.store.revision()
-        except JwksServiceError as exc:
-            problems["store"] = exc.description
+        if self._store_problem:
+            problems["store"] = self._store_problem
         problems.update(self._snapshot.problems)
         problems.update({name: f"degraded: {why}" for name, why in self.degraded.items()})
         return problems

@@ -873,8 +873,15 @@ class VaultBackend:
             out.append(decode(item.get(name)))
         return out
 
+    def verifies_remotely(self, key: KeyVersion) -> bool:
+        """Whether `verifier(key)` calls Transit (HMAC keys): then it must run off the event loop."""
+        alg = ALGORITHMS.get(key.alg)
+        return alg is not None and alg.symmetric
+
     def verifier(self, key: KeyVersion) -> VerifyFn:
-        """Asymmetric keys verify locally with the published JWK; HMAC keys ask Transit (the secret stays there)."""
+        """Asymmetric keys verify locally with the published JWK; HMAC keys ask Transit (the secret stays there):
+        a blocking call, bounded by the hvac client's timeout, that the service makes last, after every
+        cheap check of the token, and never on the event loop (`verifies_remotely`)."""
         alg = ALGORITHMS.get(key.alg)
         if alg is None:
             raise KeyValidationError(f"key {key.kid}: unsupported algorithm {key.alg!r}")

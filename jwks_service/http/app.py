@@ -96,17 +96,21 @@ class DirectRoutes:
         await response(scope, receive, send)
 
 
-def _poll(runtime: Runtime, do_tick: bool) -> None:
+def _refresh(runtime: Runtime) -> None:
     if runtime.keys.refresh():
         runtime.clients.invalidate()
-    if do_tick:
-        runtime.keys.tick()
-        runtime.prune_audit()  # audit.retention: once an hour per replica, bounded batches
+
+
+def _maintain(runtime: Runtime) -> None:
+    runtime.keys.tick()
+    runtime.prune_audit()  # audit.retention: once an hour per replica, bounded batches
 
 
 async def _background(runtime: Runtime, hub: EventHub) -> None:
-    """Reload on change notifications (when the store pushes them) and every POLL_SECONDS anyway;
-    run the scheduler every TICK_SECONDS; publish key events. Store calls run in a worker thread."""
+    """Reload on change notifications (when the store pushes them) and every POLL_SECONDS anyway,
+    publishing key events; run the scheduler every TICK_SECONDS. The two are separate tasks, each
+    with its blocking calls in a worker thread, so that a hung Vault (the scheduler asks it for new
+    key versions) never delays the reload of the revocation list, nor a hung store the scheduler."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     stop_feed = None
@@ -121,27 +125,38 @@ async def _background(runtime: Runtime, hub: EventHub) -> None:
             loop.call_soon_threadsafe(wake.set)
 
         stop_feed = runtime.store.subscribe(on_change)
-    last_tick = 0.0
     try:
-        while True:
-            with anyio.move_on_after(POLL_SECONDS):
-                await wake.wait()
-            wake.clear()
-            now = runtime.clock.now()
-            do_tick = now - last_tick >= TICK_SECONDS
-            if do_tick:
-                last_tick = now
-            try:
-                await anyio.to_thread.run_sync(_poll, runtime, do_tick)
-            except JwksServiceError as exc:
-                log.warning("background refresh failed: %s", exc.description)
-            except Exception:
-                log.exception("background refresh failed")
-            hub.observe()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_refresh_loop, runtime, hub, wake)
+            tg.start_soon(_tick_loop, runtime)
     finally:
         runtime.keys.listeners.remove(on_transition)
         if stop_feed is not None:
             await anyio.to_thread.run_sync(stop_feed)
+
+
+async def _refresh_loop(runtime: Runtime, hub: EventHub, wake: asyncio.Event) -> None:
+    while True:
+        with anyio.move_on_after(POLL_SECONDS):
+            await wake.wait()
+        wake.clear()
+        await _run("background refresh", _refresh, runtime)
+        hub.observe()
+
+
+async def _tick_loop(runtime: Runtime) -> None:
+    while True:
+        await anyio.sleep(TICK_SECONDS)
+        await _run("scheduled maintenance", _maintain, runtime)
+
+
+async def _run(what: str, call: Callable[..., object], *args: object) -> None:
+    try:
+        await anyio.to_thread.run_sync(call, *args)
+    except JwksServiceError as exc:
+        log.warning("%s failed: %s", what, exc.description)
+    except Exception:
+        log.exception("%s failed", what)
 
 
 def create_app(

@@ -63,8 +63,9 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:
-    """client_secret_basic or client_secret_post, never both (RFC 6749 §2.3.1)."""
+async def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:
+    """client_secret_basic or client_secret_post, never both (RFC 6749 §2.3.1). No store call runs on
+    the event loop (see ClientRegistry.authenticate_async)."""
     authorization = request.headers.get("authorization")
     if authorization is not None:
         scheme, _, credentials = authorization.partition(" ")
@@ -84,7 +85,7 @@ def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]
         if "client_id" in form and form["client_id"] != client_id:
             raise InvalidRequestError("client_id in the body differs from the Basic credentials")
         try:
-            return runtime.clients.authenticate(client_id, secret, _address(request))
+            return await runtime.clients.authenticate_async(client_id, secret, _address(request))
         except InvalidClientError:
             raise ClientAuthError(basic=True) from None
     post_id = form.get("client_id")
@@ -92,7 +93,7 @@ def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]
     if not post_id or post_secret is None:
         raise ClientAuthError(basic=False, description="client authentication is required")
     try:
-        return runtime.clients.authenticate(post_id, post_secret, _address(request))
+        return await runtime.clients.authenticate_async(post_id, post_secret, _address(request))
     except InvalidClientError:
         raise ClientAuthError(basic=False) from None
 
@@ -108,7 +109,7 @@ async def client_request(request: Request) -> tuple[Runtime, dict[str, str], Cli
     """The runtime, the form and the authenticated client of an OAuth endpoint request."""
     runtime: Runtime = request.app.state.runtime
     form = await read_form(request)
-    return runtime, form, authenticate_client(runtime, request, form)
+    return runtime, form, await authenticate_client(runtime, request, form)
 
 
 def choose_scope(client: Client, requested: str | None) -> str:
@@ -177,7 +178,7 @@ async def introspect(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
     inactive = JSONResponse({"active": False}, headers=NO_STORE)
     try:
-        result = runtime.keys.introspect(value)
+        result = await runtime.keys.introspect_async(value)
     except InvalidTokenError:
         metrics.child(metrics.introspections, "inactive").inc()
         return inactive
@@ -197,7 +198,7 @@ async def revoke(request: Request) -> Response:
     runtime, form, caller = await client_request(request)
     value = _token_param(form)
     try:
-        result = runtime.keys.introspect(value)
+        result = await runtime.keys.introspect_async(value)
     except InvalidTokenError:
         return Response(status_code=200, headers=NO_STORE)  # RFC 7009 §2.2: invalid tokens need no action
     if result.claims.get("client_id") == caller.client_id:

@@ -45,6 +45,7 @@ from replicas import (
 
 from jwks_service.lifecycle import check_invariants
 from jwks_service.model import AuditEvent, Keyset, KeyState
+from jwks_service.service import REVOCATION_STALENESS
 
 pytestmark = pytest.mark.slow
 
@@ -390,9 +391,9 @@ def test_propagation_delay_of_rotations_and_revocations(fleet_factory: Callable[
 
 OUTAGE_POLICY = Policy(token_ttl="10s")
 OUTAGE_SECONDS = 3.0
-# After this much outage no introspection may vouch for a token. The replicas notice at their next
-# poll (every 0.25 s) once a read fails (a refused connection is retried for up to ~0.35 s); 1 s is
-# also the bound the issue sets for a change to reach every replica.
+# After this much outage /readyz names the store. The replicas notice at their next poll (every
+# 0.25 s) once a read fails (a refused connection is retried for up to ~0.35 s); 1 s is also the
+# bound the issue sets for a change to reach every replica.
 DETECTION = 1.0
 
 
@@ -558,23 +559,21 @@ class TestRedisRestartedUnderTheReplicas:
         assert outage.outage_tokens_refused == [], outage.outage_tokens_refused
 
     def test_readyz_names_the_store(self, outage: Outage) -> None:
+        # /readyz does no I/O: it reports what the replica's last reload found.
         readyz = [o for o in outage.during if o.what == "readyz"]
-        bad = [str(o) for o in readyz if o.status != 503 or "store" not in o.body]
+        bad = [str(o) for o in readyz if o.at >= DETECTION and (o.status != 503 or "store" not in o.body)]
         assert readyz and bad == [], "\n".join(bad) + outage.where()
+        assert any(o.status == 503 and "store" in o.body for o in readyz), outage.where()
 
-    def test_introspection_never_vouches_without_the_revocation_state(self, outage: Outage) -> None:
+    def test_introspection_vouches_through_an_outage_shorter_than_the_staleness_limit(self, outage: Outage) -> None:
+        """The revocation list read before the outage is at most OUTAGE_SECONDS old: within
+        REVOCATION_STALENESS, introspection answers as usual (past it, 503: test_background_faults)."""
+        assert OUTAGE_SECONDS + DETECTION < REVOCATION_STALENESS
         intro = [o for o in outage.during if o.what == "introspect"]
         active = [o for o in intro if o.status == 200 and json.loads(o.body).get("active") is True]
-        late = [str(o) for o in active if o.at >= DETECTION]
-        print(
-            f"\nintrospection during the outage: {len(intro)} calls, {len(active)} active (all before "
-            f"+{max((o.at for o in active), default=0):.2f}s)"
-        )
-        assert late == [], "\n".join(late) + outage.where()
-        odd = [str(o) for o in intro if o not in active and o.status not in (200, 503)]
-        assert odd == [], "\n".join(odd)
-        inactive = [o for o in intro if o.status == 200 and o not in active]
-        assert all(json.loads(o.body) == {"active": False} for o in inactive)
+        print(f"\nintrospection during the outage: {len(intro)} calls, {len(active)} active")
+        bad = [str(o) for o in intro if o not in active]
+        assert intro and bad == [], "\n".join(bad) + outage.where()
 
     def test_ready_again_and_rotation_resumes(self, outage: Outage) -> None:
         fleet = outage.fleet

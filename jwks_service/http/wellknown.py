@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,8 +19,6 @@ from ..runtime import Runtime
 from .responses import JSONResponse
 
 log = logging.getLogger("jwks_service")
-
-READINESS_TIMEOUT = 2.0  # seconds a readiness check may take before the store counts as unreachable
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -174,28 +170,19 @@ def public_problems(problems: Mapping[str, str]) -> dict[str, str]:
 
 
 class Readiness:
-    """The readiness check for /readyz, off the event loop and bounded.
+    """The readiness check for /readyz, logging each problem's detail once.
 
-    It reads the store, so it runs in a worker thread; concurrent requests share the one check in
-    flight (a stranger polling /readyz while the store hangs holds one thread, not one per request),
-    and an answer later than READINESS_TIMEOUT counts as the store being unreachable. Each
-    problem's detail is logged once when it appears or changes, and once when it clears.
+    `KeyService.readiness` does no I/O (it reports what the last background refresh found), so the
+    check is cheap and cannot hang with the store. Each problem's detail is logged once when it
+    appears or changes, and once when it clears; the public answer names only what is not ready.
     """
 
-    def __init__(self, runtime: Runtime, timeout: float = READINESS_TIMEOUT) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.timeout = timeout
-        self._running: asyncio.Future[dict[str, str]] | None = None
         self._logged: dict[str, str] = {}
 
-    async def check(self) -> dict[str, str]:
-        running = self._running
-        if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
-            running = self._running = asyncio.ensure_future(anyio.to_thread.run_sync(self.runtime.keys.readiness))
-        try:
-            problems = await asyncio.wait_for(asyncio.shield(running), self.timeout)
-        except TimeoutError:
-            problems = {"store": f"no answer within {self.timeout:g}s"}
+    def check(self) -> dict[str, str]:
+        problems = self.runtime.keys.readiness()
         self._log(problems)
         return problems
 
@@ -212,7 +199,7 @@ class Readiness:
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     readiness: Readiness = request.app.state.readiness
-    problems = public_problems(await readiness.check())
+    problems = public_problems(readiness.check())
     if problems:
         return JSONResponse(
             {

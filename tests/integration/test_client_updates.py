@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from support import make_settings
 
@@ -83,7 +84,7 @@ def registry(store: Store | Interleave, clock: ManualClock, tmp_path: Path) -> C
 
 def works(reg: ClientRegistry, client_id: str, secret: str) -> bool:
     try:
-        reg.authenticate(client_id, secret)
+        anyio.run(reg.authenticate_async, client_id, secret, "127.0.0.1")
     except InvalidClientError:
         return False
     return True

@@ -230,6 +230,13 @@ class KeyService:
             self._install_locked(keysets)
             return True
 
+    def _install_keyset(self, keyset: Keyset) -> None:
+        """Serve one keyset as written by this process; the others as the newest snapshot has them
+        (read under the lock, so a refresh installed meanwhile is not undone)."""
+        with self._install_lock:
+            self._installs += 1
+            self._install_locked({**self._snapshot.keysets, keyset.name: keyset})
+
     def _install_locked(self, keysets: Mapping[str, Keyset]) -> None:
         old = self._snapshot
         signing: dict[str, SigningKey] = {}
@@ -425,7 +432,7 @@ class KeyService:
             if plan.empty:
                 if making.claim is not None or making.made:
                     stored = self._settle(name, making) or stored
-                self._install({**self._snapshot.keysets, name: stored})
+                self._install_keyset(stored)
                 return stored, []
             now = self.clock.now()
             # Another replica is making this keyset's remote versions: wait rather than make ours (a
@@ -434,7 +441,7 @@ class KeyService:
             if remote_keys and _claimed_by_another(stored, making.claim, now):
                 if not wait:
                     log.info("keyset %s: another replica is making its new keys; not this tick", name)
-                    self._install({**self._snapshot.keysets, name: stored})
+                    self._install_keyset(stored)
                     return stored, []
                 if time.monotonic() < wait_until:
                     time.sleep(CLAIM_POLL)
@@ -507,7 +514,7 @@ class KeyService:
             del making.made[: plan.new_keys]  # what is left is accounted for in claimed_version: never adopted
             making.claim = None if held else making.claim
             audit.log_events(events)
-            self._install({**self._snapshot.keysets, name: saved})
+            self._install_keyset(saved)
             self._destroy(backend, stored, saved, transitions)
             for listener in self.listeners if transitions else ():
                 listener(name, saved.revision, transitions)

@@ -9,6 +9,7 @@ from support import ISSUER
 
 from jwks_service.clock import ManualClock
 from jwks_service.http import create_app
+from jwks_service.http.drain import Drain
 from jwks_service.runtime import Runtime
 
 
@@ -95,3 +96,18 @@ def test_jwks_caching_headers_head_and_other_methods(http: TestClient, runtime: 
     after = http.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
     assert after.status_code == 200 and after.headers["etag"] != etag
     assert after.headers["content-length"] == str(len(after.content))
+
+
+def test_draining_takes_the_replica_out_of_rotation_and_keeps_serving(runtime: Runtime) -> None:
+    """`serve --drain`: after SIGTERM the health endpoints say 503 so a proxy stops routing here,
+    while the requests it still sends are served."""
+    drain = Drain()
+    http = TestClient(create_app(runtime=runtime, background=False, drain=drain), base_url=ISSUER)
+    assert http.get("/healthz").status_code == 200
+    drain.start()
+    for path in ("/healthz", "/readyz"):
+        r = http.get(path)
+        assert r.status_code == 503, path
+        assert r.json() == {"status": "draining"}
+    assert http.get("/.well-known/jwks.json").status_code == 200
+    assert http.get("/keys/status").status_code == 200

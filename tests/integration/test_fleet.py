@@ -73,8 +73,8 @@ defaults
     # A retry goes to another server each time (a killed replica refuses the next connection).
     option redispatch 1
     retries 3
-    # What is safe to retry; the backend narrows it to requests that can be replayed.
-    retry-on conn-failure empty-response response-timeout
+    # What is safe to retry; the backends narrow it to requests that can be replayed.
+    retry-on conn-failure empty-response response-timeout 503
     timeout connect 1s
     timeout client 30s
     timeout server 30s
@@ -84,13 +84,14 @@ frontend public
     bind 127.0.0.1:{port}
     http-request capture req.hdr(x-request-id) len 64
     log-format "rid=%[capture.req.hdr(0)] srv=%s status=%ST term=%ts retries=%rc time=%Tt %HM %HU"
+    use_backend token if METH_POST {{ path /oauth/token }}
     default_backend jwks
 
 backend jwks
     balance roundrobin
-    # Replayed after an empty response only what has no effect when replayed: GET/HEAD, introspection
-    # and token revocation (RFC 7009: revoking twice is revoking once). Everything else (token
-    # issuance, admin changes) is retried only when the connection failed, before a byte was sent.
+    # Replayed after an empty response, a timeout or a 503 only what has no effect when replayed:
+    # GET/HEAD, introspection and token revocation (RFC 7009: revoking twice is revoking once). Admin
+    # changes are retried only when the connection failed, before a byte was sent.
     http-request disable-l7-retry unless METH_GET || {{ path /oauth/introspect /oauth/revoke }}
     option httpchk
     http-check send meth GET uri /healthz
@@ -98,13 +99,19 @@ backend jwks
     # observe layer4: a refused connection from real traffic takes the server out at once.
     default-server check inter 500ms fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down
 {servers}
+
+# POST /oauth/token: retried after a 503 (the replica issued nothing), never after an empty response.
+backend token
+    balance roundrobin
+    retry-on conn-failure 503
+{tracking}
 """
 
 
 DEPLOY_HAPROXY = PROJECT_ROOT / "deploy" / "haproxy.cfg"
 # The lines that decide what is retried, where to, and how health is checked: the same as shipped.
 POLICY_LINES = ("option redispatch", "retries ", "retry-on ", "http-request disable-l7-retry", "option httpchk")
-POLICY_LINES += ("http-check ", "option forwardfor")
+POLICY_LINES += ("http-check ", "option forwardfor", "use_backend ", "backend ", "balance ")
 
 
 def same_policy(template: str, deployed: str) -> bool:
@@ -134,7 +141,9 @@ class HAProxy:
         if not Path(binary).exists():
             pytest.fail("haproxy is not installed (Debian/Ubuntu: apt-get install haproxy)", pytrace=False)
         lines = "\n".join(f"    server {r.name} 127.0.0.1:{r.port}" for r in self.servers)
-        self.config.write_text(HAPROXY_TEMPLATE.format(port=self.port, socket=self.socket, servers=lines))
+        tracking = "\n".join(f"    server {r.name} 127.0.0.1:{r.port} track jwks/{r.name}" for r in self.servers)
+        text = HAPROXY_TEMPLATE.format(port=self.port, socket=self.socket, servers=lines, tracking=tracking)
+        self.config.write_text(text)
         check = subprocess.run([binary, "-c", "-f", str(self.config)], capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         with self.log.open("ab") as log:

@@ -242,6 +242,7 @@ class Run:
     revocation: Revocation = field(default_factory=Revocation)
     notes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # phase -> measured facts
     kids: Counter[str] = field(default_factory=Counter)
+    first_signed: dict[str, float] = field(default_factory=dict)  # kid -> monotonic time of its first token
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)  # list.append is atomic under the GIL
@@ -295,6 +296,7 @@ def load(run: Run, seed: int, verifier: Verifier, deadline: float) -> None:
             if token is not None:
                 kid = kid_of(token)
                 run.kids[kid] += 1
+                run.first_signed.setdefault(kid, out.sent)
                 rev = run.revocation
                 if kid == rev.kid and out.sent > rev.done + 1.0:
                     out.ok, out.reason = False, f"signed by the revoked key {out.sent - rev.done:.1f}s after revoking"
@@ -363,8 +365,19 @@ def admin(run: Run, method: str, path: str, **kw: object) -> httpx.Response:
 
 
 def emergency_revoke(run: Run) -> None:
-    """Revoke the key that signs now (the admin API through the proxy)."""
+    """Revoke the key that signs now (the admin API through the proxy).
+
+    Not within prepublish of a scheduled rotation: the revocation promotes the next key at once, and
+    a next key created by that rotation less than max_age + leeway ago may be missing from a cache
+    fetched just before; PyJWT refetches on an unknown kid at most once per cooldown (30 s), so it
+    refuses tokens of that key until its cached copy expires (12 refusals within ~1 s in one run).
+    """
     fleet = run.fleet
+    seen = len(run.first_signed)
+    deadline = time.monotonic() + 3 * fleet.policy.seconds("rotation_period")
+    while len(run.first_signed) == seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(fleet.policy.seconds("prepublish") + 0.2)  # the next key is older than max_age + leeway
     with httpx.Client(base_url=run.proxy, timeout=10) as http:
         data = {"grant_type": "client_credentials", "audience": "api"}
         kid = kid_of(http.post("/oauth/token", data=data, auth=fleet.auth).json()["access_token"])
@@ -472,6 +485,9 @@ def classify(run: Run) -> None:
             o.reason += " (closed by HAProxy without an answer)" if silent else " (no HAProxy log line)"
             if silent and at_kill:
                 o.reason = f"{KILLED} ({at_kill[0]}): closed by HAProxy without an answer"
+            elif run.kills:
+                name, at = min(run.kills, key=lambda kill: abs(kill[1] - o.sent))
+                o.reason += f" (sent {o.sent - at:+.3f}s after {name} was killed)"
             continue
         o.reason += f" [HAProxy: {line['srv']} {line['term']} retries {line['retries']}]"
         if o.status == 502 and line["term"].startswith("S") and line["srv"] in at_kill:
@@ -541,9 +557,9 @@ def test_faults_cost_no_request(fleet_run: Run) -> None:
         with run.fault("rollover"):
             for t in threads:
                 t.start()
-            time.sleep(4.0)
+            time.sleep(2.0)
             emergency_revoke(run)
-            time.sleep(4.0)
+            time.sleep(3.0)
         for name, fault in FAULTS:
             with run.fault(name):
                 fault(run)

@@ -529,8 +529,8 @@ def fleet_run(tmp_path: Path) -> Iterator[Run]:
     port = free_port()
     proxy = f"http://127.0.0.1:{port}"
     fleet = Fleet(tmp_path, POLICY, issuer=proxy, serve_args=["--drain", DRAIN])
-    # everysec rather than always: fewer fsync stalls on a busy CI disk (a 2 s stall is a store
-    # timeout). SIGTERM flushes the AOF either way, and SIGSTOP loses nothing.
+    # everysec rather than always: less disk traffic on a shared CI machine. A Redis stopped with
+    # SIGTERM flushes its AOF either way, and one frozen with SIGSTOP loses nothing.
     fleet.redis.appendfsync = "everysec"
     with fleet:
         haproxy = HAProxy(tmp_path, port, fleet.replicas)

@@ -207,6 +207,7 @@ class HAProxy:
 
 LATE = "accepted a token of the revoked key"
 KILLED = "in flight at a SIGKILLed replica"
+STALE_CONNECTIONS = 0.25  # seconds after a kill in which HAProxy may still use a connection to the dead process
 KINDS = ("token", "introspect", "jwks", "pyjwt", "sdk", "admin")
 
 
@@ -483,8 +484,13 @@ def classify(run: Run) -> None:
         if line is None:
             silent = o.reason == "RemoteProtocolError"
             o.reason += " (closed by HAProxy without an answer)" if silent else " (no HAProxy log line)"
+            # Just after a kill HAProxy may still write a request on a pooled connection to the dead
+            # process (it has not processed the connection's reset yet): the same read error.
+            just_after = [name for name, at in run.kills if 0 <= o.sent - at <= STALE_CONNECTIONS]
             if silent and at_kill:
                 o.reason = f"{KILLED} ({at_kill[0]}): closed by HAProxy without an answer"
+            elif silent and just_after:
+                o.reason = f"{KILLED} ({just_after[0]}): sent on a connection to it HAProxy had not seen die"
             elif run.kills:
                 name, at = min(run.kills, key=lambda kill: abs(kill[1] - o.sent))
                 o.reason += f" (sent {o.sent - at:+.3f}s after {name} was killed)"

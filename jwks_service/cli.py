@@ -144,6 +144,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     listen = args.listen or settings.listen
     host, port = split_listen(listen)
+    drain_seconds = parse_duration(args.drain, "--drain")
+    if drain_seconds and args.workers > 1:
+        raise InvalidRequestError("--drain works with one worker per process: run one replica per worker instead")
     rt = build_runtime(settings)  # validates, creates keys, tells the user what happened
     try:
         if rt.kek.generated:
@@ -184,9 +187,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     else:
         from .http.app import create_app
+        from .http.drain import Drain, DrainingServer
 
-        uvicorn.run(
-            create_app(settings),
+        drain = Drain()
+        config = uvicorn.Config(
+            create_app(settings, drain=drain),
             host=host,
             port=port,
             log_level="info",
@@ -195,6 +200,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             http=_http_protocol(),
             **uvicorn_proxy_options(settings),
         )
+        server = DrainingServer(config, drain, drain_seconds)
+        server.run()
+        if not server.started:
+            return 1  # uvicorn logged why (the address is in use, ...)
     return 0
 
 
@@ -731,6 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service")
     p.add_argument("--listen", help="HOST:PORT (default: listen from the configuration)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    p.add_argument(
+        "--drain",
+        default="0s",
+        help="on SIGTERM, answer /healthz and /readyz with 503 this long (e.g. 2s) before stopping, so that a"
+        " load balancer takes the replica out of rotation first (default 0s: stop at once)",
+    )
     p.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="list, rotate and revoke signing keys").add_subparsers(

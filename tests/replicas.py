@@ -80,10 +80,11 @@ def kid_of(token: str) -> str:
 
 
 class RedisProcess:
-    """A private redis-server with appendonly (fsync always): stop() and start() keep the data."""
+    """A private redis-server with appendonly (fsync always by default): stop() and start() keep the data."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, appendfsync: str = "always") -> None:
         self.workdir = workdir
+        self.appendfsync = appendfsync
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -93,7 +94,8 @@ class RedisProcess:
         if binary is None:
             pytest.fail("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)", pytrace=False)
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
-        args += ["--appendfsync", "always", "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
+        args += ["--appendfsync", self.appendfsync, "--dir", str(self.workdir)]
+        args += ["--logfile", str(self.workdir / "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self.pings():
@@ -118,7 +120,7 @@ class RedisProcess:
         (self.workdir / "dump.rdb").unlink(missing_ok=True)
 
     def stop(self) -> None:
-        """SIGTERM: redis-server shuts down cleanly (the AOF is already fsynced on every write)."""
+        """SIGTERM: redis-server shuts down cleanly (it flushes and fsyncs the AOF first)."""
         if self.proc is None:
             return
         self.proc.terminate()
@@ -131,8 +133,11 @@ class RedisProcess:
 
 
 class Replica:
-    def __init__(self, name: str, port: int, config: Path, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, port: int, config: Path, workdir: Path, env: dict[str, str], args: Sequence[str] = ()
+    ) -> None:
         self.name = name
+        self.args = list(args)  # more `serve` options
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.config = config
@@ -155,7 +160,7 @@ class Replica:
             log.write(f"\n===== start #{self.starts} at {time.time():.3f} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [*CLI, "serve", "--config", str(self.config), "--listen", f"127.0.0.1:{self.port}"],
+                [*CLI, "serve", "--config", str(self.config), "--listen", f"127.0.0.1:{self.port}", *self.args],
                 cwd=self.workdir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -219,18 +224,28 @@ class Fleet:
         *,
         replicas: int = 3,
         replica_env: dict[int, dict[str, str]] | None = None,
+        issuer: str | None = None,
+        serve_args: Sequence[str] = (),
     ) -> None:
+        """`issuer`: the URL clients use (a proxy in front), by default the first replica's."""
         self.workdir = workdir
         self.policy = policy
         self.redis = RedisProcess(workdir)
         ports = [free_port() for _ in range(replicas)]
-        self.issuer = f"http://127.0.0.1:{ports[0]}"
+        self.issuer = issuer or f"http://127.0.0.1:{ports[0]}"
         self.config = workdir / "jwks.toml"
         self.kek = workdir / "kek"
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("JWKS_", "FAKETIME", "LD_PRELOAD"))}
         self.env = base_env
         self.replicas = [
-            Replica(f"replica{i + 1}", port, self.config, workdir, {**base_env, **(replica_env or {}).get(i, {})})
+            Replica(
+                f"replica{i + 1}",
+                port,
+                self.config,
+                workdir,
+                {**base_env, **(replica_env or {}).get(i, {})},
+                serve_args,
+            )
             for i, port in enumerate(ports)
         ]
         self.client_id = ""

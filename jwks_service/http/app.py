@@ -24,6 +24,7 @@ from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from ..stores import ChangeFeed
 from . import admin, oauth, wellknown
+from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
 from .limits import BodyLimitMiddleware
@@ -166,8 +167,10 @@ def create_app(
     clock: Clock | None = None,
     background: bool = True,
     events_heartbeat: float = HEARTBEAT_SECONDS,
+    drain: Drain | None = None,
 ) -> Starlette:
-    """The ASGI app. `background=False` leaves scheduling to the caller (tests with a manual clock)."""
+    """The ASGI app. `background=False` leaves scheduling to the caller (tests with a manual clock);
+    `drain`: set by the server on SIGTERM, it makes /healthz and /readyz answer 503 (http/drain.py)."""
     if runtime is None:
         runtime = build_runtime(settings or load_settings(), clock)
     rt = runtime
@@ -228,6 +231,7 @@ def create_app(
     app.state.events = hub
     app.state.readiness = wellknown.Readiness(rt)
     app.state.denied_audit = admin.DeniedAuditBudget()
+    app.state.drain = drain or Drain()
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
     return app
 

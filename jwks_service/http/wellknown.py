@@ -147,7 +147,14 @@ async def key_status(request: Request) -> Response:
     return JSONResponse({"keys": keys, "revoked": revoked}, headers={"Cache-Control": "no-cache"})
 
 
+def _draining() -> Response:
+    """After SIGTERM with `serve --drain`: out of the proxy's rotation, still serving (http/drain.py)."""
+    return JSONResponse({"status": "draining"}, status_code=503)
+
+
 async def healthz(request: Request) -> Response:
+    if request.app.state.drain.active:
+        return _draining()
     return JSONResponse({"status": "ok"})
 
 
@@ -197,6 +204,8 @@ class Readiness:
 
 
 async def readyz(request: Request) -> Response:
+    if request.app.state.drain.active:
+        return _draining()
     runtime: Runtime = request.app.state.runtime
     readiness: Readiness = request.app.state.readiness
     problems = public_problems(readiness.check())

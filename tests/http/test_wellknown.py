@@ -15,6 +15,7 @@ from support import ISSUER
 from jwks_service.clock import ManualClock
 from jwks_service.errors import StoreError
 from jwks_service.http import create_app
+from jwks_service.http.drain import Drain
 from jwks_service.runtime import Runtime
 
 
@@ -196,3 +197,18 @@ def test_readyz_answers_in_bounded_time_while_the_store_hangs(
                 assert http.get("/.well-known/jwks.json").status_code == 200
         finally:
             redis.proc.send_signal(signal.SIGCONT)
+
+
+def test_draining_takes_the_replica_out_of_rotation_and_keeps_serving(runtime: Runtime) -> None:
+    """`serve --drain`: after SIGTERM the health endpoints say 503 so a proxy stops routing here,
+    while the requests it still sends are served."""
+    drain = Drain()
+    http = TestClient(create_app(runtime=runtime, background=False, drain=drain), base_url=ISSUER)
+    assert http.get("/healthz").status_code == 200
+    drain.start()
+    for path in ("/healthz", "/readyz"):
+        r = http.get(path)
+        assert r.status_code == 503, path
+        assert r.json() == {"status": "draining"}
+    assert http.get("/.well-known/jwks.json").status_code == 200
+    assert http.get("/keys/status").status_code == 200

@@ -28,8 +28,8 @@ import pytest
 import yaml
 from support import PROJECT_ROOT, free_port, wait_until
 
-from jwks_service.cli import build_parser, cmd_serve, uvicorn_proxy_options
-from jwks_service.config import Settings, load_settings, split_listen
+from jwks_service.cli import GRACEFUL_SHUTDOWN_SECONDS, build_parser, cmd_serve, uvicorn_proxy_options
+from jwks_service.config import Settings, load_settings, parse_duration, split_listen
 from jwks_service.http import create_app
 from jwks_service.kek import KEK_BYTES, load_kek
 from jwks_service.runtime import Runtime
@@ -722,3 +722,24 @@ def test_the_stack_without_docker(tmp_path: Path, processes: Processes) -> None:
 
     processes.stop(server)
     assert subprocess.run(local_check, capture_output=True, timeout=30, check=False).returncode != 0
+
+
+def test_replicas_drain_longer_than_the_proxy_takes_to_notice() -> None:
+    """On SIGTERM a replica answers /healthz 503 for its drain period before it stops (serve --drain):
+    the proxy must have taken it out of rotation by then (fall failed checks, inter apart, each up to
+    `timeout check`), and Docker must not SIGKILL it before the drain and the graceful shutdown end."""
+    _, backend = proxy_frontend()
+    (default,) = [line.split() for line in backend if line.startswith("default-server ")]
+
+    def seconds(value: str) -> float:  # HAProxy time: 500ms, 2s
+        return float(value[:-2]) / 1000 if value.endswith("ms") else float(value.removesuffix("s"))
+
+    inter = seconds(default[default.index("inter") + 1])
+    fall = int(default[default.index("fall") + 1])
+    (check,) = [line.split() for line in haproxy()[("defaults", "")] if line.startswith("timeout check ")]
+    notice = fall * inter + seconds(check[2])
+    for name in REPLICAS:
+        drain = parse_duration(serve_args(name).drain, "--drain")
+        assert drain >= notice, f"{name}: --drain {drain}s, the proxy may take {notice}s to notice"
+        grace = parse_duration(services()[name].get("stop_grace_period", "10s"), "stop_grace_period")
+        assert grace > drain + GRACEFUL_SHUTDOWN_SECONDS, f"{name}: stop_grace_period {grace}s"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,3 +145,47 @@ def test_scheduler_rotates_a_live_server(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+def test_sigterm_with_drain_reports_unhealthy_first_then_stops(tmp_path: Path) -> None:
+    """`serve --drain 2s`: on SIGTERM /healthz answers 503 at once while requests are still served;
+    the process stops after the drain period (uvicorn's graceful shutdown), and a second SIGTERM
+    would not wait."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "JWKS_ISSUER": base, "JWKS_LISTEN": f"127.0.0.1:{port}"}
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([*CLI, "serve", "--drain", "2s"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout=20)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 503, timeout=1)
+        assert httpx.get(f"{base}/readyz").status_code == 503
+        assert httpx.get(f"{base}/.well-known/jwks.json").status_code == 200
+        assert proc.poll() is None
+        proc.wait(timeout=10)
+        stopped = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    text = (tmp_path / "server.log").read_text()
+    assert 2.0 <= stopped < 6.0, f"stopped {stopped:.2f}s after SIGTERM\n{text}"
+    assert proc.returncode in (0, -15), text
+    assert "/healthz answers 503 for 2s" in text, text
+
+
+def test_drain_needs_one_worker(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--drain", "2s", "--workers", "2"],
+        cwd=tmp_path,
+        env={**os.environ, "JWKS_LISTEN": f"127.0.0.1:{free_port()}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "--drain" in result.stderr, result.stderr

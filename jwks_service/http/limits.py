@@ -56,6 +56,8 @@ def source_of(request: HTTPConnection) -> str:
     an IPv6 one by its /64, since one host commonly holds a whole /64 and could otherwise take a new
     address per request."""
     host = request.client.host if request.client else "unknown"
+    if ":" not in host:  # IPv4 (or a name): as it is, with no parsing on the token endpoint's hot path
+        return host
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

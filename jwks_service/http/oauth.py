@@ -22,6 +22,7 @@ from ..errors import (
 )
 from ..model import Client
 from ..runtime import Runtime
+from .limits import source_of
 from .metrics import Metrics
 from .responses import NO_STORE, JSONResponse, error_response
 
@@ -60,7 +61,8 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The source the failure throttle counts (an IPv6 client by its /64, see limits.source_of)."""
+    return source_of(request)
 
 
 async def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:

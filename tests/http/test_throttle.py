@@ -74,3 +74,18 @@ def test_store_outage_neither_stops_issuance_nor_switches_throttling_off(http: T
     for _ in range(10):
         assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, "bad")).status_code == 401
     assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 429
+
+
+def test_an_ipv6_host_cannot_dodge_the_throttle_by_changing_address(runtime: Runtime) -> None:
+    """One host commonly holds a whole IPv6 /64: the per-address limit counts the /64, so taking a
+    new address per guess does not reset it (each guess from another address of the same /64)."""
+    client, secret = runtime.clients.create("svc", ["read"], ["api"])
+    app = create_app(runtime=runtime, background=False)
+    for i in range(50):
+        guesser = TestClient(app, base_url=ISSUER, client=(f"2001:db8:1:2::{i + 1:x}", 1))
+        form = {**GRANT, "client_id": f"guess-{i}", "client_secret": "x"}
+        assert guesser.post("/oauth/token", data=form).status_code == 401
+    same_host = TestClient(app, base_url=ISSUER, client=("2001:db8:1:2::ffff", 1))
+    assert same_host.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 429
+    other_host = TestClient(app, base_url=ISSUER, client=("2001:db8:1:3::1", 1))
+    assert other_host.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 200

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .bounded import BodyTooLargeError, aread_bounded, read_bounded
+from .bounded import ACCEPT_ENCODING, BodyTooLargeError, aread_bounded, read_bounded
 from .errors import TokenRequestError
 
 
@@ -118,7 +118,7 @@ class _Base:
             form["scope"] = self.scope
         if self.audience:
             form["audience"] = self.audience
-        kwargs: dict[str, Any] = {"data": form, "headers": {"Accept": "application/json"}}
+        kwargs: dict[str, Any] = {"data": form, "headers": {"Accept": "application/json", **ACCEPT_ENCODING}}
         if self.auth_method == "client_secret_basic":
             kwargs["auth"] = (self.client_id, self.client_secret)  # httpx form-urlencodes (RFC 6749 §2.3.1)
         else:
@@ -192,7 +192,7 @@ class TokenClient(_Base):
             return self._accept(response, raw, sent_at).access_token
 
     def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
-        with self.http.stream(method, url, **kwargs) as response:
+        with self.http.stream(method, url, **{"headers": ACCEPT_ENCODING, **kwargs}) as response:
             return response, read_bounded(response, f"the answer of {url}")
 
     def close(self) -> None:
@@ -236,7 +236,7 @@ class AsyncTokenClient(_Base):
             return self._accept(response, raw, sent_at).access_token
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
-        async with self.http.stream(method, url, **kwargs) as response:
+        async with self.http.stream(method, url, **{"headers": ACCEPT_ENCODING, **kwargs}) as response:
             return response, await aread_bounded(response, f"the answer of {url}")
 
     async def aclose(self) -> None:

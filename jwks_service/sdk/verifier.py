@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..jws import MAX_TOKEN_BYTES, VerificationKey
-from .bounded import aread_bounded, read_bounded
+from .bounded import ACCEPT_ENCODING, aread_bounded, read_bounded
 from .cache import CacheSettings, KeyCache, Refresh
 from .claims import ACCESS_TOKEN_CLAIMS, check_claims
 from .errors import (
@@ -237,7 +237,7 @@ class _Core:
         return KeysUnavailableError(f"no RFC 8414 metadata at {self.issuer}")
 
     def _events_headers(self, parser: SSEParser) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", "Accept-Encoding": "identity"}
         if parser.last_id:
             headers["Last-Event-ID"] = parser.last_id
         return headers
@@ -466,7 +466,7 @@ class Verifier(_Core):
     def _get(self, url: str, headers: dict[str, str], what: str) -> tuple[httpx.Response, bytes]:
         """A GET whose body is read under the document bound while it streams (every status: a
         response read to its end lets the connection be reused, for a 304 too)."""
-        with self.http.stream("GET", url, headers=headers) as response:
+        with self.http.stream("GET", url, headers={**headers, **ACCEPT_ENCODING}) as response:
             body = read_bounded(response, what)
         return response, body
 
@@ -533,7 +533,9 @@ class Verifier(_Core):
             if self._introspection_needs_metadata():
                 self._resolve_jwks_uri()
             url = self._introspection_url()
-            with self.http.stream("POST", url, data={"token": text}, auth=self.introspection) as response:
+            with self.http.stream(
+                "POST", url, data={"token": text}, auth=self.introspection, headers=ACCEPT_ENCODING
+            ) as response:
                 raw = read_bounded(response, "the introspection answer")
         except (httpx.HTTPError, SDKError) as exc:
             raise _introspection_failed(exc) from None
@@ -639,7 +641,7 @@ class AsyncVerifier(_Core):
             self._apply(self.clock(), response, body)
 
     async def _get(self, url: str, headers: dict[str, str], what: str) -> tuple[httpx.Response, bytes]:
-        async with self.http.stream("GET", url, headers=headers) as response:
+        async with self.http.stream("GET", url, headers={**headers, **ACCEPT_ENCODING}) as response:
             body = await aread_bounded(response, what)
         return response, body
 
@@ -691,7 +693,9 @@ class AsyncVerifier(_Core):
             if self._introspection_needs_metadata():
                 await self._resolve_jwks_uri()
             url = self._introspection_url()
-            async with self.http.stream("POST", url, data={"token": text}, auth=self.introspection) as response:
+            async with self.http.stream(
+                "POST", url, data={"token": text}, auth=self.introspection, headers=ACCEPT_ENCODING
+            ) as response:
                 raw = await aread_bounded(response, "the introspection answer")
         except (httpx.HTTPError, SDKError) as exc:
             raise _introspection_failed(exc) from None

@@ -23,7 +23,7 @@ from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from ..stores import ChangeFeed
-from . import admin, oauth, wellknown
+from . import admin, oauth, openapi, wellknown
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
 from .limits import BodyLimitMiddleware
@@ -61,6 +61,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_body(500, "server_error", "the server could not complete the request")
+
+
+async def _openapi(request: Request) -> Response:
+    body: bytes = request.app.state.openapi_body
+    return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"})
 
 
 async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - never routed to
@@ -180,6 +185,7 @@ def create_app(
         Route("/healthz", wellknown.healthz, methods=["GET"]),
         Route("/readyz", wellknown.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
         Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
         Route("/admin/keysets", admin.list_keysets, methods=["GET"]),
@@ -211,6 +217,7 @@ def create_app(
     app.state.metrics = Metrics(rt, hub)
     app.state.events = hub
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
+    app.state.openapi_body = openapi.render()
     return app
 
 

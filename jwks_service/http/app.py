@@ -68,6 +68,16 @@ async def _openapi(request: Request) -> Response:
     return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"})
 
 
+def _route(path: str, **endpoints: Endpoint) -> Route:
+    """One Route for a path that several methods share, so that a 405 lists every method of the path
+    in `Allow` (RFC 9110 §15.5.6), not only those of the first of several routes."""
+
+    async def endpoint(request: Request) -> Response:
+        return await endpoints["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, endpoint, methods=list(endpoints))
+
+
 async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - never routed to
     raise HTTPException(405)
 
@@ -191,10 +201,8 @@ def create_app(
         Route("/admin/keysets", admin.list_keysets, methods=["GET"]),
         Route("/admin/keysets/{name}/rotate", admin.rotate, methods=["POST"]),
         Route("/admin/keys/{kid}/revoke", admin.revoke_key, methods=["POST"]),
-        Route("/admin/clients", admin.list_clients, methods=["GET"]),
-        Route("/admin/clients", admin.create_client, methods=["POST"]),
-        Route("/admin/clients/{client_id}", admin.show_client, methods=["GET"]),
-        Route("/admin/clients/{client_id}", admin.delete_client, methods=["DELETE"]),
+        _route("/admin/clients", GET=admin.list_clients, POST=admin.create_client),
+        _route("/admin/clients/{client_id}", GET=admin.show_client, DELETE=admin.delete_client),
         Route("/admin/clients/{client_id}/secret", admin.rotate_secret, methods=["POST"]),
         Route("/admin/audit", admin.list_audit, methods=["GET"]),
     ]

@@ -38,6 +38,9 @@ def test_the_document_is_valid_openapi_3_1(http: TestClient) -> None:
 
 def _route_operations(runtime: Runtime) -> set[tuple[str, str]]:
     app = create_app(runtime=runtime, background=False)
+    paths = [route.path for route in app.routes if isinstance(route, Route)]
+    # One Route per path (app._route), or a 405's Allow names only the first route's methods.
+    assert len(paths) == len(set(paths)), sorted(p for p in paths if paths.count(p) > 1)
     out = set()
     for route in app.routes:
         assert isinstance(route, Route), route
@@ -113,3 +116,17 @@ def test_last_event_id_with_non_ascii_digits_is_400_not_500(http: TestClient) ->
         r = http.get("/keys/events", **request)
         assert r.status_code == 400, (request, r.status_code)
         assert r.json()["error"] == "invalid_request"
+
+
+def test_405_allow_names_every_method_of_the_path(http: TestClient) -> None:
+    """RFC 9110 §15.5.6: a 405 lists the methods the path supports, all of them (schemathesis found
+    /admin/clients answering `Allow: GET, HEAD` although POST is routed there too)."""
+    for path, item in openapi.document()["paths"].items():
+        methods = {m.upper() for m in item if m in METHODS}
+        if "GET" in methods:
+            methods.add("HEAD")
+        url = path.replace("{", "").replace("}", "")
+        r = http.request("TRACE", url)
+        assert r.status_code == 405, (path, r.status_code)
+        assert r.json()["error"] == "method_not_allowed"
+        assert {m.strip() for m in r.headers["allow"].split(",")} == methods, path

@@ -258,7 +258,10 @@ SCHEMAS: dict[str, Schema] = {
         ["access_token", "token_type", "expires_in", "scope"],
     ),
     "TokenParameter": {
-        "allOf": [_ref("ClientCredentials"), _obj({"token": {"type": "string"}}, ["token"], closed=False)]
+        "allOf": [
+            _ref("ClientCredentials"),
+            _obj({"token": {"type": "string", "minLength": 1}}, ["token"], closed=False),
+        ]
     },
     "IntrospectionResponse": {
         "oneOf": [
@@ -373,7 +376,7 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "a list, or one space-separated string",
                 "oneOf": [
                     {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SCOPE_TOKEN}},
-                    {"type": "string"},
+                    {"type": "string", "pattern": "\\S"},
                 ],
             },
             "audiences": {
@@ -384,7 +387,7 @@ SCHEMAS: dict[str, Schema] = {
                         "minItems": 1,
                         "items": {"type": "string", "minLength": 1, "maxLength": MAX_AUDIENCE},
                     },
-                    {"type": "string"},
+                    {"type": "string", "pattern": "\\S"},
                 ],
             },
             "keyset": {"type": "string", "default": "default"},

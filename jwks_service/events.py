@@ -92,7 +92,7 @@ def diff_all(old: Mapping[str, Keyset], new: Mapping[str, Keyset]) -> list[KeyEv
 def parse_event_id(value: str) -> int | None:
     """The moment (in microseconds) an event id names; None when it is not one of ours."""
     head = value.split("-", 1)[0]
-    if not head.isdigit() or len(head) > 20:
+    if not (head.isascii() and head.isdigit()) or len(head) > 20:  # "²".isdigit(), but int("²") raises
         return None
     return int(head)
 

@@ -23,7 +23,7 @@ from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from ..stores import ChangeFeed
-from . import admin, oauth, wellknown
+from . import admin, oauth, openapi, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
@@ -62,6 +62,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_body(500, "server_error", "the server could not complete the request")
+
+
+async def _openapi(request: Request) -> Response:
+    body: bytes = request.app.state.openapi_body
+    return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"})
+
+
+def _route(path: str, **endpoints: Endpoint) -> Route:
+    """One Route for a path that several methods share, so that a 405 lists every method of the path
+    in `Allow` (RFC 9110 §15.5.6), not only those of the first of several routes."""
+
+    async def endpoint(request: Request) -> Response:
+        return await endpoints["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, endpoint, methods=list(endpoints))
 
 
 async def _method_not_allowed(request: Request) -> Response:  # pragma: no cover - never routed to
@@ -199,15 +214,14 @@ def create_app(
         Route("/healthz", wellknown.healthz, methods=["GET"]),
         Route("/readyz", wellknown.readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
         Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
         Route("/admin/keysets", admin.list_keysets, methods=["GET"]),
         Route("/admin/keysets/{name}/rotate", admin.rotate, methods=["POST"]),
         Route("/admin/keys/{kid}/revoke", admin.revoke_key, methods=["POST"]),
-        Route("/admin/clients", admin.list_clients, methods=["GET"]),
-        Route("/admin/clients", admin.create_client, methods=["POST"]),
-        Route("/admin/clients/{client_id}", admin.show_client, methods=["GET"]),
-        Route("/admin/clients/{client_id}", admin.delete_client, methods=["DELETE"]),
+        _route("/admin/clients", GET=admin.list_clients, POST=admin.create_client),
+        _route("/admin/clients/{client_id}", GET=admin.show_client, DELETE=admin.delete_client),
         Route("/admin/clients/{client_id}/secret", admin.rotate_secret, methods=["POST"]),
         Route("/admin/audit", admin.list_audit, methods=["GET"]),
     ]
@@ -233,6 +247,7 @@ def create_app(
     app.state.denied_audit = admin.DeniedAuditBudget()
     app.state.drain = drain or Drain()
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))
+    app.state.openapi_body = openapi.render()
     return app
 
 

@@ -277,7 +277,7 @@ def test_events_are_read_off_key_timestamps_and_diffs_are_exact() -> None:
     resumed = key_events.since([v2], changes[0].micros)
     assert [e.id for e in resumed if e.micros >= changes[0].micros] == [e.id for e in changes]
     assert key_events.parse_event_id(changes[0].id) == changes[0].micros
-    for bad in ("", "abc", "-1-x", "9" * 30):
+    for bad in ("", "abc", "-1-x", "9" * 30, "²", "1²-x", "١٢٣"):  # isdigit() but not ASCII digits
         assert key_events.parse_event_id(bad) is None
     data = changes[0].as_dict()
     assert data["type"] == "revoked" and data["kid"] == "k1" and data["at"].endswith("Z")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -150,5 +152,17 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]
         server.start()
     except OpenBaoUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test alone (it is stopped or frozen), and the KEK a Redis store needs."""
+    (tmp_path / "redis-data").mkdir()
+    kek = tmp_path / "kek"
+    kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    kek.chmod(0o600)
+    server = RedisServer(tmp_path / "redis-data")
     yield server
     server.stop()

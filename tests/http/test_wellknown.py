@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import secrets
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from conftest import RedisServer
@@ -105,18 +102,6 @@ def test_jwks_caching_headers_head_and_other_methods(http: TestClient, runtime: 
     after = http.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
     assert after.status_code == 200 and after.headers["etag"] != etag
     assert after.headers["content-length"] == str(len(after.content))
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server of this test alone (it is stopped or frozen), and the KEK a Redis store needs."""
-    (tmp_path / "redis-data").mkdir()
-    kek = tmp_path / "kek"
-    kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
-    kek.chmod(0o600)
-    server = RedisServer(tmp_path / "redis-data")
-    yield server
-    server.stop()
 
 
 def test_readyz_names_problems_without_backend_error_text(

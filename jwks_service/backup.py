@@ -674,6 +674,7 @@ def restore(
     policies: Mapping[str, KeysetPolicy],
     source: str = "",
     progress: Progress = _quiet,
+    actor: str = "cli",
 ) -> dict[str, int]:
     """Write the backup into `store`: its keysets are merged into stored ones of the same name
     (`merge_keyset`), clients the store lacks, revoked tokens and audit events it does not hold yet
@@ -718,7 +719,7 @@ def restore(
     details: dict[str, Any] = {"issuer": backup.issuer, "created_at": backup.created_at, **counts}
     if notes:
         details["merged"] = notes
-    event = AuditEvent(at=now, actor="cli", action="backup.import", target=source, details=details)
+    event = AuditEvent(at=now, actor=actor, action="backup.import", target=source, details=details)
     store.append_audit([event])
     audit_log.log_events([event])
     return counts

@@ -681,7 +681,9 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
     try:
         backups.check_target(rt.store, backup, force=args.force)
         _stderr(f"importing into {settings.store_display}:")
-        counts = backups.restore(backup, rt.store, rt.clock.now(), settings.keysets, str(args.file), _progress)
+        counts = backups.restore(
+            backup, rt.store, rt.clock.now(), settings.keysets, str(args.file), _progress, actor=_actor()
+        )
     finally:
         rt.close()
     print(f"imported {backups.summary(counts)} from {args.file}")

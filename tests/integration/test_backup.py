@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import json
 import os
@@ -235,7 +236,7 @@ def test_round_trip_into_a_fresh_store_verifies_every_token(
             r = http.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(writer_id, "nope"))
             assert r.status_code == 401
         events = rt.store.list_audit(limit=1000)
-        assert events[0].action == "backup.import" and events[0].actor == "cli"
+        assert events[0].action == "backup.import" and events[0].actor == f"cli:{getpass.getuser()}"  # the OS user
         assert events[0].details["keys"] == 5 and events[0].details["clients"] == 3
         assert {"client.create", "client.rotate_secret", "key.created", "key.rotated"} <= {e.action for e in events}
     finally:

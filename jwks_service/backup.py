@@ -47,8 +47,6 @@ import base64
 import binascii
 import hmac
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -56,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audit as audit_log
+from . import files
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
 from .clients import valid_scope_token
@@ -743,54 +742,17 @@ def read_file(path: str | Path) -> bytes:
 
 
 def write_file(path: str | Path, data: bytes, *, force: bool = False) -> None:
-    """Write atomically (temporary file in the same folder, mode 0600, fsync, rename); an existing
-    file is replaced only with `force`."""
+    """Write atomically, mode 0600 (see files); an existing file is replaced only with `force`."""
     target = Path(path)
     if target.is_dir():
         raise JwksServiceError(f"{target} is a directory")
-    if not force and os.path.lexists(target):
-        raise ConflictError(f"{target} exists; use --force to overwrite it")
-    folder = target.parent
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise JwksServiceError(f"cannot write in {folder}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         if force:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)  # never clobbers a file that appeared meanwhile
-            except FileExistsError:
-                raise ConflictError(f"{target} exists; use --force to overwrite it") from None
-            except OSError:  # a filesystem without hard links
-                if os.path.lexists(target):
-                    raise ConflictError(f"{target} exists; use --force to overwrite it") from None
-                os.replace(tmp, target)
+            files.replace(target, data)
+        elif not files.write_new(target, data):  # never clobbers a file, even one that appeared meanwhile
+            raise ConflictError(f"{target} exists; use --force to overwrite it")
     except OSError as exc:
         raise JwksServiceError(f"cannot write {target}: {exc.strerror}") from None
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)
 
 
 def summary(c: Mapping[str, int]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import files
 from .errors import ConfigError, UnavailableError
 
 KEK_BYTES = 32
@@ -75,12 +75,12 @@ def load_kek(path_text: str, *, create: bool) -> LoadedKek:
 
 
 def _create(path: Path) -> LoadedKek:
-    """A new random KEK, written whole or not at all (see _write_new): a process reading the file
+    """A new random KEK, written whole or not at all (see files.write_new): a process reading the file
     while this one creates it sees no file or the whole KEK, never an empty one. Of several processes
     creating it at once, one wins and the others use its KEK."""
     key = secrets.token_bytes(KEK_BYTES)
     try:
-        written = _write_new(path, base64.b64encode(key).decode() + "\n")
+        written = files.write_new(path, (base64.b64encode(key).decode() + "\n").encode())
     except OSError as exc:
         raise ConfigError(f"secrets.kek_file: cannot create {path}: {exc.strerror}") from None
     if not written:  # another process created it first: use theirs
@@ -163,12 +163,7 @@ def rewrap_kek(path_text: str, wrapper: KeyWrapper) -> tuple[int, int]:
         return old, new
     if wrapper.unwrap(rewrapped) != key:
         raise ConfigError(f"secrets.kek: {wrapper.description} rewrapped the KEK into another key; file unchanged")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        _write_exclusive(tmp, rewrapped + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.replace(path, (rewrapped + "\n").encode())
     return old, new
 
 
@@ -181,7 +176,7 @@ def wrap_plain_kek(path_text: str, out_text: str, wrapper: KeyWrapper) -> None:
     wrapped = wrapper.wrap(loaded.key)
     if wrapper.unwrap(wrapped) != loaded.key:
         raise ConfigError(f"secrets.kek: {wrapper.description} did not give the KEK back; nothing written")
-    if not _write_new(Path(out_text), wrapped + "\n"):
+    if not files.write_new(Path(out_text), (wrapped + "\n").encode()):
         raise ConfigError(f"{out_text} exists; name a new file for the wrapped KEK")
 
 
@@ -222,56 +217,9 @@ def _create_wrapped(path: Path, wrapper: KeyWrapper) -> LoadedKek:
     if _unwrap(path, wrapped, wrapper) != key:  # the token can decrypt too, before anything is sealed with it
         raise ConfigError(f"{where}: Vault unwrapped it to another value")
     try:
-        written = _write_new(path, wrapped + "\n")
+        written = files.write_new(path, (wrapped + "\n").encode())
     except OSError as exc:
         raise ConfigError(f"secrets.kek_file: cannot create {path}: {exc.strerror}") from None
     if not written:  # another process of this deployment wrote its KEK first: use theirs
         return load_wrapped_kek(str(path), wrapper, create=False)
     return LoadedKek(key, path, generated=True, wrapped_by=wrapper.description)
-
-
-def _write_new(path: Path, text: str) -> bool:
-    """Write a new file (mode 0600) whole or not at all; False when `path` exists already.
-
-    Written to a temporary file, then hard-linked into place (atomic, never replacing a file); where
-    the file system has no hard links, created in place with O_EXCL.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        _write_exclusive(tmp, text)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links here
-            try:
-                _write_exclusive(path, text)
-            except FileExistsError:
-                return False
-        _fsync_dir(path.parent)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a new directory entry durable (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_exclusive(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())

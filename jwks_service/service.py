@@ -231,9 +231,14 @@ class KeyService:
             return True
 
     def _install_keyset(self, keyset: Keyset) -> None:
-        """Serve one keyset as written by this process; the others as the newest snapshot has them
-        (read under the lock, so a refresh installed meanwhile is not undone)."""
+        """Serve one keyset as this process read or wrote it; the others as the newest snapshot has
+        them (read under the lock, so a refresh installed meanwhile is not undone). A copy older than
+        the one served is dropped: the reload and the scheduler run in separate threads, and a stale
+        copy would undo, say, another replica's emergency revocation until the next store change."""
         with self._install_lock:
+            served = self._snapshot.keysets.get(keyset.name)
+            if served is not None and served.revision > keyset.revision:
+                return
             self._installs += 1
             self._install_locked({**self._snapshot.keysets, keyset.name: keyset})
 

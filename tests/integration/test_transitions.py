@@ -122,3 +122,53 @@ def test_store_that_lost_its_keysets_gets_them_back(runtime_factory: Callable[..
     assert sorted(k.kid for k in restored.keys) == sorted(k.kid for k in served.keys)
     assert rt.keys.snapshot.signing["default"].kid == served.current.kid  # type: ignore[union-attr]
     assert [e.action for e in rt.store.list_audit(limit=1)] == ["keyset.reseed"]
+
+
+class _PausingStore:
+    """A replica's store that, once armed, stops its next `get_keyset` after the read: the moment
+    between the scheduler reading a keyset and serving it."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.armed = False
+        self.read = threading.Event()
+        self.go_on = threading.Event()
+
+    def get_keyset(self, name: str) -> object:
+        keyset = self._inner.get_keyset(name)  # type: ignore[attr-defined]
+        if self.armed:
+            self.armed = False
+            self.read.set()
+            assert self.go_on.wait(10)
+        return keyset
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_a_stale_read_never_undoes_a_revocation_served_since(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    """The reload and the scheduler run in separate threads. Replica A's scheduler reads the keyset;
+    replica B revokes its current key; A's reload serves that; then A's scheduler serves what it had
+    read. The older copy must not replace the newer one: the revoked key would sign again."""
+    a = runtime_factory({"default": {"alg": "ES256", **POLICY}})
+    b = runtime_factory({"default": {"alg": "ES256", **POLICY}})
+    clock.advance(2 * 3600)
+    assert [t for t in b.keys.tick() if t.event == "rotated"]  # B makes the scheduled rotation
+    pausing = _PausingStore(a.keys.store)
+    a.keys.store = pausing  # type: ignore[assignment]
+    pausing.armed = True
+    tick = threading.Thread(target=a.keys.tick)  # A's copy is older: its plan says rotate, it reads again
+    tick.start()
+    try:
+        assert pausing.read.wait(10)
+        current = b.keys.snapshot.signing["default"].kid
+        b.keys.revoke(current, reason="leaked")
+        assert a.keys.refresh()  # A's reload serves the revocation
+        assert a.keys.snapshot.signing["default"].kid != current
+    finally:
+        pausing.go_on.set()
+        tick.join(10)
+    assert a.keys.snapshot.signing["default"].kid != current
+    assert current not in a.keys.snapshot.verify_keys

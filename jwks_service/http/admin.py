@@ -60,8 +60,9 @@ async def authorize(request: Request, runtime: Runtime) -> Client:
     Nothing blocks the event loop: the token passes every cheap check before its signature is
     checked, and a signature that needs Vault (an HMAC key) is checked through the clients' gate for
     unauthenticated callers (bounded in total and per address; 503 at once when full)."""
-    address = request.client.host if request.client else "unknown"
-    result = await runtime.keys.introspect_async(_bearer(request), partial(runtime.clients.gate.run, address))
+    result = await runtime.keys.introspect_async(
+        _bearer(request), partial(runtime.clients.gate.run, source_of(request))
+    )
     claims = result.claims
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
@@ -129,13 +130,21 @@ class DeniedAuditBudget:
 
 async def _audit_unauthenticated(request: Request, runtime: Runtime, action: str, reason: str) -> None:
     """Audit a 401 (actor anonymous, the source address) within the budget; never changes the answer."""
+    await _audit_refused(request, runtime, "anonymous", action, reason)
+
+
+async def _audit_refused(request: Request, runtime: Runtime, actor: str, action: str, reason: str) -> None:
+    """Audit a refused admin call (401 or 403) within the budget of refused calls per source and per
+    actor; the write goes through the gate for strangers; never changes the answer."""
     address = request.client.host if request.client else "unknown"
+    source = source_of(request)
     budget: DeniedAuditBudget = request.app.state.denied_audit
-    if not budget.admit(source_of(request), runtime.clock.now()):
+    now = runtime.clock.now()
+    if not budget.admit(source, now) or (actor != "anonymous" and not budget.admit(actor, now)):
         return
     target = request.url.path[:MAX_DENIED_TARGET]
     try:
-        await _audit(runtime, "anonymous", action, target, "denied", reason, address=address)
+        await _audit(runtime, actor, action, target, "denied", reason, stranger=source, address=address)
     except JwksServiceError as exc:
         log.warning("could not audit a refused admin call from %s: %s", address, exc.description)
 
@@ -152,7 +161,7 @@ def admin(action: str) -> Callable[[Handler], Callable[[Request], Awaitable[Resp
                 await _audit_unauthenticated(request, runtime, action, exc.description)
                 raise
             except ForbiddenError as exc:
-                await _audit(runtime, f"client:{exc.client_id}", action, request.url.path, "denied", exc.description)
+                await _audit_refused(request, runtime, f"client:{exc.client_id}", action, exc.description)
                 raise
             actor = f"client:{client.client_id}"
             try:
@@ -169,12 +178,26 @@ def admin(action: str) -> Callable[[Handler], Callable[[Request], Awaitable[Resp
 
 
 async def _audit(
-    runtime: Runtime, actor: str, action: str, target: str, outcome: str, reason: str, **details: Any
+    runtime: Runtime,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+    reason: str,
+    *,
+    stranger: str | None = None,
+    **details: Any,
 ) -> None:
+    """Write one audit event off the event loop. For a refused caller (`stranger`: its source), the
+    write goes through the clients' gate for unauthenticated callers, bounded per source and in
+    total, so refused calls cannot fill the thread pool that reloads and authentication need."""
     event = audit.event(
         runtime.clock.now(), actor, f"admin.{action}", target, outcome=outcome, reason=reason, **details
     )
-    await anyio.to_thread.run_sync(runtime.store.append_audit, [event])
+    if stranger is None:
+        await anyio.to_thread.run_sync(runtime.store.append_audit, [event])
+    else:
+        await runtime.clients.gate.run(stranger, runtime.store.append_audit, [event])
     audit.log_events([event])
 
 

@@ -367,3 +367,37 @@ def test_unauthenticated_audit_rows_are_bounded_per_source(runtime: Runtime, clo
         clock.advance(61)  # a new minute
         stranger.get("/admin/audit")
         assert rows("192.0.2.1") == 11
+
+
+def test_forbidden_audit_rows_are_bounded_per_client(http: TestClient, runtime: Runtime) -> None:
+    """A valid client without scope admin cannot flood the audit log with 403s either: the budget of
+    refused calls applies per client as well as per source (found in review)."""
+    token = token_for(http, runtime, ["read"], [ISSUER])
+    codes = {http.get("/admin/keysets", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(30)}
+    assert codes == {403}
+    denied = [e for e in runtime.store.list_audit(limit=1000) if e.outcome == "denied"]
+    assert len(denied) == 10, len(denied)
+
+
+def test_refused_calls_are_audited_through_the_gate_for_strangers(runtime: Runtime) -> None:
+    """The audit write of a refused call runs in the clients' bounded gate for unauthenticated callers,
+    counted by the caller's source (an IPv6 host by its /64), not in the shared thread pool: a burst
+    of refused calls while the store hangs cannot take the threads that reloads need (found in review)."""
+    from jwks_service.http import create_app
+
+    seen: list[str] = []
+    gate = runtime.clients.gate
+    real_run = gate.run
+
+    async def recording_run(address: str, call: Any, *args: object) -> Any:
+        seen.append(address)
+        return await real_run(address, call, *args)
+
+    gate.run = recording_run  # type: ignore[method-assign]
+    app = create_app(runtime=runtime, background=False)
+    with TestClient(app, base_url=ISSUER, client=("2001:db8:5:6::7", 1000)) as stranger:
+        assert stranger.get("/admin/audit", headers={"Authorization": "Bearer x"}).status_code == 401
+    assert seen == ["2001:db8:5:6::/64"]
+    assert [e.details.get("address") for e in runtime.store.list_audit() if e.outcome == "denied"] == [
+        "2001:db8:5:6::7"
+    ]

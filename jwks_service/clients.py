@@ -212,14 +212,17 @@ class ClientRegistry:
         self._cache = {}
 
     def get(self, client_id: str) -> Client | None:
+        # invalidate() swaps in a new dict: a read that raced it (a record read before another
+        # process deleted or changed it) lands in the old dict, not in the one served from now on.
+        cache = self._cache
         try:
-            return self._cache[client_id]
+            return cache[client_id]
         except KeyError:
             pass
         client = self._store.get_client(client_id) if len(client_id) <= 256 else None
-        if len(self._cache) > 100_000:  # unknown ids must not grow the cache without bound
-            self._cache = {}
-        self._cache[client_id] = client
+        if len(cache) > 100_000:  # unknown ids must not grow the cache without bound
+            cache.clear()
+        cache[client_id] = client
         return client
 
     async def get_async(self, client_id: str) -> Client | None:

@@ -154,3 +154,23 @@ def test_concurrent_secret_rotations_never_hand_out_a_dead_secret(
         dead = [s for s in secrets if not works(checker, client.client_id, s)]
         assert not dead, f"{len(dead)} of {len(secrets)} secrets handed out do not authenticate"
         clock.advance(3601)  # the grace of this round's older secrets ends
+
+
+def test_a_read_that_raced_an_invalidation_is_not_served_afterwards(
+    open_store: Callable[[], Store], clock: ManualClock, tmp_path: Path
+) -> None:
+    """A record read just before another process deleted the client, and before this process
+    dropped its cache for that change, must not be cached for later requests (found in review:
+    the deleted client kept getting tokens on this replica until the next store change)."""
+    other = registry(open_store(), clock, tmp_path)
+    client, _ = other.create("svc", ["read"], ["api"])
+    slow = Interleave(open_store())
+    here = registry(slow, clock, tmp_path)
+
+    def deleted_meanwhile() -> None:
+        other.delete(client.client_id)
+        here.invalidate()  # what the background reload does on the change
+
+    slow.between = deleted_meanwhile
+    assert here.get(client.client_id) == client  # this request read it before the deletion
+    assert here.get(client.client_id) is None  # later ones see the deletion

@@ -88,14 +88,24 @@ def _introspection_failed(exc: Exception) -> IntrospectionUnavailableError:
     return IntrospectionUnavailableError(f"introspection failed: {reason}")
 
 
+def _uncompressed(response: httpx.Response) -> None:
+    """The event stream is asked for with Accept-Encoding: identity; a compressed one is refused (the
+    loop reconnects with backoff): httpx would inflate each chunk whole before a line bound saw it."""
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise ValueError(f"the event stream came with content coding {coding!r}; identity was asked for")
+
+
 def _lines(response: httpx.Response) -> Iterator[str]:
     """The lines of an event stream, each bounded (`SSELines`); httpx's iter_lines is not."""
+    _uncompressed(response)
     lines = SSELines()
     for text in response.iter_text():
         yield from lines.feed(text)
 
 
 async def _alines(response: httpx.Response) -> AsyncIterator[str]:
+    _uncompressed(response)
     lines = SSELines()
     async for text in response.aiter_text():
         for line in lines.feed(text):

@@ -68,3 +68,26 @@ def test_other_content_codings_are_refused(coding: str) -> None:
 def test_corrupt_compressed_data_is_refused() -> None:
     with pytest.raises(BodyTooLargeError, match="not valid compressed data"):
         read_bounded(_response(b"not gzip at all", "gzip"), "the JWK set")
+
+
+def test_a_compressed_event_stream_is_refused_before_it_is_inflated() -> None:
+    """The SDK asks for the event stream uncompressed; one that comes gzipped anyway is refused (the
+    loop reconnects with backoff) rather than inflated chunk by chunk (found in review)."""
+    from jwks_service.sdk.verifier import _alines, _lines
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="content coding"):
+            list(_lines(_response(BOMB, "gzip")))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_DOCUMENT_BYTES, peak
+
+    async def read_async() -> None:
+        async for _ in _alines(_response(BOMB, "gzip")):
+            pass
+
+    with pytest.raises(ValueError, match="content coding"):
+        anyio.run(read_async)
+    assert list(_lines(_response(b"event: ready\ndata: {}\n\n", "identity"))) == ["event: ready", "data: {}", ""]

@@ -68,6 +68,7 @@ from .errors import (
     RevisionConflictError,
 )
 from .jwks import JWK_META, PUBLIC_MEMBERS, public_members
+from .lifecycle import RETAIN_RETIRED_SECONDS
 from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
 from .stores.codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
@@ -611,17 +612,32 @@ def _at(key: KeyVersion) -> str:
     return f" {'at' if key.state in (KeyState.REVOKED, KeyState.RETIRED) else 'since'} {rfc3339(when)}"
 
 
-def merge_keyset(stored: Keyset | None, incoming: Keyset, now: float, verify_window: int) -> tuple[Keyset, list[str]]:
-    """The keyset to write for `incoming` (from a backup) over `stored`, with the stored revision (for
-    compare-and-set), and what was decided, for people. See the module docstring for the rules."""
+def merge_keyset(
+    stored: Keyset | None, incoming: Keyset, now: float, verify_window: int, made_at: float | None = None
+) -> tuple[Keyset, list[str]]:
+    """The keyset to write for `incoming` (from a backup made at `made_at`) over `stored`, with the
+    stored revision (for compare-and-set), and what was decided, for people. See the module
+    docstring for the rules."""
     if stored is None:
         return replace(incoming, revision=0), []
     notes: list[str] = []
     mine = {k.kid: k for k in stored.keys}
     merged: dict[str, KeyVersion] = {}
     from_backup: set[str] = set()
+    # The store forgets a retired key RETAIN_RETIRED_SECONDS after it retired. A key it does not
+    # know may have been retired (or lived and retired) here after a backup older than that: such a
+    # key comes in retired, never live again.
+    forgetful = made_at is None or made_at + RETAIN_RETIRED_SECONDS <= now
     for key in incoming.keys:
         old = mine.get(key.kid)
+        if old is None and forgetful and key.verifies:
+            merged[key.kid] = key.with_(state=KeyState.RETIRED, retired_at=now, sealed_private=None)
+            notes.append(
+                f"key {key.kid} comes in retired (the backup has it {key.state}): this store does not know it, and"
+                f" it forgets retired keys {RETAIN_RETIRED_SECONDS // 86400} days after they retire, which is less"
+                " than the backup's age, so it may have been retired here"
+            )
+            continue
         if old is None or _RANK[key.state] > _RANK[old.state]:
             merged[key.kid] = key
             from_backup.add(key.kid)
@@ -679,9 +695,10 @@ def restore(
     (`merge_keyset`), clients the store lacks, revoked tokens and audit events it does not hold yet
     are added; then one `backup.import` audit event, which lists every merge decision."""
     notes: list[str] = []
+    made_at = _timestamp(backup.created_at)
     for ks in backup.keysets:
         for attempt in range(MERGE_ATTEMPTS):
-            merged, decided = merge_keyset(store.get_keyset(ks.name), ks, now, policies[ks.name].verify_window)
+            merged, decided = merge_keyset(store.get_keyset(ks.name), ks, now, policies[ks.name].verify_window, made_at)
             try:
                 store.save_keyset(merged, merged.revision)
             except RevisionConflictError:  # a running server changed it meanwhile: merge with that
@@ -694,7 +711,17 @@ def restore(
         notes.extend(decided)
     progress(f"keysets: {_plural(len(backup.keysets), 'keyset')} written")
     clients = 0
+    # Deleted clients stay deleted: the store keeps no record of a client once deleted but its audit
+    # event (kept for audit.retention).
+    held_audit = store.list_audit(limit=ALL_EVENTS) if backup.clients or backup.audit else []
+    deleted = {e.target: e.at for e in held_audit if e.action in _DELETED_ACTIONS and e.outcome == "ok"}
     for client in backup.clients:
+        if client.client_id in deleted:
+            when = rfc3339(deleted[client.client_id])
+            note = f"skipped client {client.client_id}: it was deleted in this store at {when}"
+            progress(note)
+            notes.append(note)
+            continue
         if store.get_client(client.client_id) is not None:
             # A secret rotated out or a scope taken away in the store must not come back from a backup.
             note = f"kept client {client.client_id} as the store has it (its secrets and scopes are not rolled back)"
@@ -709,7 +736,7 @@ def restore(
         store.revoke_token(jti, exp)  # never shortens a revocation the store holds
     progress(f"revoked tokens: {_plural(len(live), 'token')} written")
     # Events the store holds already (a backup of this very store) are not written twice.
-    held = {_event_key(e) for e in store.list_audit(limit=ALL_EVENTS)} if backup.audit else set()
+    held = {_event_key(e) for e in held_audit}
     events = [e for e in backup.audit if _event_key(e) not in held]
     for start in range(0, len(events), AUDIT_BATCH):
         store.append_audit(events[start : start + AUDIT_BATCH])
@@ -722,6 +749,18 @@ def restore(
     store.append_audit([event])
     audit_log.log_events([event])
     return counts
+
+
+# Audit actions that delete a client (the CLI's and the admin API's).
+_DELETED_ACTIONS = frozenset({"client.delete"})
+
+
+def _timestamp(text: str) -> float | None:
+    """The backup's `created_at` (RFC 3339, authenticated by the tag) as seconds; None if unreadable."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def _event_key(event: AuditEvent) -> str:

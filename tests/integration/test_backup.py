@@ -809,3 +809,31 @@ def test_export_wipe_import_round_trip_on_every_store(
             assert get_token(http, hmac_client.client_id, hmac_secret)
     finally:
         rt.close()
+
+
+def test_import_force_never_brings_a_deleted_client_back(
+    tmp_path: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str], exported: Exported
+) -> None:
+    """A client deleted after the backup (say, because its secret leaked) stays deleted through an
+    import with --force, and the import says so (found in review: it came back with its old secret)."""
+    a = exported.source
+    writer_id, writer_secret = exported.creds["writer"]
+    rt = a.runtime(clock)
+    try:
+        rt.clients.delete(writer_id, actor="test")
+    finally:
+        rt.close()
+    code, _, err = cli(capsys, "backup", "import", str(exported.file), "--config", a.config, "--force")
+    assert code == 0, err
+    assert f"skipped client {writer_id}: it was deleted in this store at" in err
+    rt = a.runtime(clock)
+    try:
+        assert rt.store.get_client(writer_id) is None
+        with TestClient(create_app(runtime=rt, background=False), base_url=ISSUER) as http:
+            r = http.post(
+                "/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(writer_id, writer_secret)
+            )
+            assert r.status_code == 401
+            assert get_token(http, *exported.creds["reader"])  # the other clients are as they were
+    finally:
+        rt.close()

@@ -32,7 +32,7 @@ def test_into_no_keyset_the_backup_is_taken_as_it_is() -> None:
 def test_a_revocation_on_either_side_wins() -> None:
     stored = keyset(key("a", KeyState.REVOKED, revoked_at=500.0), key("b", KeyState.CURRENT), key("c", KeyState.NEXT))
     incoming = keyset(key("a", KeyState.CURRENT), key("b", KeyState.NEXT), key("c", KeyState.REVOKED, revoked_at=9.0))
-    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW)
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW, made_at=NOW - 3600)
     assert states(merged) == {"a": "revoked", "b": "current", "c": "revoked"}
     assert merged.revision == 7  # compare-and-set against what was read
     assert merged.find("a") == stored.find("a") and merged.find("c") == incoming.find("c")
@@ -47,7 +47,7 @@ def test_retired_stays_retired_and_previous_never_signs_again() -> None:
         key("a", KeyState.RETIRED, retired_at=600.0), key("b", KeyState.PREVIOUS), key("c", KeyState.CURRENT)
     )
     incoming = keyset(key("a", KeyState.PREVIOUS), key("b", KeyState.CURRENT), key("c", KeyState.NEXT))
-    merged, _ = merge_keyset(stored, incoming, NOW, WINDOW)
+    merged, _ = merge_keyset(stored, incoming, NOW, WINDOW, made_at=NOW - 3600)
     assert states(merged) == {"a": "retired", "b": "previous", "c": "current"}
     assert merged.find("a").sealed_private is None  # type: ignore[union-attr]
     assert check_invariants(merged.keys) == []
@@ -58,7 +58,7 @@ def test_unrelated_histories_keep_one_current_and_one_next() -> None:
     for the verify window; the store's next, which never signed, is discarded."""
     stored = keyset(key("own-cur", KeyState.CURRENT, activated_at=900.0), key("own-next", KeyState.NEXT))
     incoming = keyset(key("b-prev", KeyState.PREVIOUS), key("b-cur", KeyState.CURRENT), key("b-next", KeyState.NEXT))
-    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW)
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW, made_at=NOW - 3600)
     assert states(merged) == {
         "b-prev": "previous",
         "b-cur": "current",
@@ -77,6 +77,29 @@ def test_unrelated_histories_keep_one_current_and_one_next() -> None:
 def test_a_keyset_left_without_a_current_key_is_reported() -> None:
     stored = keyset(key("a", KeyState.REVOKED, revoked_at=1.0))
     incoming = keyset(key("a", KeyState.CURRENT), key("b", KeyState.NEXT))
-    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW)
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW, made_at=NOW - 3600)
     assert states(merged) == {"a": "revoked", "b": "next"}
     assert any("keyset ks has no current key after the import" in n for n in notes)
+
+
+def test_a_key_unknown_to_the_store_comes_in_retired_from_an_old_backup() -> None:
+    """The store forgets retired keys RETAIN_RETIRED_SECONDS after they retire. A key that a backup
+    older than that has live, and the store does not know, may have been retired here since: it
+    comes in retired, never current again (found in review: it became current and signed)."""
+    from jwks_service.lifecycle import RETAIN_RETIRED_SECONDS
+
+    now = 100 * 86400.0
+    stored = keyset(key("new-cur", KeyState.CURRENT, activated_at=now - 10), key("new-next", KeyState.NEXT))
+    incoming = keyset(key("old-cur", KeyState.CURRENT), key("old-next", KeyState.NEXT))
+    old = now - RETAIN_RETIRED_SECONDS - 1
+    merged, notes = merge_keyset(stored, incoming, now, WINDOW, made_at=old)
+    assert states(merged) == {"old-cur": "retired", "old-next": "retired", "new-cur": "current", "new-next": "next"}
+    assert all(merged.find(k).sealed_private is None for k in ("old-cur", "old-next"))  # type: ignore[union-attr]
+    assert any(n.startswith("key old-cur comes in retired") for n in notes)
+    assert check_invariants(merged.keys) == []
+    # A backup younger than that: nothing the store retired since can have been forgotten.
+    merged, _ = merge_keyset(stored, incoming, now, WINDOW, made_at=now - RETAIN_RETIRED_SECONDS + 60)
+    assert states(merged)["old-cur"] == "current"
+    # Without the backup's age (unreadable): as if old.
+    merged, _ = merge_keyset(stored, incoming, now, WINDOW)
+    assert states(merged)["old-cur"] == "retired"

@@ -58,7 +58,7 @@ from . import files
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
 from .clients import valid_scope_token
-from .config import KeysetPolicy, Settings
+from .config import Settings
 from .crypto import KeyMismatchError, public_jwk_from_public_key, public_key_from_jwk
 from .errors import (
     ConflictError,
@@ -69,7 +69,7 @@ from .errors import (
 )
 from .jwks import JWK_META, PUBLIC_MEMBERS, public_members
 from .lifecycle import RETAIN_RETIRED_SECONDS
-from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
+from .model import AuditEvent, Client, Keyset, KeysetPolicy, KeyState, KeyVersion
 from .stores import Store
 from .stores.codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 

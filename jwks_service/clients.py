@@ -22,7 +22,7 @@ import anyio
 
 from . import audit
 from .clock import Clock
-from .config import KeysetPolicy, format_duration
+from .config import format_duration
 from .errors import (
     ConflictError,
     InvalidClientError,
@@ -33,7 +33,7 @@ from .errors import (
     TooManyRequestsError,
     UnavailableError,
 )
-from .model import Client, SecretHash
+from .model import Client, KeysetPolicy, SecretHash
 from .stores import Store
 
 T = TypeVar("T")

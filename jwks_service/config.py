@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .algorithms import ALGORITHMS, MIN_HMAC_BITS, MIN_RSA_BITS
 from .errors import ConfigError
+from .model import KeysetPolicy
 
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
 DEFAULT_LISTEN = "127.0.0.1:8000"
@@ -62,19 +63,6 @@ def format_duration(seconds: float) -> str:
         if s and s % size == 0:
             return f"{s // size}{unit}"
     return f"{s}s"
-
-
-@dataclass(frozen=True, slots=True)
-class KeysetPolicy:
-    name: str
-    alg: str
-    backend: str = "local"
-    rotation_period: int = 90 * 86400
-    prepublish: int = 3600
-    token_ttl: int = 900
-    leeway: int = 30
-    verify_window: int = 0  # derived: token_ttl + leeway + jwks.max_age, possibly lengthened
-    key_bits: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-from .config import KeysetPolicy
 from .errors import NotFoundError, RotationRefusedError
-from .model import Keyset, KeyState, KeyVersion
+from .model import Keyset, KeysetPolicy, KeyState, KeyVersion, NewKey
 
 # Retired key records (no material left) are kept this long for `keys list` and audits, then dropped.
 RETAIN_RETIRED_SECONDS = 30 * 86400
@@ -32,15 +30,6 @@ RETAIN_RETIRED_SECONDS = 30 * 86400
 
 # Why a `next` key was discarded, by plan reason (the audit log's detail); a canary failure otherwise.
 _DISCARDED_BECAUSE = {"adopted": "replaced by a backend version made outside the service"}
-
-
-@dataclass(frozen=True, slots=True)
-class NewKey:
-    """Material a backend generated, not yet placed in the lifecycle."""
-
-    kid: str
-    public_jwk: dict[str, Any] | None
-    sealed_private: bytes | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,21 @@ PUBLISHED_STATES = frozenset({KeyState.NEXT, KeyState.CURRENT, KeyState.PREVIOUS
 
 
 @dataclass(frozen=True, slots=True)
+class KeysetPolicy:
+    """A keyset's configured rules (config.py validates them): algorithm, backend and the lifecycle's durations."""
+
+    name: str
+    alg: str
+    backend: str = "local"
+    rotation_period: int = 90 * 86400
+    prepublish: int = 3600
+    token_ttl: int = 900
+    leeway: int = 30
+    verify_window: int = 0  # derived: token_ttl + leeway + jwks.max_age, possibly lengthened
+    key_bits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class KeyVersion:
     kid: str
     keyset: str
@@ -40,6 +55,15 @@ class KeyVersion:
 
     def with_(self, **changes: Any) -> KeyVersion:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """Material a backend generated, not yet placed in the lifecycle."""
+
+    kid: str
+    public_jwk: dict[str, Any] | None
+    sealed_private: bytes | None
 
 
 @dataclass(frozen=True, slots=True)

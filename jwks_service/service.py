@@ -23,7 +23,7 @@ from .algorithms import ALGORITHMS
 from .backends import KeyBackend
 from .batching import BatchFn, MicroBatcher, batch_call
 from .clock import Clock
-from .config import KeysetPolicy, Settings
+from .config import Settings
 from .crypto import SignFn
 from .errors import (
     ConfigError,
@@ -38,8 +38,8 @@ from .errors import (
 )
 from .jwks import RenderedJWKS, render_jwks
 from .jws import VerificationKey
-from .lifecycle import NewKey, Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
-from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
+from .lifecycle import Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
+from .model import AuditEvent, Client, Keyset, KeysetPolicy, KeyState, KeyVersion, NewKey
 from .stores import Store
 from .tokens import (
     CheckedToken,

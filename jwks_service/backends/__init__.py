@@ -10,8 +10,7 @@ from typing import Protocol
 
 from ..algorithms import Algorithm
 from ..crypto import SignFn, VerifyFn
-from ..lifecycle import NewKey
-from ..model import KeyVersion
+from ..model import KeyVersion, NewKey
 
 
 class KeyBackend(Protocol):

@@ -22,8 +22,7 @@ from ..crypto import (
 )
 from ..crypto import public_jwk as make_public_jwk
 from ..errors import KeyValidationError
-from ..lifecycle import NewKey
-from ..model import KeyVersion
+from ..model import KeyVersion, NewKey
 
 _SEAL_VERSION = b"\x01"
 

@@ -67,8 +67,7 @@ from ..crypto import (
     public_key_from_jwk,
 )
 from ..errors import ConfigError, JwksServiceError, KeyValidationError, UnavailableError
-from ..lifecycle import NewKey
-from ..model import KeyVersion
+from ..model import KeyVersion, NewKey
 
 log = logging.getLogger(__name__)
 

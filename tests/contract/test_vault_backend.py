@@ -39,8 +39,7 @@ from jwks_service.backends.vault import (
     transit_key_spec,
 )
 from jwks_service.errors import ConfigError, KeyValidationError, UnavailableError
-from jwks_service.lifecycle import NewKey
-from jwks_service.model import KeyState, KeyVersion
+from jwks_service.model import KeyState, KeyVersion, NewKey
 
 POLICY_FILE = PROJECT_ROOT / "deploy" / "vault-policy.hcl"
 ALL_ALGS = sorted(ALGORITHMS)

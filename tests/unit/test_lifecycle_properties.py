@@ -25,7 +25,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from jwks_service.config import KeysetPolicy, build_settings
+from jwks_service.config import build_settings
 from jwks_service.errors import NotFoundError, RotationRefusedError
 from jwks_service.lifecycle import (
     RETAIN_RETIRED_SECONDS,
@@ -40,7 +40,7 @@ from jwks_service.lifecycle import (
     plan_tick,
     rotation_due,
 )
-from jwks_service.model import Keyset, KeyState, KeyVersion
+from jwks_service.model import Keyset, KeysetPolicy, KeyState, KeyVersion
 
 T0 = 1_800_000_000.0
 DAY = 86400

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import ConfigError
+
 Family = Literal["HMAC", "RSA", "RSA-PSS", "EC", "OKP"]
 
 
@@ -58,3 +60,38 @@ def get_algorithm(name: str) -> Algorithm:
         return ALGORITHMS[name]
     except KeyError:
         raise KeyError(name) from None
+
+
+# Vault Transit's key types and the sizes it makes (its API docs, "Create key"): facts about each algorithm,
+# kept here so that checking the settings needs no Vault client.
+TRANSIT_RSA_KEY_BITS = (2048, 3072, 4096)
+TRANSIT_HMAC_KEY_BYTES = (32, 512)  # Transit's bounds for an hmac key's key_size
+_TRANSIT_EC_TYPES = {"P-256": "ecdsa-p256", "P-384": "ecdsa-p384", "P-521": "ecdsa-p521"}
+
+
+@dataclass(frozen=True, slots=True)
+class TransitKeySpec:
+    """How a keyset's algorithm maps to a Transit key."""
+
+    key_type: str  # rsa-2048 | ... | ecdsa-p256 | ... | ed25519 | hmac
+    key_size: int | None = None  # bytes, hmac keys only
+
+
+def transit_key_spec(alg: Algorithm, key_bits: int) -> TransitKeySpec:
+    """The Transit key type for `alg`; ConfigError for a size Transit cannot make."""
+    fam = alg.family
+    if fam == "HMAC":
+        least = max(MIN_HMAC_BITS, alg.hash_bytes * 8)
+        if key_bits % 8 or not least <= key_bits <= TRANSIT_HMAC_KEY_BYTES[1] * 8:
+            raise ConfigError(
+                f"key_bits: a Vault Transit {alg.name} key is a whole number of bytes from {least} to "
+                f"{TRANSIT_HMAC_KEY_BYTES[1] * 8} bits, not {key_bits}"
+            )
+        return TransitKeySpec("hmac", key_bits // 8)
+    if fam in ("RSA", "RSA-PSS"):
+        if key_bits not in TRANSIT_RSA_KEY_BITS:
+            raise ConfigError(f"key_bits: Vault Transit RSA keys are 2048, 3072 or 4096 bits, not {key_bits}")
+        return TransitKeySpec(f"rsa-{key_bits}")
+    if fam == "EC":
+        return TransitKeySpec(_TRANSIT_EC_TYPES[alg.curve])
+    return TransitKeySpec("ed25519")

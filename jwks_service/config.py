@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .algorithms import ALGORITHMS, MIN_HMAC_BITS, MIN_RSA_BITS
+from .algorithms import ALGORITHMS, MIN_HMAC_BITS, MIN_RSA_BITS, transit_key_spec
 from .errors import ConfigError
 from .model import KeysetPolicy
 
@@ -451,9 +451,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         if alg.family in ("RSA", "RSA-PSS") and key_bits and key_bits < MIN_RSA_BITS:
             problems.append(f"{prefix}.key_size: an RSA key needs at least {MIN_RSA_BITS} bits (got {key_bits})")
         if backend == "vault" and key_bits:
-            from .backends.vault import transit_key_spec  # Transit makes only some key sizes
-
-            try:
+            try:  # Transit makes only some key sizes
                 transit_key_spec(alg, key_bits)
             except ConfigError as exc:
                 problems.append(f"{prefix}.{exc.description.replace('key_bits', 'key_size', 1)}")

@@ -55,7 +55,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ..algorithms import ALGORITHMS, MIN_HMAC_BITS, Algorithm
+from ..algorithms import ALGORITHMS, Algorithm, TransitKeySpec, transit_key_spec
 from ..crypto import (
     KeyMismatchError,
     PublicKey,
@@ -76,10 +76,7 @@ T = TypeVar("T")
 REFERENCE_PREFIX = b"vault-transit:v1:"
 RETRY_AFTER_UNAVAILABLE = 5  # seconds: Vault down, sealed or slow
 RETRY_AFTER_PERMISSION = 30  # seconds: a policy fix needs a human
-RSA_KEY_BITS = (2048, 3072, 4096)
-HMAC_KEY_BYTES = (32, 512)  # Transit's bounds for an hmac key's key_size
 _HASHES = {"sha256": "sha2-256", "sha384": "sha2-384", "sha512": "sha2-512"}
-_EC_TYPES = {"P-256": "ecdsa-p256", "P-384": "ecdsa-p384", "P-521": "ecdsa-p521"}
 # Transit answers 500 (not 400) for some refusals that are about the key, not about Vault's health.
 _KEY_PROBLEMS = ("key version", "requested version", "no such key", "key not found")
 
@@ -92,14 +89,6 @@ class VaultPermissionError(UnavailableError):
 
 
 @dataclass(frozen=True, slots=True)
-class TransitKeySpec:
-    """How a keyset's algorithm maps to a Transit key."""
-
-    key_type: str  # rsa-2048 | ... | ecdsa-p256 | ... | ed25519 | hmac
-    key_size: int | None = None  # bytes, hmac keys only
-
-
-@dataclass(frozen=True, slots=True)
 class TransitRef:
     """What a Vault-backed key record points at: a Transit key and one of its versions."""
 
@@ -108,26 +97,6 @@ class TransitRef:
 
     def encode(self) -> bytes:
         return REFERENCE_PREFIX + f"{self.key_name}:{self.version}".encode()
-
-
-def transit_key_spec(alg: Algorithm, key_bits: int) -> TransitKeySpec:
-    """The Transit key type for `alg`; ConfigError for a size Transit cannot make."""
-    fam = alg.family
-    if fam == "HMAC":
-        least = max(MIN_HMAC_BITS, alg.hash_bytes * 8)
-        if key_bits % 8 or not least <= key_bits <= HMAC_KEY_BYTES[1] * 8:
-            raise ConfigError(
-                f"key_bits: a Vault Transit {alg.name} key is a whole number of bytes from {least} to "
-                f"{HMAC_KEY_BYTES[1] * 8} bits, not {key_bits}"
-            )
-        return TransitKeySpec("hmac", key_bits // 8)
-    if fam in ("RSA", "RSA-PSS"):
-        if key_bits not in RSA_KEY_BITS:
-            raise ConfigError(f"key_bits: Vault Transit RSA keys are 2048, 3072 or 4096 bits, not {key_bits}")
-        return TransitKeySpec(f"rsa-{key_bits}")
-    if fam == "EC":
-        return TransitKeySpec(_EC_TYPES[alg.curve])
-    return TransitKeySpec("ed25519")
 
 
 def parse_reference(key: KeyVersion) -> TransitRef:

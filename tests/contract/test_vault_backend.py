@@ -28,7 +28,7 @@ from jwt.algorithms import OKPAlgorithm
 from support import PROJECT_ROOT, free_port
 
 from bench.baoserver import bao_binary
-from jwks_service.algorithms import ALGORITHMS, Algorithm
+from jwks_service.algorithms import ALGORITHMS, Algorithm, transit_key_spec
 from jwks_service.backends import KeyBackend
 from jwks_service.backends.vault import (
     TransitHTTP,
@@ -36,7 +36,6 @@ from jwks_service.backends.vault import (
     VaultBackend,
     VaultPermissionError,
     parse_reference,
-    transit_key_spec,
 )
 from jwks_service.errors import ConfigError, KeyValidationError, UnavailableError
 from jwks_service.model import KeyState, KeyVersion, NewKey

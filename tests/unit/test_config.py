@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -707,3 +710,62 @@ def test_vault_max_batch() -> None:
     assert load_settings(None, environ={"JWKS_VAULT__MAX_BATCH": "64"}).vault.max_batch == 64
     for bad in (0, 1001, "many", True, 2.5):
         assert "whole number from 1 to 1000" in only_line({"vault": {**VAULT, "max_batch": bad}}, "vault.max_batch")
+
+
+@pytest.mark.parametrize(
+    ("alg", "bits", "line"),
+    [
+        ("RS256", 8192, "keysets.v.key_size: Vault Transit RSA keys are 2048, 3072 or 4096 bits, not 8192"),
+        ("PS384", 2560, "keysets.v.key_size: Vault Transit RSA keys are 2048, 3072 or 4096 bits, not 2560"),
+        (
+            "HS256",
+            8192,
+            "keysets.v.key_size: a Vault Transit HS256 key is a whole number of bytes from 256 to 4096 bits, not 8192",
+        ),
+    ],
+)
+def test_vault_keysets_take_only_the_key_sizes_transit_makes(alg: str, bits: int, line: str) -> None:
+    assert refusal({"vault": VAULT, "keysets": {"v": {"alg": alg, "backend": "vault", "key_size": bits}}}) == [line]
+    local = build_settings({"keysets": {"v": {"alg": alg, "key_size": bits}}})
+    assert local.keysets["v"].key_bits == bits  # the local backend makes any of these
+
+
+# Libraries that do I/O: none of them is needed to read and check the settings.
+IO_LIBRARIES = ("hvac", "requests", "redis", "httpx", "starlette", "uvicorn", "anyio")
+
+PURE_CONFIG_SCRIPT = r"""
+import json
+import sys
+
+from jwks_service.config import build_settings
+from jwks_service.errors import ConfigError
+
+vault = {"addr": "http://127.0.0.1:8200"}
+keysets = {
+    "rsa": {"alg": "RS256", "backend": "vault", "key_size": 3072},
+    "mac": {"alg": "HS512", "backend": "vault", "key_size": 512},
+    "ec": {"alg": "ES256", "backend": "vault"},
+}
+build_settings({"vault": vault, "keysets": keysets})
+try:
+    build_settings({"vault": vault, "keysets": {"big": {"alg": "RS256", "backend": "vault", "key_size": 8192}}})
+except ConfigError:
+    pass
+else:
+    raise SystemExit("a size Transit cannot make was accepted")
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1].split(",")))))
+"""
+
+
+def test_parsing_the_configuration_loads_no_io_library() -> None:
+    """Settings are checked (Vault keysets and their key sizes included) without loading hvac, requests,
+    redis or any other client library: configuration parsing is pure."""
+    done = subprocess.run(
+        [sys.executable, "-c", PURE_CONFIG_SCRIPT, ",".join(IO_LIBRARIES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []

@@ -109,12 +109,12 @@ class FastRoutes:
                 if method == "GET":
                     methods["HEAD"] = handler
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: it hands back the handler's, one frame less on every request.
         if scope["type"] == "http":
             methods = self.routes.get(scope["path"])
             if methods is not None:
                 handler = methods.get(scope["method"])
                 if handler is not None:
-                    await handler(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+                    return handler(scope, receive, send)
+        return self.app(scope, receive, send)

@@ -6,6 +6,11 @@ wrk on loopback), those writes were half the CPU of serving the JWKS and a third
 token. `CorkedTransport` collects the writes made during one event-loop iteration and hands them
 to the real transport as one, at the end of that iteration (``call_soon``); closing or aborting
 flushes or drops what is pending first. Nothing else about the protocol changes.
+
+Still worth it (re-measured, one `serve` worker, wrk -t2 -c32 -d6s, three alternating A/B rounds):
+JWKS 11.1k against 6.7k requests/s (CPU per request 69 against 97 µs), tokens 2.63k against
+2.34k/s. It leans on uvicorn internals, so pyproject.toml pins the uvicorn range checked, and
+tests/integration/test_server.py checks that `serve` uses it (one TCP segment per response).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..config import Settings
 from ..jwks import etag_matches
@@ -48,20 +48,17 @@ def metadata(settings: Settings) -> dict[str, Any]:
     }
 
 
-class JwksFastPath:
-    """GET/HEAD /.well-known/jwks.json as plain ASGI, ahead of Starlette's routing.
+class JwksEndpoint:
+    """GET/HEAD /.well-known/jwks.json as plain ASGI: a fast route (http/routes.py), called ahead of
+    Starlette's routing.
 
     The busiest public endpoint serves one pre-rendered body: the response head is built once per
-    key-set version (ETag) and sent as is. Behaviour is that of a route: ETag, If-None-Match -> 304,
-    Cache-Control with max-age and stale-if-error, the request counter; other methods fall through
-    to the router (405). Profiled: the Starlette request/response machinery was about a fifth of
-    the CPU of serving the JWKS.
+    key-set version (ETag) and sent as is. Behaviour is that of any route: ETag, If-None-Match ->
+    304, Cache-Control with max-age and stale-if-error, the request counter. Profiled: the Starlette
+    request/response machinery was about a fifth of the CPU of serving the JWKS.
     """
 
-    PATH = "/.well-known/jwks.json"
-
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        self.app = app
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         settings = runtime.settings
         self.cache_control = (
@@ -74,9 +71,6 @@ class JwksFastPath:
         self.counter_304: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
         rendered = self.runtime.keys.snapshot.jwks
         if rendered.etag != self._etag:
             etag = rendered.etag.encode()

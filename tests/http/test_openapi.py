@@ -39,7 +39,7 @@ def test_the_document_is_valid_openapi_3_1(http: TestClient) -> None:
 def _route_operations(runtime: Runtime) -> set[tuple[str, str]]:
     app = create_app(runtime=runtime, background=False)
     paths = [route.path for route in app.routes if isinstance(route, Route)]
-    # One Route per path (app._route), or a 405's Allow names only the first route's methods.
+    # One Route per path (routes.starlette_routes), or a 405's Allow names only the first route's methods.
     assert len(paths) == len(set(paths)), sorted(p for p in paths if paths.count(p) > 1)
     out = set()
     for route in app.routes:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,9 +47,15 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """Embedded defaults (no config file): SQLite and KEK under ./var of the working directory."""
+    with serving(tmp_path) as srv:
+        yield srv
+
+
+@contextmanager
+def serving(tmp_path: Path, *args: str) -> Iterator[Server]:
     srv = Server(tmp_path, free_port())
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([*CLI, "serve"], cwd=tmp_path, env=srv.env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*CLI, "serve", *args], cwd=tmp_path, env=srv.env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: httpx.get(f"{srv.base}/readyz").status_code == 200, timeout=20)
         yield srv
@@ -112,6 +121,43 @@ def test_jwks_etag_and_cache_headers(server: Server) -> None:
     assert etag.startswith('"')
     assert httpx.get(f"{server.base}/.well-known/jwks.json", headers={"If-None-Match": etag}).status_code == 304
     assert httpx.get(f"{server.base}/.well-known/jwks.json", headers={"If-None-Match": '"x"'}).status_code == 200
+
+
+def _data_segments_received(sock: socket.socket) -> int:
+    """Linux's tcp_info.tcpi_data_segs_in (since 4.6): segments that carried data, ACKs not counted."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    if len(info) < 156:
+        pytest.skip("this kernel's TCP_INFO has no tcpi_data_segs_in")
+    return int(struct.unpack_from("I", info, 152)[0])
+
+
+def _segments_per_response(base: str, path: str) -> int:
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        before = _data_segments_received(sock)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(65536)
+        head, _, body = response.partition(b"\r\n\r\n")
+        length = next(
+            int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
+        time.sleep(0.05)  # anything the server sent after the body would be counted now
+        return _data_segments_received(sock) - before
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_writes_each_response_in_one_segment(tmp_path: Path, workers: str) -> None:
+    """`serve` runs uvicorn with http/corked.py's protocol (with one worker and with several): head
+    and body leave in one write, so one TCP segment. uvicorn's own protocol writes them apart (two
+    segments with TCP_NODELAY); measured, the corked one serves the JWKS about 1.6x as fast and
+    tokens about 1.1x (see http/corked.py)."""
+    with serving(tmp_path, "--workers", workers) as srv:
+        for path in ("/.well-known/jwks.json", "/healthz", "/.well-known/openid-configuration"):
+            assert [_segments_per_response(srv.base, path) for _ in range(3)] == [1, 1, 1], path
 
 
 def test_scheduler_rotates_a_live_server(tmp_path: Path) -> None:

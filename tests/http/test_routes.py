@@ -1,0 +1,91 @@
+"""http/routes.py: one route table, from which the router and the fast routes are both derived."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.testclient import TestClient
+
+from jwks_service.errors import InvalidRequestError
+from jwks_service.http import app as app_module
+from jwks_service.http import oauth
+from jwks_service.http.limits import MAX_BODY_BYTES, BodyLimitMiddleware
+from jwks_service.http.routes import FastRoutes, RouteSpec, starlette_routes
+from jwks_service.runtime import Runtime
+
+FAILURES: dict[str, Exception] = {
+    "service": InvalidRequestError("bad input"),
+    "client": oauth.ClientAuthError(basic=True),
+    "http": HTTPException(404),
+    "unexpected": RuntimeError("boom"),
+}
+
+
+async def fail(request: Request) -> Response:
+    raise FAILURES[request.query_params["what"]]
+
+
+async def read_body(request: Request) -> Response:
+    return Response(str(len(await request.body())))
+
+
+async def hello(request: Request) -> Response:
+    return Response("hello")
+
+
+def _client() -> TestClient:
+    table = [
+        RouteSpec("/fast/fail", {"POST": fail}, fast=True),
+        RouteSpec("/slow/fail", {"POST": fail}),
+        RouteSpec("/fast/body", {"POST": read_body}, fast=True),
+        RouteSpec("/fast/hello", {"GET": hello}, fast=True),
+    ]
+    app = Starlette(
+        routes=starlette_routes(table),
+        middleware=[
+            Middleware(FastRoutes, table=table, handlers=app_module.EXCEPTION_HANDLERS),
+            Middleware(BodyLimitMiddleware),
+        ],
+        exception_handlers={**app_module.EXCEPTION_HANDLERS, Exception: app_module._unexpected},
+    )
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("what", sorted(FAILURES))
+def test_a_fast_route_maps_errors_as_the_router_does(what: str) -> None:
+    client = _client()
+    fast, slow = (client.post(f"/{way}/fail", params={"what": what}) for way in ("fast", "slow"))
+    assert fast.status_code == slow.status_code >= 400
+    assert fast.json() == slow.json() and set(fast.json()) == {"error", "error_description"}
+    assert fast.headers.get("www-authenticate") == slow.headers.get("www-authenticate")
+
+
+def test_a_fast_route_has_the_body_limit_head_and_405_of_a_route() -> None:
+    client = _client()
+    assert client.post("/fast/body", content=b"x" * 10).text == "10"
+    big = client.post("/fast/body", content=b"x" * (MAX_BODY_BYTES + 1))
+    assert big.status_code == 413 and big.json()["error"] == "request_too_large"
+    assert client.head("/fast/hello").status_code == 200
+    wrong = client.put("/fast/body")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+def test_the_table_declares_each_path_once_and_fast_routes_by_exact_path() -> None:
+    with pytest.raises(ValueError, match="declared twice"):
+        starlette_routes([RouteSpec("/a", {"GET": hello}), RouteSpec("/a", {"POST": hello})])
+    with pytest.raises(ValueError, match="exact path"):
+        FastRoutes(hello, [RouteSpec("/a/{x}", {"GET": hello}, fast=True)], {})  # type: ignore[arg-type]
+
+
+def test_the_app_answers_its_fast_routes_ahead_of_routing(runtime: Runtime) -> None:
+    """The service's own table: the token, introspection and JWKS routes are the fast ones, and the
+    router holds every path of the table (for the 405s)."""
+    app = app_module.create_app(runtime=runtime, background=False)
+    table = app_module.route_table(runtime)
+    fast = {(spec.path, method) for spec in table if spec.fast for method in spec.methods}
+    assert fast == {("/oauth/token", "POST"), ("/oauth/introspect", "POST"), ("/.well-known/jwks.json", "GET")}
+    assert [r.path for r in app.routes] == [spec.path for spec in table]  # type: ignore[attr-defined]

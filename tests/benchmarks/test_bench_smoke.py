@@ -22,12 +22,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from support import PROJECT_ROOT
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import generate_private_key, make_signer
 from jwks_service.tokens import access_token_claims, encode_header, encode_token, new_jti
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "sign.py"
+BENCH = PROJECT_ROOT / "bench" / "sign.py"
 VAULT_BENCH = BENCH.with_name("vault.py")
 NUMBERS = ("ours", "pyjwt", "joserfc", "raw", "ours_vs_raw", "ours_vs_pyjwt", "ours_vs_joserfc")
 

@@ -20,6 +20,8 @@ from typing import Literal
 import pytest
 from support import free_port
 
+from bench.baoserver import stop_process
+
 AppendFsync = Literal["always", "everysec", "no"]
 
 
@@ -73,13 +75,9 @@ class RedisServer:
             return
         if kill:
             self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
             self.proc.wait()
+        else:
+            stop_process(self.proc)
         self.proc = None
 
     def restart(self, while_down: Callable[[], None] | None = None) -> None:

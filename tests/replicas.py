@@ -33,6 +33,7 @@ import jwt
 from redisserver import RedisServer
 from support import free_port
 
+from bench.baoserver import stop_process
 from jwks_service.config import parse_duration
 from jwks_service.model import AuditEvent
 from jwks_service.stores.redis import RedisStore
@@ -144,12 +145,7 @@ class Replica:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def tail(self, chars: int = 2500) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/baoserver.py
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from baoserver import OpenBaoServer, bao_version, free_port
+from baoserver import OpenBaoServer, bao_version, free_port, stop_process
 
 CLI = [sys.executable, "-m", "jwks_service"]
 ROLE = "bench"
@@ -335,12 +335,7 @@ class OurServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=15)
         self.proc = None
 
 

@@ -34,9 +34,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/sign.py: the timing loop and versions
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from sign import ALGS as SIGN_ALGS
 from sign import _versions, interleaved_samples, parse_in_process_args
 
-ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+from jwks_service.algorithms import ALGORITHMS
+
+# The signing benchmark's algorithms but HMAC: a verifier holds public keys only.
+ALGS = tuple(name for name in SIGN_ALGS if not ALGORITHMS[name].symmetric)
 CONTENDERS = ("sdk", "pyjwt", "joserfc", "raw")
 ISSUER = "https://issuer.example.com"
 AUDIENCE = "https://api.example.com"
@@ -88,7 +92,6 @@ def make_cell(alg_name: str, rsa_bits: int | None = None) -> Cell:
     from joserfc import jwt as jose_jwt
     from joserfc.jwk import JWKRegistry
 
-    from jwks_service.algorithms import ALGORITHMS
     from jwks_service.crypto import generate_private_key, make_signer, public_jwk
     from jwks_service.jws import b64decode
     from jwks_service.sdk import Verifier

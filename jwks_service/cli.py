@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import itertools
 import json
 import logging
 import os
@@ -47,15 +48,11 @@ def _human(seconds: float) -> str:
     """A duration for people: its two largest units, e.g. 12d 3h, 5h, 20m 5s, 0s."""
     s = int(abs(seconds))
     units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    for i, (unit, size) in enumerate(units):
-        if s >= size or unit == "s":
-            text = f"{s // size}{unit}"
-            if unit != "s":
-                small, small_size = units[i + 1]
-                if (s % size) // small_size:
-                    text += f" {(s % size) // small_size}{small}"
-            return text
-    return "0s"  # unreachable: the loop always returns at "s"
+    for (unit, size), (small, small_size) in itertools.pairwise(units):
+        if s >= size:
+            rest = (s % size) // small_size
+            return f"{s // size}{unit}" + (f" {rest}{small}" if rest else "")
+    return f"{s}s"
 
 
 def _stderr(line: str) -> None:

@@ -75,11 +75,6 @@ class NotFoundError(JwksServiceError):
     status = 404
 
 
-class MethodNotAllowedError(JwksServiceError):
-    error = "method_not_allowed"
-    status = 405
-
-
 class ConflictError(JwksServiceError):
     error = "conflict"
     status = 409

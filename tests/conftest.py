@@ -5,17 +5,15 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redisserver import RedisServer
 from starlette.testclient import TestClient
-from support import ISSUER, free_port, make_settings
+from support import ISSUER, make_settings
 
 from bench.baoserver import OpenBaoServer, OpenBaoUnavailable
 from jwks_service.clock import ManualClock
@@ -55,68 +53,6 @@ def http(runtime: Runtime) -> Iterator[TestClient]:
         yield client
 
 
-class RedisServer:
-    """A private `redis-server` on a free loopback port: no persistence, gone at session end."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not installed: install it (Debian/Ubuntu: apt-get install redis-server; "
-                "macOS: brew install redis), or set REDIS_URL=redis://host:port/db to use a running server",
-                pytrace=False,
-            )
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        args += ["--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not self._pings():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"redis-server on port {self.port} did not start:\n{log}", pytrace=False)
-            time.sleep(0.02)
-
-    def _pings(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self, while_down: Callable[[], None] | None = None) -> None:
-        """Kill the server (no shutdown, as a crash), run `while_down`, and start it again on the same
-        port: the data is gone."""
-        self.stop(kill=True)
-        try:
-            if while_down is not None:
-                while_down()
-        finally:
-            self.start()
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | None]:
     """The private Redis server, or None when $REDIS_URL names one to use instead."""
@@ -124,6 +60,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield None
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
     yield server
     server.stop()
 
@@ -164,5 +101,6 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
     kek.chmod(0o600)
     server = RedisServer(tmp_path / "redis-data")
+    server.start()
     yield server
     server.stop()

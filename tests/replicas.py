@@ -18,7 +18,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,9 +30,10 @@ from typing import Any
 
 import httpx
 import jwt
-import pytest
+from redisserver import RedisServer
 from support import free_port
 
+from bench.baoserver import stop_process
 from jwks_service.config import parse_duration
 from jwks_service.model import AuditEvent
 from jwks_service.stores.redis import RedisStore
@@ -77,59 +77,6 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def kid_of(token: str) -> str:
     return str(jwt.get_unverified_header(token)["kid"])
-
-
-class RedisProcess:
-    """A private redis-server with appendonly (fsync always by default): stop() and start() keep the data."""
-
-    def __init__(self, workdir: Path, appendfsync: str = "always") -> None:
-        self.workdir = workdir
-        self.appendfsync = appendfsync
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)", pytrace=False)
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
-        args += ["--appendfsync", self.appendfsync, "--dir", str(self.workdir)]
-        args += ["--logfile", str(self.workdir / "redis.log")]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not self.pings():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"redis-server on port {self.port} did not start:\n{log}", pytrace=False)
-            time.sleep(0.01)
-
-    def pings(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def wipe(self) -> None:
-        """Delete the data files (while stopped): the next start is a Redis that lost everything."""
-        assert self.proc is None, "stop redis-server first"
-        shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
-        (self.workdir / "dump.rdb").unlink(missing_ok=True)
-
-    def stop(self) -> None:
-        """SIGTERM: redis-server shuts down cleanly (it flushes and fsyncs the AOF first)."""
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 class Replica:
@@ -198,12 +145,7 @@ class Replica:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def tail(self, chars: int = 2500) -> str:
@@ -230,7 +172,7 @@ class Fleet:
         """`issuer`: the URL clients use (a proxy in front), by default the first replica's."""
         self.workdir = workdir
         self.policy = policy
-        self.redis = RedisProcess(workdir)
+        self.redis = RedisServer(workdir, appendfsync="always")
         ports = [free_port() for _ in range(replicas)]
         self.issuer = issuer or f"http://127.0.0.1:{ports[0]}"
         self.config = workdir / "jwks.toml"

@@ -6,12 +6,20 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from jwks_service.algorithms import ALGORITHMS, Family
 from jwks_service.config import Settings, build_settings
 
 ISSUER = "http://127.0.0.1:8000"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Wycheproof vectors vendored with their license (tests/vectors/wycheproof/README.md); a missing file fails.
 VECTORS = PROJECT_ROOT / "tests" / "vectors" / "wycheproof"
+
+
+def algorithms(*families: Family) -> list[str]:
+    """The names in the one registry (jwks_service.algorithms), in its order: every algorithm, or
+    those of `families`. Tests that mean "every algorithm (of a family)" take them from here, so that
+    an algorithm added to the registry is tested, or fails a test that pins values per algorithm."""
+    return [name for name, alg in ALGORITHMS.items() if not families or alg.family in families]
 
 
 def make_settings(tmp_path: Path, keysets: dict[str, dict[str, Any]] | None = None, **extra: Any) -> Settings:

@@ -546,7 +546,6 @@ class _Operation:
 
     path: str  # e.g. sign/jwks-default (under the mount)
     fields: dict[str, Any]  # the request's fixed fields, for hvac
-    single: bytes  # the JSON request up to the input's value: {...,"input":"
     batch: bytes  # the JSON request up to its batch_input's items: {...,"batch_input":[
     digest: Callable[[bytes], bytes] | None  # prehashed: the input is this hash of the data
     result: str  # "signature" (sign) or "hmac"
@@ -555,9 +554,6 @@ class _Operation:
 
     def encode(self, data: bytes) -> bytes:
         return base64.b64encode(self.digest(data) if self.digest is not None else data)
-
-    def single_body(self, data: bytes) -> bytes:
-        return b"".join((self.single, self.encode(data), b'"}'))
 
     def batch_body(self, inputs: Sequence[bytes]) -> bytes:
         items = b'"},{"input":"'.join(map(self.encode, inputs))  # base64 needs no JSON escaping
@@ -781,7 +777,6 @@ class VaultBackend:
         return _Operation(
             path,
             fields,
-            head + b',"input":"',
             head + b',"batch_input":[',
             digest,
             result,

@@ -6,7 +6,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from conftest import RedisServer
+from redisserver import RedisServer
 from starlette.testclient import TestClient
 from support import ISSUER, basic
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import RedisServer
+from redisserver import RedisServer
 from starlette.testclient import TestClient
 from support import ISSUER
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from replicas import RedisProcess
+from redisserver import RedisServer
 from starlette.testclient import TestClient
 from support import ISSUER, basic, make_settings
 
@@ -92,7 +92,7 @@ def test_hung_vault_does_not_delay_the_revocation_refresh(
 
 
 def test_a_store_blip_shorter_than_the_staleness_limit_keeps_introspection_vouching(tmp_path: Path) -> None:
-    redis = RedisProcess(tmp_path)
+    redis = RedisServer(tmp_path, appendfsync="always")
     redis.start()
     kek = tmp_path / "kek"
     kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")

@@ -29,7 +29,8 @@ from typing import Any
 
 import httpx
 import pytest
-from replicas import CLI, RedisProcess, Replica, percentile
+from redisserver import RedisServer
+from replicas import CLI, Replica, percentile
 from support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
@@ -77,8 +78,8 @@ def frozen(*pids: int) -> Iterator[None]:
 
 
 @pytest.fixture
-def replica(tmp_path: Path, openbao: Any) -> Iterator[tuple[Replica, RedisProcess, str]]:
-    redis = RedisProcess(tmp_path)
+def replica(tmp_path: Path, openbao: Any) -> Iterator[tuple[Replica, RedisServer, str]]:
+    redis = RedisServer(tmp_path, appendfsync="always")
     redis.start()
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
@@ -127,7 +128,7 @@ def forged_hmac_token(kid: str, issuer: str, client_id: str) -> str:
 
 
 def test_frozen_redis_and_vault_never_stall_the_jwks(
-    replica: tuple[Replica, RedisProcess, str], openbao: Any, tmp_path: Path
+    replica: tuple[Replica, RedisServer, str], openbao: Any, tmp_path: Path
 ) -> None:
     rep, redis, hmac_keyset = replica
     create = ["clients", "create", "chaos", "--scope", "admin", "--audience", rep.base, "--json"]

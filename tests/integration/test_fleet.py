@@ -44,6 +44,7 @@ import pytest
 from replicas import Fleet, Policy, Replica, kid_of, percentile, promotions
 from support import PROJECT_ROOT, free_port
 
+from bench.baoserver import stop_process
 from jwks_service.sdk import InvalidTokenError, SDKError
 from jwks_service.sdk.verifier import Verifier
 
@@ -155,12 +156,7 @@ class HAProxy:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.proc = None
 
     def statuses(self) -> dict[str, str]:

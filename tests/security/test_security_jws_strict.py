@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import algorithms
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import KeyMismatchError, make_signer, make_verifier, public_key_from_jwk
@@ -470,13 +471,13 @@ def test_typ_refused(typ: Any) -> None:
         verify(token(header, payload))
 
 
-@pytest.mark.parametrize(("alg", "size"), [("ES256", 32), ("ES384", 48), ("ES512", 66)])
-def test_ecdsa_signatures_are_exactly_r_and_s_of_the_coordinate_size(alg: str, size: int) -> None:
+@pytest.mark.parametrize("alg", algorithms("EC"))
+def test_ecdsa_signatures_are_exactly_r_and_s_of_the_coordinate_size(alg: str) -> None:
     """RFC 7518 §3.4: a fixed-size r || s. A zero byte slipped in front of s keeps both integers the
     same, so only the length check stops a second valid encoding of one signature (malleability)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[alg]
+    curve, size = {"ES256": (ec.SECP256R1(), 32), "ES384": (ec.SECP384R1(), 48), "ES512": (ec.SECP521R1(), 66)}[alg]
     private = ec.generate_private_key(curve)
     verify_sig = make_verifier(ALGORITHMS[alg], private.public_key())
     message = b"header.payload"

@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from support import algorithms
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import generate_private_key, make_signer, make_verifier
@@ -20,7 +21,7 @@ from jwks_service.crypto import generate_private_key, make_signer, make_verifier
 EC = {"ES256": (32, hashes.SHA256, 3000), "ES384": (48, hashes.SHA384, 1500), "ES512": (66, hashes.SHA512, 200)}
 
 
-@pytest.mark.parametrize("alg", sorted(EC))
+@pytest.mark.parametrize("alg", algorithms("EC"))
 def test_ecdsa_signatures_are_fixed_width_and_verify(alg: str) -> None:
     size, hash_cls, rounds = EC[alg]
     key = generate_private_key(ALGORITHMS[alg], 0)

@@ -10,8 +10,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support import PROJECT_ROOT
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "verify.py"
+BENCH = PROJECT_ROOT / "bench" / "verify.py"
 NUMBERS = ("sdk", "pyjwt", "joserfc", "raw", "sdk_vs_pyjwt", "sdk_vs_joserfc", "sdk_vs_raw")
 
 

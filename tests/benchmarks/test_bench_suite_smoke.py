@@ -18,8 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.slow
 def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
@@ -80,8 +79,8 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
 
 
 def _load_httpbench() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_httpbench", ROOT / "bench" / "httpbench.py")
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_httpbench", PROJECT_ROOT / "bench" / "httpbench.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

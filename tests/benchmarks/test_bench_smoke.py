@@ -22,12 +22,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from support import PROJECT_ROOT, algorithms
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import generate_private_key, make_signer
 from jwks_service.tokens import access_token_claims, encode_header, encode_token, new_jti
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "sign.py"
+BENCH = PROJECT_ROOT / "bench" / "sign.py"
 VAULT_BENCH = BENCH.with_name("vault.py")
 NUMBERS = ("ours", "pyjwt", "joserfc", "raw", "ours_vs_raw", "ours_vs_pyjwt", "ours_vs_joserfc")
 
@@ -182,7 +183,7 @@ def test_encode_token_matches_the_textbook_encoding() -> None:
     assert token == (signing_input + b"." + _reference_b64(hmac.digest(secret, signing_input, "sha256"))).decode()
 
 
-@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+@pytest.mark.parametrize("alg", algorithms("HMAC"))
 def test_hmac_signer_is_hmac(alg: str) -> None:
     secret = os.urandom(64)
     sign = make_signer(ALGORITHMS[alg], secret)
@@ -191,9 +192,10 @@ def test_hmac_signer_is_hmac(alg: str) -> None:
         assert sign(data) == hmac.digest(secret, data, ALGORITHMS[alg].hash_name)
 
 
-@pytest.mark.parametrize(("alg", "count"), [("ES256", 600), ("ES384", 150), ("ES512", 100)])
-def test_ecdsa_signer_gives_fixed_length_r_s(alg: str, count: int) -> None:
+@pytest.mark.parametrize("alg", algorithms("EC"))
+def test_ecdsa_signer_gives_fixed_length_r_s(alg: str) -> None:
     """The DER -> r || s conversion, over enough signatures to meet short and 00-prefixed r and s."""
+    count = {"ES256": 600, "ES384": 150, "ES512": 100}[alg]
     algorithm = ALGORITHMS[alg]
     key = generate_private_key(algorithm, algorithm.default_key_bits)
     assert isinstance(key, ec.EllipticCurvePrivateKey)

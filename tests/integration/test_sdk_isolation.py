@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from support import PROJECT_ROOT
+
 BLOCKED = ("starlette", "uvicorn", "redis", "hvac", "requests", "prometheus_client", "orjson")
 
 SCRIPT = r"""

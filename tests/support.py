@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import functools
 from pathlib import Path
 from typing import Any
 
 from jwks_service.algorithms import ALGORITHMS, Family
 from jwks_service.config import Settings, build_settings
+from jwks_service.crypto import generate_private_key, public_jwk
 
 ISSUER = "http://127.0.0.1:8000"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +61,13 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+@functools.cache
+def es256_keypair() -> tuple[Any, dict[str, Any]]:
+    """One ES256 private key for a test session and its public JWK as the service publishes it
+    (kid = RFC 7638 thumbprint, alg, use)."""
+    alg = ALGORITHMS["ES256"]
+    private = generate_private_key(alg, alg.default_key_bits)
+    jwk, thumbprint = public_jwk(alg, private)  # type: ignore[arg-type]
+    return private, {**jwk, "kid": thumbprint, "alg": "ES256", "use": "sig"}

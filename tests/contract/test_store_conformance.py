@@ -146,30 +146,37 @@ def test_save_replaces_key_set_and_drops_material(store: Store) -> None:
     assert a is not None and a.sealed_private is None and a.state == KeyState.RETIRED
 
 
-def test_concurrent_writers_exactly_one_wins(make_store: Callable[[], Store]) -> None:
-    first = make_store()
-    first.save_keyset(keyset(key("a")), 0)
-    stores = [make_store() for _ in range(6)]
-    wins: list[str] = []
-    losses: list[str] = []
+def race(stores: list[Store], write: Callable[[int, Store], object]) -> tuple[list[int], list[int]]:
+    """Every store's `write` at once (one thread each, released together): who won, who lost
+    the compare-and-set (RevisionConflictError)."""
+    wins: list[int] = []
+    losses: list[int] = []
     barrier = threading.Barrier(len(stores))
 
     def writer(i: int, s: Store) -> None:
         barrier.wait()
         try:
-            s.save_keyset(keyset(key("a"), key(f"n{i}", KeyState.NEXT)), 1)
-            wins.append(f"n{i}")
+            write(i, s)
+            wins.append(i)
         except RevisionConflictError:
-            losses.append(f"n{i}")
+            losses.append(i)
 
     threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return wins, losses
+
+
+def test_concurrent_writers_exactly_one_wins(make_store: Callable[[], Store]) -> None:
+    first = make_store()
+    first.save_keyset(keyset(key("a")), 0)
+    stores = [make_store() for _ in range(6)]
+    wins, losses = race(stores, lambda i, s: s.save_keyset(keyset(key("a"), key(f"n{i}", KeyState.NEXT)), 1))
     assert len(wins) == 1 and len(losses) == len(stores) - 1
     loaded = first.get_keyset("default")
-    assert loaded is not None and loaded.revision == 2 and {k.kid for k in loaded.keys} == {"a", wins[0]}
+    assert loaded is not None and loaded.revision == 2 and {k.kid for k in loaded.keys} == {"a", f"n{wins[0]}"}
 
 
 def test_revision_counter_grows_with_every_write_and_is_shared(make_store: Callable[[], Store]) -> None:
@@ -256,26 +263,10 @@ def test_concurrent_client_writers_exactly_one_wins(make_store: Callable[[], Sto
     first = make_store()
     base = first.save_client(client("c1"), 0)
     stores = [make_store() for _ in range(6)]
-    wins: list[str] = []
-    losses: list[str] = []
-    barrier = threading.Barrier(len(stores))
-
-    def writer(i: int, s: Store) -> None:
-        barrier.wait()
-        try:
-            s.save_client(replace(base, name=f"w{i}"), base.revision)
-            wins.append(f"w{i}")
-        except RevisionConflictError:
-            losses.append(f"w{i}")
-
-    threads = [threading.Thread(target=writer, args=(i, s)) for i, s in enumerate(stores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wins, losses = race(stores, lambda i, s: s.save_client(replace(base, name=f"w{i}"), base.revision))
     assert len(wins) == 1 and len(losses) == len(stores) - 1
     loaded = first.get_client("c1")
-    assert loaded is not None and loaded.revision == 2 and loaded.name == wins[0]
+    assert loaded is not None and loaded.revision == 2 and loaded.name == f"w{wins[0]}"
 
 
 def test_revoked_tokens_expire(store: Store) -> None:

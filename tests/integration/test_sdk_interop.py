@@ -26,6 +26,7 @@ import jwt
 import pytest
 from support import free_port, wait_until
 
+from bench.baoserver import stop_process
 from jwks_service.sdk import AsyncVerifier, InvalidAudienceError, TokenClient, Verifier
 
 pytestmark = pytest.mark.slow
@@ -113,12 +114,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         wait_until(lambda: all(srv.token_response(k).status_code == 200 for k in KEYSETS), timeout=10)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         srv.http.close()
     assert proc.returncode in (0, -15), (tmp / "server.log").read_text()

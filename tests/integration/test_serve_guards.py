@@ -18,6 +18,7 @@ import httpx
 import pytest
 from support import free_port, wait_until
 
+from bench.baoserver import stop_process
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.backends.local import LocalBackend
 from jwks_service.config import load_settings
@@ -61,12 +62,7 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Pope
         yield proc, log
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 # ----- defect 15: a wrong KEK is refused, not silent ------------------------------------------------

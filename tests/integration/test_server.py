@@ -19,6 +19,8 @@ import jwt
 import pytest
 from support import free_port, wait_until
 
+from bench.baoserver import stop_process
+
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "jwks_service"]
@@ -60,11 +62,7 @@ def serving(tmp_path: Path, *args: str) -> Iterator[Server]:
         wait_until(lambda: httpx.get(f"{srv.base}/readyz").status_code == 200, timeout=20)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
     assert proc.returncode in (0, -15), (tmp_path / "server.log").read_text()
 

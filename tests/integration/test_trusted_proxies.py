@@ -19,6 +19,8 @@ import httpx
 import pytest
 from support import free_port, wait_until
 
+from bench.baoserver import stop_process
+
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "jwks_service"]
@@ -44,12 +46,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
 
     yield start
     for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

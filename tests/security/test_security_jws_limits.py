@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import es256_keypair
 
 from jwks_service.algorithms import ALGORITHMS
-from jwks_service.crypto import generate_private_key, make_signer, make_verifier, public_jwk
+from jwks_service.crypto import make_signer, make_verifier
 from jwks_service.errors import InvalidTokenError
 from jwks_service.jws import (
     MAX_HEADER_BYTES,
@@ -144,9 +145,8 @@ def test_server_payload_at_the_limit_and_one_byte_over() -> None:
 
 
 def _es256() -> tuple[Sign, dict[str, Any]]:
-    private = generate_private_key(ALGORITHMS["ES256"], ALGORITHMS["ES256"].default_key_bits)
-    jwk, thumbprint = public_jwk(ALGORITHMS["ES256"], private)  # type: ignore[arg-type]
-    return make_signer(ALGORITHMS["ES256"], private), {**jwk, "kid": thumbprint, "alg": "ES256", "use": "sig"}
+    private, jwk = es256_keypair()
+    return make_signer(ALGORITHMS["ES256"], private), jwk
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from support import es256_keypair
 
 from jwks_service.algorithms import ALGORITHMS
-from jwks_service.crypto import generate_private_key, make_signer, public_jwk
+from jwks_service.crypto import make_signer
 from jwks_service.jws import b64encode
 from jwks_service.sdk import (
     IntrospectionUnavailableError,
@@ -34,15 +34,8 @@ NOW = 1_800_000_000.0
 HS256_TOKEN = b64encode(b'{"alg":"HS256","kid":"h1","typ":"at+jwt"}').decode() + ".e30.c2ln"
 
 
-@functools.cache
-def keypair() -> tuple[Any, dict[str, Any]]:
-    private = generate_private_key(ALGORITHMS["ES256"], ALGORITHMS["ES256"].default_key_bits)
-    jwk, thumbprint = public_jwk(ALGORITHMS["ES256"], private)  # type: ignore[arg-type]
-    return private, {**jwk, "kid": thumbprint, "alg": "ES256", "use": "sig"}
-
-
 def mint(kid: str | None = None) -> str:
-    private, jwk = keypair()
+    private, jwk = es256_keypair()
     body = {"iss": ISSUER, "sub": "svc", "client_id": "svc", "aud": "api", "jti": "j1", "scope": "read"}
     body |= {"iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 3600}
     head = {"alg": "ES256", "kid": kid or jwk["kid"], "typ": "at+jwt"}
@@ -73,7 +66,7 @@ class Issuer:
         if request.url.path == "/jwks":
             if self.jwks_status != 200:
                 return httpx.Response(self.jwks_status)
-            return httpx.Response(200, json={"keys": [keypair()[1]]}, headers={"Cache-Control": "max-age=100"})
+            return httpx.Response(200, json={"keys": [es256_keypair()[1]]}, headers={"Cache-Control": "max-age=100"})
         if request.url.path == "/oauth/introspect":
             now = int(NOW)
             claims = {"iss": ISSUER, "sub": "svc", "client_id": "svc", "aud": "api", "jti": "h"}

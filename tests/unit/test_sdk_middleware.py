@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 from typing import Any
@@ -27,9 +26,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from support import es256_keypair
 
 from jwks_service.algorithms import ALGORITHMS
-from jwks_service.crypto import generate_private_key, make_signer, public_jwk
+from jwks_service.crypto import make_signer
 from jwks_service.jws import b64encode
 from jwks_service.sdk import AsyncVerifier, IntrospectionUnavailableError, KeysUnavailableError, SDKError
 from jwks_service.sdk.starlette import BearerAuthMiddleware
@@ -39,15 +39,8 @@ INTROSPECT = ISSUER + "/oauth/introspect"
 HS256_TOKEN = b64encode(b'{"alg":"HS256","kid":"h1","typ":"at+jwt"}').decode() + ".e30.c2ln"
 
 
-@functools.cache
-def keypair() -> tuple[Any, dict[str, Any]]:
-    private = generate_private_key(ALGORITHMS["ES256"], ALGORITHMS["ES256"].default_key_bits)
-    jwk, thumbprint = public_jwk(ALGORITHMS["ES256"], private)  # type: ignore[arg-type]
-    return private, {**jwk, "kid": thumbprint, "alg": "ES256", "use": "sig"}
-
-
 def mint(**claims: Any) -> str:
-    private, jwk = keypair()
+    private, jwk = es256_keypair()
     now = int(time.time())
     body = {
         "iss": ISSUER,
@@ -96,7 +89,7 @@ def make_app(verifier: Any, **options: Any) -> Starlette:
 
 
 def static_verifier() -> AsyncVerifier:
-    return AsyncVerifier(ISSUER, "api", jwks={"keys": [keypair()[1]]})
+    return AsyncVerifier(ISSUER, "api", jwks={"keys": [es256_keypair()[1]]})
 
 
 # ----- WebSocket ------------------------------------------------------------------------------

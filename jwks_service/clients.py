@@ -80,6 +80,7 @@ STRANGER_WAIT_SECONDS = 1.0
 STRANGER_PENDING = 256
 STRANGER_PENDING_PER_ADDRESS = 32
 _MISSING = object()
+CACHE_ENTRIES = 100_000  # client records held in memory (the cache, and the last known ones)
 
 
 def failure_keys(client_id: str, address: str) -> tuple[str, str]:
@@ -198,6 +199,10 @@ class ClientRegistry:
         self._clock = clock
         self._keysets = keysets
         self._cache: dict[str, Client | None] = {}
+        # The last records known before the cache was dropped (every store change drops it), served
+        # only while the store cannot be read: a store outage right after a key rotation must not
+        # turn every client away. Bounded like the cache.
+        self._known: dict[str, Client | None] = {}
         self._local_failures: dict[str, list[float]] = {}
         self._clean: dict[tuple[str, str], float] = {}
         self._counters_retry_at = float("-inf")
@@ -209,7 +214,15 @@ class ClientRegistry:
 
     def invalidate(self) -> None:
         """Called when the store changed (another process may have edited clients)."""
+        if len(self._known) + len(self._cache) > CACHE_ENTRIES:
+            self._known = {}
+        self._known = {**self._known, **self._cache}
         self._cache = {}
+
+    def remember_all(self) -> None:
+        """Load every client's record as last known (a replica that starts just before a store outage
+        then still authenticates its clients). Blocking: call it in a worker thread."""
+        self._known = {c.client_id: c for c in self._store.list_clients()[:CACHE_ENTRIES]}
 
     def get(self, client_id: str) -> Client | None:
         # invalidate() swaps in a new dict: a read that raced it (a record read before another
@@ -219,8 +232,20 @@ class ClientRegistry:
             return cache[client_id]
         except KeyError:
             pass
-        client = self._store.get_client(client_id) if len(client_id) <= 256 else None
-        if len(cache) > 100_000:  # unknown ids must not grow the cache without bound
+        if len(client_id) > 256:
+            client = None
+        else:
+            try:
+                client = self._store.get_client(client_id)
+            except StoreError:
+                # The store cannot answer: the record as last read, if there is one. It may predate a
+                # change made just before the outage; every other way, the client would be refused.
+                known = self._known.get(client_id, _MISSING)
+                if known is _MISSING:
+                    raise
+                assert known is None or isinstance(known, Client)
+                return known
+        if len(cache) > CACHE_ENTRIES:  # unknown ids must not grow the cache without bound
             cache.clear()
         cache[client_id] = client
         return client

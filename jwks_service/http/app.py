@@ -142,6 +142,7 @@ async def _background(runtime: Runtime, hub: EventHub) -> None:
 
 
 async def _refresh_loop(runtime: Runtime, hub: EventHub, wake: asyncio.Event) -> None:
+    await _run("loading the clients", runtime.clients.remember_all)
     while True:
         with anyio.move_on_after(POLL_SECONDS):
             await wake.wait()

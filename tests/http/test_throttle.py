@@ -118,3 +118,37 @@ def test_a_hung_store_delays_a_good_client_by_a_quarter_second_at_most(
         assert max(took) < 1.0, took  # the store socket timeout is 2 s
     finally:
         private_redis.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_store_outage_right_after_a_change_still_authenticates_known_clients(
+    runtime_factory: Callable[..., Runtime], private_redis: RedisServer, clock: ManualClock
+) -> None:
+    """Every store change (a key rotation too) drops the client cache. If Redis then freezes, a
+    client's record cannot be read again: the record as last read is used, rather than answering
+    503 to every client (the fleet harness saw such 503s in CI). A replica that has just started
+    knows its clients from its first reload (remember_all)."""
+    from jwks_service.clients import CLEAN_CACHE_SECONDS
+
+    assert private_redis.proc is not None
+    runtime = runtime_factory(store={"url": private_redis.url})
+    client, secret = runtime.clients.create("svc", ["read"], ["api"])
+    unknown_yet, other_secret = runtime.clients.create("other", ["read"], ["api"])
+    http = TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER)
+    assert http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret)).status_code == 200
+    fresh = runtime_factory(store={"url": private_redis.url})  # a replica that has just started
+    fresh.clients.remember_all()
+    fresh_http = TestClient(create_app(runtime=fresh, background=False), base_url=ISSUER)
+    runtime.clients.invalidate()  # a rotation elsewhere: the cache is dropped
+    private_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        clock.advance(CLEAN_CACHE_SECONDS + COUNTERS_RETRY_SECONDS)
+        r = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, secret))
+        assert r.status_code == 200, r.text
+        r = http.post("/oauth/token", data=GRANT, headers=basic(client.client_id, "wrong"))
+        assert r.status_code == 401  # the record still decides: a wrong secret is refused
+        r = http.post("/oauth/token", data=GRANT, headers=basic(unknown_yet.client_id, other_secret))
+        assert r.status_code == 503  # never read by this replica: no record to fall back on
+        r = fresh_http.post("/oauth/token", data=GRANT, headers=basic(unknown_yet.client_id, other_secret))
+        assert r.status_code == 200, r.text
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)

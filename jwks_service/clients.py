@@ -64,10 +64,6 @@ MAX_FAILURES_PER_ADDRESS = 50
 # After the store failed to answer about the counters, count in this process alone for this long
 # rather than make every request wait for the store's timeout again.
 COUNTERS_RETRY_SECONDS = 1.0
-# How long a request waits for the store's failure counters before it goes on with this process's
-# own counts (the read goes on in its thread and is not repeated meanwhile): a hung store delays a
-# good client's token by this much at most, not by the store's socket timeout.
-COUNTERS_WAIT_SECONDS = 0.25
 # Store and Vault calls made for a caller not yet authenticated (client authentication, an admin
 # bearer token) run in worker threads, at most STRANGER_CALLS at once. Each waits at most
 # STRANGER_WAIT_SECONDS for its turn, and at most STRANGER_PENDING calls may run or wait (in total,
@@ -186,12 +182,6 @@ class StrangerGate:
                     del self._by_address[address]
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark an abandoned read's outcome as seen (no "exception was never retrieved" log)."""
-    if not future.cancelled():
-        future.exception()
-
-
 class ClientRegistry:
     def __init__(self, store: Store, pepper: bytes, clock: Clock, keysets: Mapping[str, KeysetPolicy]) -> None:
         self._store = store
@@ -275,16 +265,10 @@ class ClientRegistry:
             counts: dict[str, tuple[int, float]] = {}
             if now >= self._counters_retry_at:
                 read = self._store.auth_failures
-                reading = asyncio.ensure_future(
-                    self._shared(("counts", *keys), address, read, keys, now - FAILURE_WINDOW)
-                )
                 try:
-                    counts = dict(await asyncio.wait_for(asyncio.shield(reading), COUNTERS_WAIT_SECONDS))
+                    counts = dict(await self._shared(("counts", *keys), address, read, keys, now - FAILURE_WINDOW))
                 except UnavailableError as exc:
                     self._counters_failed(exc, now)
-                except TimeoutError:
-                    reading.add_done_callback(_retrieve)  # its outcome no longer matters to anyone
-                    self._counters_failed(StoreError("the store did not answer about the failure counters"), now)
             self._admit(keys, self._with_local(counts, keys, now), now)
         client = self._cache.get(client_id, _MISSING)
         if client is _MISSING:

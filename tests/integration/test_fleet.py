@@ -494,6 +494,12 @@ def classify(run: Run) -> None:
         o.reason += f" [HAProxy: {line['srv']} {line['term']} retries {line['retries']}]"
         if o.status == 502 and line["term"].startswith("S") and line["srv"] in at_kill:
             o.reason = f"{KILLED} ({line['srv']}): 502 [HAProxy {line['term']}]"
+        elif o.status is None and line["term"].startswith("S"):
+            # The server side broke (S) and HAProxy closed the client's connection: the request went,
+            # on a pooled connection, to a replica killed a moment before, as above.
+            just_after = [name for name, at in run.kills if 0 <= o.sent - at <= STALE_CONNECTIONS]
+            if line["srv"] in at_kill + just_after:
+                o.reason = f"{KILLED} ({line['srv']}): connection closed [HAProxy {line['term']}]"
 
 
 def unsurvivable(o: Outcome) -> bool:

@@ -130,7 +130,9 @@ def test_every_token_verifies_across_scheduled_rotations_with_one_fetch_per_rota
         )
         assert not failures, failures[:5]
         assert rotations >= 4
-        assert used <= rotations, f"{used} JWKS requests for {rotations} rotations"
+        # A rotation is one publication. The window can also hold the publication of the key that
+        # signs after it ends (published `prepublish` ahead), so it may see one more than it counts.
+        assert used <= rotations + 1, f"{used} JWKS requests for {rotations} rotations"
         assert subscribed.stats.unknown_kid_refetches == 0
         assert polling.stats.unknown_kid_refetches == 0  # prepublish >= max-age: never a surprise kid
     finally:

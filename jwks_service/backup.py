@@ -49,7 +49,6 @@ import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,7 @@ from . import files
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
 from .clients import valid_scope_token
+from .clock import parse_rfc3339, rfc3339
 from .config import Settings
 from .crypto import KeyMismatchError, public_jwk_from_public_key, public_key_from_jwk
 from .errors import (
@@ -107,10 +107,6 @@ class Backup:
             "revoked_tokens": len(self.revoked_tokens),
             "audit_events": len(self.audit),
         }
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _quiet(_: str) -> None:
@@ -758,7 +754,7 @@ _DELETED_ACTIONS = frozenset({"client.delete"})
 def _timestamp(text: str) -> float | None:
     """The backup's `created_at` (RFC 3339, authenticated by the tag) as seconds; None if unreadable."""
     try:
-        return datetime.fromisoformat(text).timestamp()
+        return parse_rfc3339(text)
     except ValueError:
         return None
 

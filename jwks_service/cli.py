@@ -20,7 +20,7 @@ from . import backup as backups
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clients import check_grace
-from .clock import SystemClock
+from .clock import SystemClock, rfc3339
 from .config import (
     Settings,
     format_duration,
@@ -39,8 +39,6 @@ from .service import KeyService
 
 
 def _ts(value: float | None) -> str:
-    from .http.wellknown import rfc3339
-
     return rfc3339(value) or "-"
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -23,6 +22,7 @@ from starlette.responses import Response
 
 from .. import audit
 from ..clients import MAX_SECRET_GRACE, check_grace
+from ..clock import MissingTimeZoneError, parse_rfc3339, rfc3339
 from ..config import format_duration, parse_duration
 from ..errors import (
     ConfigError,
@@ -37,7 +37,6 @@ from ..model import Client
 from ..runtime import Runtime
 from .limits import source_of
 from .responses import NO_STORE, JSONResponse
-from .wellknown import rfc3339
 
 log = logging.getLogger("jwks_service")
 
@@ -400,12 +399,11 @@ def _since(value: str | None) -> float | None:
         number = float(value)
     except ValueError:
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_rfc3339(value)
+        except MissingTimeZoneError:
+            raise InvalidRequestError("since needs a time zone (e.g. 2026-01-01T00:00:00Z)") from None
         except ValueError:
             raise InvalidRequestError("since must be an RFC 3339 time or seconds since the epoch") from None
-        if parsed.tzinfo is None:
-            raise InvalidRequestError("since needs a time zone (e.g. 2026-01-01T00:00:00Z)") from None
-        return parsed.timestamp()
     if not math.isfinite(number):
         raise InvalidRequestError("since must be finite")
     return number

@@ -19,6 +19,8 @@ from . import __version__, audit
 from . import backup as backups
 from .backends import KeyBackend
 from .backends.local import LocalBackend
+from .backup_checks import check_config, check_keys, check_target
+from .backup_merge import restore
 from .clients import check_grace
 from .clock import SystemClock, rfc3339
 from .config import (
@@ -651,7 +653,7 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
         kek = open_kek(settings, vault, create=False)
         backups.verify(document, kek.derive(backups.MAC_PURPOSE))
         backup = backups.parse(document)
-        backups.check_config(backup, settings)
+        check_config(backup, settings)
         for line in backups.describe(backup):
             _stderr(line)
         _stderr(f"the backup's integrity tag verifies under the KEK {settings.kek_file}")
@@ -663,7 +665,7 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
         backends: dict[str, KeyBackend] = {"local": LocalBackend(kek.derive("local-keys"))}
         if vault is not None and any(ks.backend == "vault" for ks in backup.keysets):
             backends["vault"] = open_vault(settings, vault)
-        checked = backups.check_keys(backup, backends)
+        checked = check_keys(backup, backends)
     finally:
         if vault is not None:
             vault.close()
@@ -674,11 +676,9 @@ def cmd_backup_import(args: argparse.Namespace) -> int:
     # start=False: a start would create keys in an empty store before the import lands.
     rt = build_runtime(settings, start=False)
     try:
-        backups.check_target(rt.store, backup, force=args.force)
+        check_target(rt.store, backup, force=args.force)
         _stderr(f"importing into {settings.store_display}:")
-        counts = backups.restore(
-            backup, rt.store, rt.clock.now(), settings.keysets, str(args.file), _progress, actor=_actor()
-        )
+        counts = restore(backup, rt.store, rt.clock.now(), settings.keysets, str(args.file), _progress, actor=_actor())
     finally:
         rt.close()
     print(f"imported {backups.summary(counts)} from {args.file}")

@@ -1,5 +1,5 @@
 """What the admin API and the CLI show of the records: one dict per kind, with the field names and
-formats of API.md §3 and the OpenAPI document (http/openapi.py): times in RFC 3339, durations as
+formats of API.md §3 and the OpenAPI document (http/openapi_schemas.py): times in RFC 3339, durations as
 `format_duration` writes them. The HTTP layer sends these dicts as they are; the CLI prints them with
 `--json`, and lays them out as text without.
 

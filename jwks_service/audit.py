@@ -60,3 +60,18 @@ def prune(store: Store, before: float, now: float, actor: str, limit: int, *, un
     if deleted:
         record(store, [event(now, actor, "audit.prune", "audit", before=before, deleted=deleted)])
     return deleted
+
+
+class AuditLog:
+    """One store's audit log, as the edges see it: record events that go with no other write, and list
+    them. Blocking store calls: the HTTP layer makes them in a worker thread."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record(self, events: Sequence[AuditEvent]) -> None:
+        record(self._store, events)
+
+    def list(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
+        """Newest first; `since` in seconds since the epoch."""
+        return self._store.list_audit(since, limit)

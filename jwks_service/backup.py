@@ -17,28 +17,12 @@ HKDF-SHA256), over the canonical bytes of the document without ``tag``: JSON wit
 names, no whitespace, non-ASCII characters escaped, no NaN or Infinity. The tag is computed over
 what the parser read, so however the file is laid out, what is verified is what is imported. An
 import refuses a file whose tag is missing or does not verify before it looks at anything in it,
-and version 1 files, which had no tag. Behind the tag every record is still checked, so that a
-file made by a faulty exporter (or anyone holding the KEK) cannot plant a key either: each
-asymmetric kid is recomputed as the RFC 7638 thumbprint of its public JWK, which may hold only the
-members the service writes; each live local key must unseal to the private half of its public
-key; each live Vault key must point at this keyset's Transit key, and its public JWK must be the
-one Transit holds for that version; client records must be valid clients of this configuration.
+and version 1 files, which had no tag. Behind the tag every record is still checked
+(backup_checks.py). An import merges into the store; a revocation is forever (backup_merge.py).
 
-Import merges; a revocation is forever. Into a store that already holds a keyset, each key takes
-whichever of the two records is further along the lifecycle (next < current < previous < retired
-< revoked; a key only ever moves forward), so a key revoked or retired in the store stays so
-whatever the backup says, and one revoked in the backup is revoked here too. Keys of one side only
-are kept. If that leaves two current keys, the backup's signs and the other becomes previous (it
-verifies for the keyset's verify_window); of two next keys the backup's is kept and the other
-(which never signed) is discarded; a keyset left without a current key is repaired by the next
-start or scheduler tick (its next key is promoted, or a new key made), as after an emergency
-revocation. Revoked tokens are only ever added (a store never shortens a revocation). A client the
-store holds is kept as it is there (a secret rotated out, or a scope taken away, does not come back);
-clients only in the backup are added. Audit events the store holds already are not written twice.
-Every such decision is printed and recorded in the ``backup.import`` audit event.
-
-Building, parsing and merging are pure; reading and writing the file are small functions of their
-own (the write is atomic, mode 0600); the checks against the backends do I/O (Vault).
+This module is the file: building the document (pure, but for `collect`, which reads the store),
+its canonical bytes and tag, and reading it back into records (pure); reading and writing the file
+are small functions of their own (the write is atomic, mode 0600).
 """
 
 from __future__ import annotations
@@ -48,28 +32,14 @@ import binascii
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import audit as audit_log
 from . import files
-from .algorithms import ALGORITHMS
-from .backends import KeyBackend
-from .clients import valid_scope_token
-from .config import Settings
-from .crypto import KeyMismatchError, public_jwk_from_public_key, public_key_from_jwk
-from .errors import (
-    ConflictError,
-    InvalidRequestError,
-    JwksServiceError,
-    KeyValidationError,
-    RevisionConflictError,
-)
-from .jwks import JWK_META, PUBLIC_MEMBERS, public_members
-from .lifecycle import RETAIN_RETIRED_SECONDS
-from .model import AuditEvent, Client, Keyset, KeysetPolicy, KeyState, KeyVersion
+from .clock import rfc3339
+from .errors import ConflictError, InvalidRequestError, JwksServiceError
+from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
 from .stores.codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 
@@ -77,13 +47,8 @@ FORMAT = "jwks-service-backup"
 VERSION = 2
 TAG = "tag"
 MAC_PURPOSE = "backup-mac"  # kek.derive(MAC_PURPOSE) keys the tag
-# The audit log can be long: it is read in one go but written back in batches of this many events.
-AUDIT_BATCH = 1000
 # Every list_audit call takes a limit; this one means "all of them" (stores take any limit).
 ALL_EVENTS = 2**62
-# Writes of one keyset that lost a compare-and-set to a running server are merged again this often.
-MERGE_ATTEMPTS = 5
-REFUSED = "import refused, nothing written"
 
 Progress = Callable[[str], None]
 
@@ -109,31 +74,27 @@ class Backup:
         }
 
 
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # ----- building the document (pure) ----------------------------------------------------------
 
 
-def collect(store: Store, issuer: str, now: float, progress: Progress = _quiet) -> Backup:
+def collect(store: Store, issuer: str, now: float, progress: Progress = quiet) -> Backup:
     """Everything a restore needs, read from `store`."""
     keysets = tuple(store.list_keysets())
-    progress(f"keysets: {_plural(len(keysets), 'keyset')}, {_plural(sum(len(k.keys) for k in keysets), 'key')}")
+    progress(f"keysets: {plural(len(keysets), 'keyset')}, {plural(sum(len(k.keys) for k in keysets), 'key')}")
     clients = tuple(store.list_clients())
-    progress(f"clients: {_plural(len(clients), 'client')}")
+    progress(f"clients: {plural(len(clients), 'client')}")
     revoked = store.revoked_tokens(now)
-    progress(f"revoked tokens: {_plural(len(revoked), 'token')} not yet expired")
+    progress(f"revoked tokens: {plural(len(revoked), 'token')} not yet expired")
     events = tuple(reversed(store.list_audit(limit=ALL_EVENTS)))
-    progress(f"audit: {_plural(len(events), 'event')}")
+    progress(f"audit: {plural(len(events), 'event')}")
     return Backup(issuer, rfc3339(now), keysets, clients, revoked, events)
 
 
@@ -394,380 +355,6 @@ def parse(doc: Mapping[str, Any]) -> Backup:
     return Backup(issuer, created_at, tuple(keysets), tuple(clients), revoked, tuple(events))
 
 
-# ----- checks before an import (nothing written yet) -----------------------------------------
-
-
-def check_config(backup: Backup, settings: Settings) -> None:
-    """Every keyset of the backup is configured here, with the same alg and backend; every key record
-    is one this service could have written; every client is a valid client of this configuration."""
-    for ks in backup.keysets:
-        policy = settings.keysets.get(ks.name)
-        if policy is None:
-            raise InvalidRequestError(
-                f"keyset {ks.name} of the backup is not configured here (configured: {', '.join(settings.keysets)});"
-                f" add [keysets.{ks.name}] with alg = {ks.alg!r}. Import refused, nothing written"
-            )
-        if policy.alg != ks.alg:
-            raise InvalidRequestError(
-                f"keysets.{ks.name}.alg: is {policy.alg} here but the backup's keys are {ks.alg}."
-                " Import refused, nothing written"
-            )
-        if policy.backend != ks.backend:
-            raise InvalidRequestError(
-                f"keysets.{ks.name}.backend: is {policy.backend} here but the backup's keys live in {ks.backend}."
-                " Import refused, nothing written"
-            )
-        for key in ks.keys:
-            check_key_record(key)
-    for i, client in enumerate(backup.clients):
-        _check_client(client, f"clients[{i}]", settings.keysets)
-
-
-def check_key_record(key: KeyVersion) -> None:
-    """A key record as the service writes it: an asymmetric key's public JWK holds only the members
-    the service writes and its kid is that key's RFC 7638 thumbprint; an HMAC key has no public key;
-    a key that signs or verifies holds its private key (or its reference, for Vault)."""
-    where = f"key {key.kid} of keyset {key.keyset}"
-    alg = ALGORITHMS.get(key.alg)
-    if alg is None:
-        raise InvalidRequestError(f"backup: {where}: unknown alg {key.alg!r}; {REFUSED}")
-    if key.verifies and key.sealed_private is None:
-        raise InvalidRequestError(
-            f"backup: {where} is {key.state} but holds no private key (a key that signs or verifies needs one);"
-            f" {REFUSED}"
-        )
-    jwk = key.public_jwk
-    if alg.symmetric:
-        if jwk is not None:
-            raise InvalidRequestError(f"backup: {where}: an {alg.name} key has no public key; {REFUSED}")
-        return
-    if jwk is None:
-        raise InvalidRequestError(f"backup: {where}: an {alg.name} key needs its public JWK; {REFUSED}")
-    members = public_members(key.alg, jwk)
-    if members is None:
-        raise InvalidRequestError(f"backup: {where}: its public JWK is not an {alg.name} public key; {REFUSED}")
-    extra = sorted(set(jwk) - set(PUBLIC_MEMBERS[alg.kty]) - set(JWK_META))
-    if extra:
-        raise InvalidRequestError(
-            f"backup: {where}: its public JWK has members the service never writes: {', '.join(extra)}; {REFUSED}"
-        )
-    try:
-        public = public_key_from_jwk(key.alg, members)
-        if isinstance(public, bytes):
-            raise KeyMismatchError("not a public key")
-        canonical_jwk, thumbprint = public_jwk_from_public_key(public)
-    except KeyMismatchError as exc:
-        raise InvalidRequestError(f"backup: {where}: its public JWK is not a usable key ({exc}); {REFUSED}") from None
-    if not hmac.compare_digest(thumbprint.encode(), key.kid.encode()):
-        raise InvalidRequestError(
-            f"backup: {where}: its kid is not the RFC 7638 thumbprint of its public key ({thumbprint}); {REFUSED}"
-        )
-    if {k: canonical_jwk.get(k) for k in members} != members:
-        raise InvalidRequestError(f"backup: {where}: its public JWK is not in canonical form; {REFUSED}")
-    stated = {"kid": key.kid, "alg": key.alg, "use": "sig"}
-    for name, value in stated.items():
-        if jwk.get(name, value) != value:
-            raise InvalidRequestError(
-                f"backup: {where}: its public JWK says {name} = {jwk.get(name)!r}, not {value!r}; {REFUSED}"
-            )
-
-
-def _check_client(client: Client, where: str, keysets: Mapping[str, KeysetPolicy]) -> None:
-    """The rules a registration follows (ClientRegistry.validate), for a client read from a file."""
-
-    def refuse(problem: str) -> InvalidRequestError:
-        return InvalidRequestError(f"backup: {where}.{problem}; {REFUSED}")
-
-    if not client.client_id or len(client.client_id) > 256 or not client.client_id.isprintable():
-        raise refuse("client_id: 1 to 256 printable characters")
-    if any(c.isspace() for c in client.client_id):
-        raise refuse("client_id: no spaces")
-    if client.name != client.name.strip() or not client.name or len(client.name) > 200:
-        raise refuse("name: 1 to 200 characters")
-    if not client.scopes or len(set(client.scopes)) != len(client.scopes):
-        raise refuse("scopes: at least one scope, each once")
-    for scope in client.scopes:
-        if not valid_scope_token(scope):
-            raise refuse(f"scopes: {scope!r} is not a valid scope token (RFC 6749 §3.3)")
-    audiences = client.audiences
-    if not audiences or len(set(audiences)) != len(audiences) or any(a != a.strip() or not a for a in audiences):
-        raise refuse("audiences: at least one non-empty audience, each once")
-    if any(len(a) > 512 for a in audiences):
-        raise refuse("audiences: at most 512 characters each")
-    policy = keysets.get(client.keyset)
-    if policy is None:
-        raise refuse(f"keyset: unknown keyset {client.keyset!r} (configured: {', '.join(keysets)})")
-    if not 0 < client.token_ttl <= policy.token_ttl:
-        raise refuse(f"token_ttl: between 1s and the keyset's token_ttl ({policy.token_ttl}s), not {client.token_ttl}")
-
-
-def check_keys(backup: Backup, backends: Mapping[str, KeyBackend]) -> dict[str, int]:
-    """Check every live key against its backend: a local key must unseal (under this KEK) to the
-    private half of its public key; a Vault key must point at its keyset's Transit key, whose public
-    key for that version must be the record's. Returns how many keys were checked, per backend."""
-    checked = dict.fromkeys(sorted({ks.backend for ks in backup.keysets}), 0)
-    for ks in backup.keysets:
-        backend = backends.get(ks.backend)
-        if backend is None:
-            raise InvalidRequestError(f"backup: keyset {ks.name} uses backend {ks.backend}, which is not set up here")
-        for key in ks.keys:
-            if not key.verifies:
-                continue
-            if ks.backend == "vault":
-                _check_vault_key(backend, key)
-            _probe(backend, key)
-            checked[ks.backend] += 1
-    return checked
-
-
-def _probe(backend: KeyBackend, key: KeyVersion) -> None:
-    """Sign with the key's private half (unsealed here or held by Vault) and verify with its public key."""
-    where = f"key {key.kid} of keyset {key.keyset}"
-    try:
-        sign = backend.signer(key)
-    except KeyValidationError as exc:
-        raise InvalidRequestError(
-            f"backup: {where}: cannot use its private key ({exc.description}); {REFUSED}"
-        ) from None
-    try:
-        probe = b"jwks-service backup import probe"
-        works = backend.verifier(key)(probe, sign(probe))
-    except JwksServiceError as exc:
-        if isinstance(exc, KeyValidationError):
-            raise InvalidRequestError(f"backup: {where} is damaged ({exc.description}); {REFUSED}") from None
-        raise  # Vault unreachable, say: the operator may try again
-    except Exception as exc:  # damaged material must not be imported, whatever the failure
-        raise InvalidRequestError(f"backup: {where} is damaged ({exc}); {REFUSED}") from None
-    if not works:
-        raise InvalidRequestError(
-            f"backup: {where} does not verify its own signature (its public key does not match its private key);"
-            f" {REFUSED}"
-        )
-
-
-def _check_vault_key(backend: KeyBackend, key: KeyVersion) -> None:
-    from .backends.vault import VaultBackend, parse_reference
-
-    assert isinstance(backend, VaultBackend)
-    where = f"key {key.kid} of keyset {key.keyset}"
-    try:
-        ref = parse_reference(key)
-    except KeyValidationError as exc:
-        raise InvalidRequestError(f"backup: {where}: {exc.description}; {REFUSED}") from None
-    expected = backend.key_name(key.keyset)
-    if ref.key_name != expected:
-        raise InvalidRequestError(
-            f"backup: {where} points at Transit key {ref.key_name}, not its keyset's {expected}; {REFUSED}"
-        )
-    if key.public_jwk is None:
-        return  # HMAC: Transit keeps the secret; the probe signs and verifies with it there
-    try:
-        _, thumbprint = public_jwk_from_public_key(backend.public_key(ref.key_name, ref.version))
-    except KeyValidationError as exc:
-        raise InvalidRequestError(f"backup: {where}: {exc.description}; {REFUSED}") from None
-    if thumbprint != key.kid:
-        raise InvalidRequestError(
-            f"backup: {where}: its public key is not the one Vault Transit holds for {ref.key_name} version"
-            f" {ref.version}; {REFUSED}"
-        )
-
-
-def check_target(store: Store, backup: Backup, *, force: bool) -> None:
-    """The store may take the backup: it is empty, or `force` merges into it keysets of the same alg
-    and backend."""
-    if not force and not store.is_empty():
-        raise ConflictError(
-            "the store is not empty (it holds keys, clients, revocations or audit events); import refused, nothing"
-            " written. Use --force to merge the backup into it (revoked and retired keys stay so)"
-        )
-    for ks in backup.keysets:
-        stored = store.get_keyset(ks.name)
-        if stored is not None and stored.keys and (stored.alg, stored.backend) != (ks.alg, ks.backend):
-            raise ConflictError(
-                f"keyset {ks.name} in the store holds {stored.alg} keys in {stored.backend}, the backup's are"
-                f" {ks.alg} keys in {ks.backend}: they cannot be merged; {REFUSED}"
-            )
-
-
-# ----- merging a keyset (pure) -----------------------------------------------------------------
-
-# How far along the lifecycle a key is; it only ever moves forward (any state may become revoked).
-_RANK = {KeyState.NEXT: 0, KeyState.CURRENT: 1, KeyState.PREVIOUS: 2, KeyState.RETIRED: 3, KeyState.REVOKED: 4}
-
-
-def _since(key: KeyVersion) -> float | None:
-    return {
-        KeyState.REVOKED: key.revoked_at,
-        KeyState.RETIRED: key.retired_at,
-        KeyState.PREVIOUS: key.deactivated_at,
-        KeyState.CURRENT: key.activated_at,
-        KeyState.NEXT: key.created_at,
-    }[key.state]
-
-
-def _at(key: KeyVersion) -> str:
-    when = _since(key)
-    if when is None:
-        return ""
-    return f" {'at' if key.state in (KeyState.REVOKED, KeyState.RETIRED) else 'since'} {rfc3339(when)}"
-
-
-def merge_keyset(
-    stored: Keyset | None, incoming: Keyset, now: float, verify_window: int, made_at: float | None = None
-) -> tuple[Keyset, list[str]]:
-    """The keyset to write for `incoming` (from a backup made at `made_at`) over `stored`, with the
-    stored revision (for compare-and-set), and what was decided, for people. See the module
-    docstring for the rules."""
-    if stored is None:
-        return replace(incoming, revision=0), []
-    notes: list[str] = []
-    mine = {k.kid: k for k in stored.keys}
-    merged: dict[str, KeyVersion] = {}
-    from_backup: set[str] = set()
-    # The store forgets a retired key RETAIN_RETIRED_SECONDS after it retired. A key it does not
-    # know may have been retired (or lived and retired) here after a backup older than that: such a
-    # key comes in retired, never live again.
-    forgetful = made_at is None or made_at + RETAIN_RETIRED_SECONDS <= now
-    for key in incoming.keys:
-        old = mine.get(key.kid)
-        if old is None and forgetful and key.verifies:
-            merged[key.kid] = key.with_(state=KeyState.RETIRED, retired_at=now, sealed_private=None)
-            notes.append(
-                f"key {key.kid} comes in retired (the backup has it {key.state}): this store does not know it, and"
-                f" it forgets retired keys {RETAIN_RETIRED_SECONDS // 86400} days after they retire, which is less"
-                " than the backup's age, so it may have been retired here"
-            )
-            continue
-        if old is None or _RANK[key.state] > _RANK[old.state]:
-            merged[key.kid] = key
-            from_backup.add(key.kid)
-            if old is not None:
-                notes.append(
-                    f"key {key.kid} is {key.state} (the backup has it so{_at(key)}; the store had it {old.state})"
-                )
-        else:
-            merged[key.kid] = old
-            if old.state != key.state:
-                notes.append(
-                    f"kept key {old.kid} {old.state} ({old.state} in the store{_at(old)};"
-                    f" the backup has it {key.state})"
-                )
-    for key in stored.keys:
-        merged.setdefault(key.kid, key)
-
-    def preferred(state: KeyState) -> list[str]:
-        """Kids in `state`, the one to keep first: the backup's, then the most recent."""
-        kids = [kid for kid, k in merged.items() if k.state == state]
-        return sorted(kids, key=lambda kid: (kid not in from_backup, -(_since(merged[kid]) or 0.0)))
-
-    currents = preferred(KeyState.CURRENT)
-    for kid in currents[1:]:
-        merged[kid] = merged[kid].with_(state=KeyState.PREVIOUS, deactivated_at=now, retire_at=now + verify_window)
-        notes.append(
-            f"key {kid} becomes previous (it verifies until {rfc3339(now + verify_window)}): key {currents[0]} is the"
-            " current key"
-        )
-    nexts = preferred(KeyState.NEXT)
-    for kid in nexts[1:]:
-        merged[kid] = merged[kid].with_(state=KeyState.RETIRED, retired_at=now, sealed_private=None)
-        notes.append(f"next key {kid} is discarded (it never signed): key {nexts[0]} is the next key")
-    if not currents:
-        notes.append(
-            f"keyset {incoming.name} has no current key after the import; the next start (or scheduler tick of a"
-            " running server) promotes its next key or makes a new one, as after an emergency revocation"
-        )
-    return replace(incoming, revision=stored.revision, keys=tuple(merged.values())), notes
-
-
-# ----- writing into a store ------------------------------------------------------------------
-
-
-def restore(
-    backup: Backup,
-    store: Store,
-    now: float,
-    policies: Mapping[str, KeysetPolicy],
-    source: str = "",
-    progress: Progress = _quiet,
-    actor: str = "cli",
-) -> dict[str, int]:
-    """Write the backup into `store`: its keysets are merged into stored ones of the same name
-    (`merge_keyset`), clients the store lacks, revoked tokens and audit events it does not hold yet
-    are added; then one `backup.import` audit event, which lists every merge decision."""
-    notes: list[str] = []
-    made_at = _timestamp(backup.created_at)
-    for ks in backup.keysets:
-        for attempt in range(MERGE_ATTEMPTS):
-            merged, decided = merge_keyset(store.get_keyset(ks.name), ks, now, policies[ks.name].verify_window, made_at)
-            try:
-                store.save_keyset(merged, merged.revision)
-            except RevisionConflictError:  # a running server changed it meanwhile: merge with that
-                if attempt + 1 == MERGE_ATTEMPTS:
-                    raise
-                continue
-            break
-        for note in decided:
-            progress(note)
-        notes.extend(decided)
-    progress(f"keysets: {_plural(len(backup.keysets), 'keyset')} written")
-    clients = 0
-    # Deleted clients stay deleted: the store keeps no record of a client once deleted but its audit
-    # event (kept for audit.retention).
-    held_audit = store.list_audit(limit=ALL_EVENTS) if backup.clients or backup.audit else []
-    deleted = {e.target: e.at for e in held_audit if e.action in _DELETED_ACTIONS and e.outcome == "ok"}
-    for client in backup.clients:
-        if client.client_id in deleted:
-            when = rfc3339(deleted[client.client_id])
-            note = f"skipped client {client.client_id}: it was deleted in this store at {when}"
-            progress(note)
-            notes.append(note)
-            continue
-        if store.get_client(client.client_id) is not None:
-            # A secret rotated out or a scope taken away in the store must not come back from a backup.
-            note = f"kept client {client.client_id} as the store has it (its secrets and scopes are not rolled back)"
-            progress(note)
-            notes.append(note)
-            continue
-        store.put_client(client)
-        clients += 1
-    progress(f"clients: {_plural(clients, 'client')} written")
-    live = {jti: exp for jti, exp in backup.revoked_tokens.items() if exp > now}
-    for jti, exp in live.items():
-        store.revoke_token(jti, exp)  # never shortens a revocation the store holds
-    progress(f"revoked tokens: {_plural(len(live), 'token')} written")
-    # Events the store holds already (a backup of this very store) are not written twice.
-    held = {_event_key(e) for e in held_audit}
-    events = [e for e in backup.audit if _event_key(e) not in held]
-    for start in range(0, len(events), AUDIT_BATCH):
-        store.append_audit(events[start : start + AUDIT_BATCH])
-    progress(f"audit: {_plural(len(events), 'event')} written")
-    counts = {**backup.counts(), "clients": clients, "revoked_tokens": len(live), "audit_events": len(events)}
-    details: dict[str, Any] = {"issuer": backup.issuer, "created_at": backup.created_at, **counts}
-    if notes:
-        details["merged"] = notes
-    event = AuditEvent(at=now, actor=actor, action="backup.import", target=source, details=details)
-    store.append_audit([event])
-    audit_log.log_events([event])
-    return counts
-
-
-# Audit actions that delete a client (the CLI's and the admin API's).
-_DELETED_ACTIONS = frozenset({"client.delete"})
-
-
-def _timestamp(text: str) -> float | None:
-    """The backup's `created_at` (RFC 3339, authenticated by the tag) as seconds; None if unreadable."""
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-def _event_key(event: AuditEvent) -> str:
-    """An audit event without its id (which every store numbers itself)."""
-    return json.dumps({**event.as_dict(), "id": 0}, sort_keys=True, default=str)
-
-
 # ----- the file ------------------------------------------------------------------------------
 
 
@@ -796,8 +383,8 @@ def write_file(path: str | Path, data: bytes, *, force: bool = False) -> None:
 
 def summary(c: Mapping[str, int]) -> str:
     return (
-        f"{_plural(c['keysets'], 'keyset')} ({_plural(c['keys'], 'key')}), {_plural(c['clients'], 'client')},"
-        f" {_plural(c['revoked_tokens'], 'revoked token')}, {_plural(c['audit_events'], 'audit event')}"
+        f"{plural(c['keysets'], 'keyset')} ({plural(c['keys'], 'key')}), {plural(c['clients'], 'client')},"
+        f" {plural(c['revoked_tokens'], 'revoked token')}, {plural(c['audit_events'], 'audit event')}"
     )
 
 

@@ -15,7 +15,7 @@ import secrets
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -122,29 +122,24 @@ class BusyError(UnavailableError):
     """Too many calls for unauthenticated callers are already waiting on the store or Vault."""
 
 
+@dataclass(eq=False)
 class StrangerGate:
     """Runs blocking calls made on behalf of unauthenticated callers in worker threads, bounded as
     STRANGER_CALLS says; BusyError when a call cannot run soon."""
 
-    def __init__(
-        self,
-        calls: int = STRANGER_CALLS,
-        *,
-        wait: float = STRANGER_WAIT_SECONDS,
-        pending: int = STRANGER_PENDING,
-        per_address: int = STRANGER_PENDING_PER_ADDRESS,
-    ) -> None:
-        self.calls = calls
-        self.wait = wait
-        self.pending = pending
-        self.per_address = per_address
-        self._lock = threading.Lock()  # one registry may serve several event loops (tests, CLI)
-        self._pending = 0
-        self._by_address: dict[str, int] = {}
-        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-            weakref.WeakKeyDictionary()
-        )
-        self.refused = 0
+    calls: int = STRANGER_CALLS
+    _: KW_ONLY
+    wait: float = STRANGER_WAIT_SECONDS
+    pending: int = STRANGER_PENDING
+    per_address: int = STRANGER_PENDING_PER_ADDRESS
+    refused: int = field(default=0, init=False)
+    # One registry may serve several event loops (tests, CLI): hence the lock, and a limiter per loop.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _pending: int = field(default=0, init=False, repr=False)
+    _by_address: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False
+    )
 
     def _busy(self) -> BusyError:
         self.refused += 1
@@ -208,6 +203,17 @@ class ClientRegistry:
             self._known = {}
         self._known = {**self._known, **self._cache}
         self._cache = {}
+
+    def read_all(self) -> list[Client]:
+        """Every client, as the store holds them now (not the cache). Blocking."""
+        return self._store.list_clients()
+
+    def read(self, client_id: str) -> Client:
+        """One client as the store holds it now (not the cache); NotFoundError when there is none. Blocking."""
+        client = self._store.get_client(client_id)
+        if client is None:
+            raise NotFoundError(f"no client {client_id}")
+        return client
 
     def remember_all(self) -> None:
         """Load every client's record as last known (a replica that starts just before a store outage

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from .clock import rfc3339
 from .model import Keyset, KeyVersion
 
 # Order of events that share one instant (an emergency revocation revokes, promotes and creates in
@@ -54,7 +54,7 @@ class KeyEvent:
             "keyset": self.keyset,
             "alg": self.alg,
             "revision": self.revision,
-            "at": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "at": rfc3339(self.at, "milliseconds"),
         }
 
 

@@ -43,20 +43,29 @@ class LoadedKek:
         )
 
 
+def _read(path: Path) -> str | None:
+    """The KEK file's text, stripped; None when there is no such file."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"secrets.kek_file: cannot read {path}: {exc}") from None
+
+
+def _absent(path: Path, create: bool, how: str) -> None:
+    """A missing KEK file is refused unless it may be created; `how` says how to make one."""
+    if not create:
+        raise ConfigError(f"secrets.kek_file: {path} does not exist; {how} and give every replica the same file")
+
+
 def load_kek(path_text: str, *, create: bool) -> LoadedKek:
     """Read a base64 KEK file; create it (mode 0600) when absent and `create` is allowed."""
     path = Path(path_text)
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        if not create:
-            raise ConfigError(
-                f"secrets.kek_file: {path} does not exist; create it with `openssl rand -base64 32 > {path}`"
-                " and give every replica the same file"
-            ) from None
+    text = _read(path)
+    if text is None:
+        _absent(path, create, f"create it with `openssl rand -base64 32 > {path}`")
         return _create(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"secrets.kek_file: cannot read {path}: {exc}") from None
     if text.startswith("vault:v"):
         raise ConfigError(
             f"secrets.kek_file: {path} holds a KEK wrapped by Vault Transit; set secrets.kek = "
@@ -109,18 +118,15 @@ class KeyWrapper(Protocol):
 def load_wrapped_kek(path_text: str, wrapper: KeyWrapper, *, create: bool) -> LoadedKek:
     """Unwrap the KEK in `path_text` with `wrapper`; with `create`, make one when the file is absent."""
     path = Path(path_text)
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        if not create:
-            raise ConfigError(
-                f"secrets.kek_file: {path} does not exist; in envelope mode it holds the KEK wrapped by Vault Transit. "
-                f"Make it once with `bao write -field=ciphertext transit/datakey/wrapped/<key> bits=256 > {path}`"
-                " (or vault write ...) and give every replica the same file"
-            ) from None
+    text = _read(path)
+    if text is None:
+        _absent(
+            path,
+            create,
+            "in envelope mode it holds the KEK wrapped by Vault Transit. Make it once with"
+            f" `bao write -field=ciphertext transit/datakey/wrapped/<key> bits=256 > {path}` (or vault write ...)",
+        )
         return _create_wrapped(path, wrapper)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"secrets.kek_file: cannot read {path}: {exc}") from None
     if not text.startswith("vault:v"):
         looks_plain = _plain_kek(text)
         raise ConfigError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import audit
@@ -42,6 +42,10 @@ class Runtime:
     clock: Clock
     vault: VaultAuth | None = None  # the Vault login (and its renewal thread) when anything uses Vault
     audit_prune_due: float = float("-inf")  # when this process prunes the audit log next
+    audit_log: audit.AuditLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.audit_log = audit.AuditLog(self.store)
 
     def prune_audit(self) -> int:
         """Delete audit events older than audit.retention when due (see AUDIT_PRUNE_EVERY): blocking

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -21,8 +20,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import audit
+from .. import audit, views
 from ..clients import MAX_SECRET_GRACE, check_grace
+from ..clock import MissingTimeZoneError, parse_rfc3339
 from ..config import format_duration, parse_duration
 from ..errors import (
     ConfigError,
@@ -32,18 +32,16 @@ from ..errors import (
     JwksServiceError,
     NotFoundError,
 )
-from ..lifecycle import next_rotation_at
 from ..model import Client
 from ..runtime import Runtime
 from .limits import source_of
 from .responses import NO_STORE, JSONResponse
-from .wellknown import rfc3339
 
-log = logging.getLogger("jwks_service")
-
+Handler = Callable[[Request, Runtime, str], Awaitable[tuple[Response, str, str]]]
 MAX_REASON = 1000
 MAX_DENIED_TARGET = 256  # characters of the path kept in an audit row of a refused call
-Handler = Callable[[Request, Runtime, str], Awaitable[tuple[Response, str, str]]]
+
+log = logging.getLogger("jwks_service")
 
 
 def _bearer(request: Request) -> str:
@@ -195,10 +193,9 @@ async def _audit(
         runtime.clock.now(), actor, f"admin.{action}", target, outcome=outcome, reason=reason, **details
     )
     if stranger is None:
-        await anyio.to_thread.run_sync(runtime.store.append_audit, [event])
+        await anyio.to_thread.run_sync(runtime.audit_log.record, [event])
     else:
-        await runtime.clients.gate.run(stranger, runtime.store.append_audit, [event])
-    audit.log_events([event])
+        await runtime.clients.gate.run(stranger, runtime.audit_log.record, [event])
 
 
 async def _json_body(request: Request, allowed: set[str]) -> dict[str, Any]:
@@ -252,56 +249,13 @@ def _string_list(value: object, name: str) -> list[str]:
     return value
 
 
-def client_view(runtime: Runtime, client: Client) -> dict[str, Any]:
-    now = runtime.clock.now()
-    live = [s for s in client.secrets if s.expires_at is None or s.expires_at > now]
-    newest = max((s.created_at for s in client.secrets), default=client.created_at)
-    due = newest + runtime.settings.client_secret_max_age
-    return {
-        **client.public_dict(),
-        "created_at": rfc3339(client.created_at),
-        "token_ttl": format_duration(client.token_ttl),
-        "secret_created_at": rfc3339(newest),
-        "secret_due_at": rfc3339(due),
-        "secret_overdue": now >= due,
-        "valid_secrets": len(live),
-    }
+def _client_view(runtime: Runtime, client: Client) -> dict[str, Any]:
+    return views.client_view(client, runtime.clock.now(), runtime.settings.client_secret_max_age)
 
 
 @admin("keysets.list")
 async def list_keysets(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
-    out = []
-    for name, policy in runtime.settings.keysets.items():
-        ks = runtime.keys.snapshot.keysets.get(name)
-        keys = ks.keys if ks else ()
-        out.append(
-            {
-                "name": name,
-                "alg": policy.alg,
-                "backend": policy.backend,
-                "revision": ks.revision if ks else 0,
-                "policy": {
-                    "rotation_period": format_duration(policy.rotation_period),
-                    "prepublish": format_duration(policy.prepublish),
-                    "token_ttl": format_duration(policy.token_ttl),
-                    "leeway": format_duration(policy.leeway),
-                    "verify_window": format_duration(policy.verify_window),
-                },
-                "next_rotation_at": rfc3339(next_rotation_at(policy, ks)) if ks else None,
-                "keys": [
-                    {
-                        "kid": k.kid,
-                        "state": k.state.value,
-                        "created_at": rfc3339(k.created_at),
-                        "activated_at": rfc3339(k.activated_at),
-                        "retire_at": rfc3339(k.retire_at),
-                        "retired_at": rfc3339(k.retired_at),
-                        "revoked_at": rfc3339(k.revoked_at),
-                    }
-                    for k in keys
-                ],
-            }
-        )
+    out = views.keysets_view(runtime.settings.keysets, runtime.keys.snapshot.keysets)
     return JSONResponse({"keysets": out}), "keysets", ""
 
 
@@ -325,14 +279,13 @@ async def revoke_key(request: Request, runtime: Runtime, actor: str) -> tuple[Re
     reason = _reason(await _json_body(request, {"reason"}), required=True)
     keyset, revoked = await anyio.to_thread.run_sync(lambda: runtime.keys.revoke(kid, reason=reason, actor=actor))
     summary = await anyio.to_thread.run_sync(runtime.keys.summary, keyset.name)
-    body = {"keyset": keyset.name, "revoked": revoked.kid, "current": summary["current"], "next": summary["next"]}
-    return JSONResponse(body), f"key:{kid}", reason
+    return JSONResponse(views.revoke_view(keyset, revoked.kid, summary)), f"key:{kid}", reason
 
 
 @admin("clients.list")
 async def list_clients(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
-    clients = await anyio.to_thread.run_sync(runtime.store.list_clients)
-    return JSONResponse({"clients": [client_view(runtime, c) for c in clients]}), "clients", ""
+    clients = await anyio.to_thread.run_sync(runtime.clients.read_all)
+    return JSONResponse({"clients": [_client_view(runtime, c) for c in clients]}), "clients", ""
 
 
 @admin("clients.create")
@@ -351,22 +304,15 @@ async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.create(name, scopes, audiences, keyset=keyset, token_ttl=ttl, actor=actor)
     )
-    body = {**client_view(runtime, client), "client_secret": secret}
+    body = views.created_client_view(client, secret, runtime.clock.now(), runtime.settings.client_secret_max_age)
     return JSONResponse(body, status_code=201, headers=NO_STORE), f"client:{client.client_id}", ""
-
-
-def _client(runtime: Runtime, client_id: str) -> Client:
-    client = runtime.store.get_client(client_id)
-    if client is None:
-        raise NotFoundError(f"no client {client_id}")
-    return client
 
 
 @admin("clients.show")
 async def show_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
     client_id = request.path_params["client_id"]
-    client = await anyio.to_thread.run_sync(_client, runtime, client_id)
-    return JSONResponse(client_view(runtime, client)), f"client:{client_id}", ""
+    client = await anyio.to_thread.run_sync(runtime.clients.read, client_id)
+    return JSONResponse(_client_view(runtime, client)), f"client:{client_id}", ""
 
 
 @admin("clients.delete")
@@ -385,11 +331,7 @@ async def rotate_secret(request: Request, runtime: Runtime, actor: str) -> tuple
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.rotate_secret(client_id, grace, actor=actor)
     )
-    body = {
-        "client_id": client.client_id,
-        "client_secret": secret,
-        "previous_secrets_expire_at": rfc3339(runtime.clock.now() + grace),
-    }
+    body = views.secret_rotation_view(client, secret, runtime.clock.now() + grace)
     return JSONResponse(body, headers=NO_STORE), f"client:{client_id}", reason
 
 
@@ -400,12 +342,11 @@ def _since(value: str | None) -> float | None:
         number = float(value)
     except ValueError:
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_rfc3339(value)
+        except MissingTimeZoneError:
+            raise InvalidRequestError("since needs a time zone (e.g. 2026-01-01T00:00:00Z)") from None
         except ValueError:
             raise InvalidRequestError("since must be an RFC 3339 time or seconds since the epoch") from None
-        if parsed.tzinfo is None:
-            raise InvalidRequestError("since needs a time zone (e.g. 2026-01-01T00:00:00Z)") from None
-        return parsed.timestamp()
     if not math.isfinite(number):
         raise InvalidRequestError("since must be finite")
     return number
@@ -418,6 +359,6 @@ async def list_audit(request: Request, runtime: Runtime, actor: str) -> tuple[Re
     if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
         raise InvalidRequestError("limit must be a whole number from 1 to 1000")
     limit = int(raw_limit)
-    events = await anyio.to_thread.run_sync(lambda: runtime.store.list_audit(since, limit))
-    body = {"events": [{**e.as_dict(), "at": rfc3339(e.at)} for e in events]}
+    events = await anyio.to_thread.run_sync(runtime.audit_log.list, since, limit)
+    body = {"events": [views.audit_event_view(e) for e in events]}
     return JSONResponse(body), "audit", ""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..clock import rfc3339
 from ..config import Settings
 from ..jwks import etag_matches
 from ..lifecycle import next_rotation_at
@@ -19,12 +19,6 @@ from ..runtime import Runtime
 from .responses import JSONResponse
 
 log = logging.getLogger("jwks_service")
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def metadata(settings: Settings) -> dict[str, Any]:

@@ -16,8 +16,9 @@ import pytest
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.backends.local import LocalBackend
 from jwks_service.cli import build_parser, main
-from jwks_service.clock import ManualClock
+from jwks_service.clock import ManualClock, parse_rfc3339
 from jwks_service.config import load_settings
+from jwks_service.http import openapi
 from jwks_service.model import AuditEvent, KeyState
 from jwks_service.runtime import build_runtime, open_store
 
@@ -119,7 +120,9 @@ def test_clients_and_token(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert code == 0
     created = json.loads(out)
-    assert len(created["client_secret"]) >= 43 and created["token_ttl"] == 300
+    # The admin API's client document (API.md §3): token_ttl as a duration, times in RFC 3339.
+    assert len(created["client_secret"]) >= 43 and created["token_ttl"] == "5m"
+    assert created["created_at"].endswith("Z") and created["valid_secrets"] == 1
     code, out, _ = run(capsys, "clients", "list", "--json")
     listed = json.loads(out)["clients"]
     assert [c["client_id"] for c in listed] == [created["client_id"]]
@@ -155,11 +158,12 @@ def test_clients_list_shows_secret_age_and_due_date(capsys: pytest.CaptureFixtur
     assert code == 0
     listed = {c["client_id"]: c for c in json.loads(out)["clients"]}
     old, fresh = listed[old_id], listed[fresh_id]
-    assert 100 * 86400 - 60 <= old["secret_age_seconds"] <= 100 * 86400 + 60
+    assert old["secret_created_at"] == _rfc3339(old_created)
     assert old["secret_due_at"] == _rfc3339(old_created + 90 * 86400)
-    assert old["secret_overdue"] is True and old["secrets_valid"] == 1
-    assert fresh["secret_age_seconds"] < 60 and fresh["secret_overdue"] is False
-    assert fresh["secrets_valid"] == 2  # the old secret still works during its grace
+    assert old["secret_overdue"] is True and old["valid_secrets"] == 1
+    assert time.time() - 60 <= parse_rfc3339(fresh["secret_created_at"]) <= time.time()
+    assert fresh["secret_overdue"] is False
+    assert fresh["valid_secrets"] == 2  # the old secret still works during its grace
     assert "secrets" not in old and "client_secret" not in old
 
     code, out, err = run(capsys, "clients", "list")
@@ -178,6 +182,37 @@ def test_clients_list_shows_secret_age_and_due_date(capsys: pytest.CaptureFixtur
     assert all(not c["secret_overdue"] for c in json.loads(out)["clients"])
 
 
+def test_json_output_has_the_admin_api_field_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json` prints what the admin API answers (views.py), so each document has the members its
+    OpenAPI schema names: no field is called one thing on the command line and another over HTTP."""
+    schemas = openapi.document()["components"]["schemas"]
+
+    def members(name: str) -> set[str]:
+        return set(schemas[name]["properties"])
+
+    code, out, err = run(capsys, "clients", "create", "svc", "--scope", "read", "--audience", "api", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert set(created) == members("Client") | {"client_secret"}
+    code, out, _ = run(capsys, "clients", "list", "--json")
+    assert [set(c) for c in json.loads(out)["clients"]] == [members("Client")]
+    code, out, _ = run(capsys, "clients", "show", created["client_id"], "--json")
+    assert set(json.loads(out)) == members("Client") | {"secrets"}
+    code, out, _ = run(capsys, "clients", "rotate-secret", created["client_id"], "--grace", "1h", "--json")
+    rotated = json.loads(out)
+    assert set(rotated) == members("SecretResponse")
+    assert 3600 - 60 <= parse_rfc3339(rotated["previous_secrets_expire_at"]) - time.time() <= 3600
+    code, out, _ = run(capsys, "keys", "rotate", "default", "--force", "--json")
+    assert set(json.loads(out)) == members("RotateResponse")
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    keys = json.loads(out)["keys"]
+    key_members = set(schemas["Keysets"]["properties"]["keysets"]["items"]["properties"]["keys"]["items"]["properties"])
+    assert all(set(k) == key_members | {"keyset", "alg", "next_rotation_at"} for k in keys)
+    current = next(k for k in keys if k["state"] == "current")
+    code, out, _ = run(capsys, "keys", "revoke", current["kid"], "--reason", "test", "--json")
+    assert set(json.loads(out)) == members("RevokeKeyResponse")
+
+
 def _config(text: str) -> str:
     path = Path("extra.toml")
     path.write_text(text)
@@ -193,7 +228,7 @@ def test_clients_show_and_delete(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     shown = json.loads(out)
     assert shown["client_id"] == client_id and shown["name"] == "svc" and shown["scopes"] == ["read"]
-    assert shown["secrets_valid"] == 2 and shown["secret_overdue"] is False
+    assert shown["valid_secrets"] == 2 and shown["secret_overdue"] is False
     assert [set(s) for s in shown["secrets"]] == [{"created_at", "expires_at", "valid"}] * 2
     assert shown["secrets"][0]["expires_at"] is not None and shown["secrets"][1]["expires_at"] is None
     assert "digest" not in out and "client_secret" not in out
@@ -235,7 +270,7 @@ def test_check_config_next_rotation_without_creating_anything(
     cfg = _config('[keysets.default]\nalg = "ES256"\n[keysets.hs]\nalg = "HS256"\n')
     code, out, err = run(capsys, "check-config", "--config", cfg)
     assert code == 0, err
-    expected = _rfc3339(current["activated_at"] + 180 * 86400)
+    expected = _rfc3339(parse_rfc3339(current["activated_at"]) + 180 * 86400)
     assert (
         f"default: next rotation: {expected} (in 179d 23h" in out
         or f"default: next rotation: {expected} (in 180d" in out

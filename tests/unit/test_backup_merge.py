@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jwks_service.backup import merge_keyset
+from jwks_service.backup_merge import merge_keyset
 from jwks_service.lifecycle import check_invariants
 from jwks_service.model import Keyset, KeyState, KeyVersion
 

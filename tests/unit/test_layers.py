@@ -49,6 +49,10 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.clients": SERVICES,
     "jwks_service.service": SERVICES,
     "jwks_service.backup": SERVICES,
+    "jwks_service.backup_checks": SERVICES,
+    "jwks_service.backup_merge": SERVICES,
+    "jwks_service.views": SERVICES,
+    "jwks_service.operations": SERVICES,
     "jwks_service.runtime": SERVICES,
     # 4 edges: parse input, call a service, render its answer.
     "jwks_service.http": EDGES,

@@ -1,0 +1,180 @@
+"""The `jwks-service` command: serve, and administer the same store the server uses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .. import __version__
+from ..errors import ConfigError, JwksServiceError
+from .manage import (
+    cmd_clients_create,
+    cmd_clients_delete,
+    cmd_clients_list,
+    cmd_clients_rotate_secret,
+    cmd_clients_show,
+    cmd_keys_list,
+    cmd_keys_revoke,
+    cmd_keys_rotate,
+    cmd_token,
+)
+from .serve import GRACEFUL_SHUTDOWN_SECONDS, cmd_serve, uvicorn_proxy_options
+from .store import cmd_audit_prune, cmd_backup_export, cmd_backup_import, cmd_check_config, cmd_kek_rewrap, cmd_kek_wrap
+
+__all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "build_parser", "cmd_serve", "main", "uvicorn_proxy_options"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a word is an option only when it names one of this parser's options.
+
+    argparse takes any word that starts with '-' for an option, but a kid is a base64url thumbprint
+    and one in 64 starts with '-': `keys revoke -330Wr... --reason x` failed with "the following
+    arguments are required: kid" in the middle of an emergency. Here a word is an option only when
+    it is one of the parser's option strings (exactly, as `--name=value`, or as an unambiguous
+    prefix of a `--long` option); anything else is a value, so kids, client ids, names and option
+    values may start with '-'. `--` still ends the options (`keys revoke --reason x -- -330Wr...`).
+    Subparsers inherit the class (add_subparsers uses type(self)).
+    """
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        name = arg_string.split("=", 1)[0] if arg_string.startswith("--") else arg_string
+        if name in self._option_string_actions:
+            return super()._parse_optional(arg_string)
+        longs = [o for o in self._option_string_actions if o.startswith("--")]
+        if name.startswith("--") and len(name) > 2 and any(o.startswith(name) for o in longs):
+            return super()._parse_optional(arg_string)  # an abbreviation, as argparse allows
+        return None  # a value, whatever its first character
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (or JWKS_CONFIG)")
+    parser = _Parser(prog="jwks-service", description=__doc__, parents=[common])
+    parser.add_argument("--version", action="version", version=f"jwks-service {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP service")
+    p.add_argument("--listen", help="HOST:PORT (default: listen from the configuration)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    p.add_argument(
+        "--drain",
+        default="0s",
+        help="on SIGTERM, answer /healthz and /readyz with 503 this long (e.g. 2s) before stopping, so that a"
+        " load balancer takes the replica out of rotation first (default 0s: stop at once)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="list, rotate and revoke signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    p = keys.add_parser("list", parents=[common], help="every key of every keyset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("rotate", parents=[common], help="promote the next key now")
+    p.add_argument("keyset")
+    p.add_argument("--force", action="store_true", help="rotate even if next is younger than prepublish")
+    p.add_argument("--reason", default="")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_rotate)
+    p = keys.add_parser("revoke", parents=[common], help="emergency revocation of a key")
+    p.add_argument("kid", help="the key's kid (it may start with '-')")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(
+        dest="clients_command", required=True, metavar="ACTION"
+    )
+    p = clients.add_parser("create", parents=[common], help="register a client; prints its secret once")
+    p.add_argument("name")
+    p.add_argument("--scope", action="append", required=True, help="repeat for several scopes")
+    p.add_argument("--audience", action="append", required=True, help="repeat for several; the first is default")
+    p.add_argument("--keyset", default="default")
+    p.add_argument("--ttl", help="token lifetime, e.g. 15m (default: the keyset's token_ttl)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_create)
+    p = clients.add_parser("list", parents=[common], help="registered clients")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_list)
+    p = clients.add_parser("show", parents=[common], help="one client, with its secrets' ages (never the secrets)")
+    p.add_argument("client_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_show)
+    p = clients.add_parser("rotate-secret", parents=[common], help="new secret; the old one works during --grace")
+    p.add_argument("client_id")
+    p.add_argument("--grace", default="24h")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_rotate_secret)
+    p = clients.add_parser("delete", parents=[common], help="remove a client")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_clients_delete)
+
+    p = sub.add_parser("token", parents=[common], help="print a token for a client, for trying things out")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("check-config", parents=[common], help="validate the configuration, print derived windows")
+    p.set_defaults(func=cmd_check_config)
+
+    kek = sub.add_parser("kek", help="the key-encryption key").add_subparsers(
+        dest="kek_command", required=True, metavar="ACTION"
+    )
+    p = kek.add_parser(
+        "rewrap", parents=[common], help="envelope mode: rewrap the KEK file under the Transit key's latest version"
+    )
+    p.set_defaults(func=cmd_kek_rewrap)
+    p = kek.add_parser(
+        "wrap", parents=[common], help="move a plaintext KEK into envelope mode: write it wrapped by Vault Transit"
+    )
+    p.add_argument("out", metavar="OUT", help="new file for the wrapped KEK")
+    p.add_argument("--transit-key", default="jwks-kek", help="the Transit key that wraps it (default jwks-kek)")
+    p.set_defaults(func=cmd_kek_wrap)
+    backup = sub.add_parser("backup", help="export or import keys, clients and audit in one file").add_subparsers(
+        dest="backup_command", required=True, metavar="ACTION"
+    )
+    p = backup.add_parser("export", parents=[common], help="write the store to FILE (private keys stay sealed)")
+    p.add_argument("file")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(func=cmd_backup_export)
+    p = backup.add_parser("import", parents=[common], help="restore FILE into an empty store")
+    p.add_argument("file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="import into a non-empty store: keysets are merged (revoked and retired keys stay so), clients upserted",
+    )
+    p.set_defaults(func=cmd_backup_import)
+    audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_command", required=True, metavar="ACTION"
+    )
+    p = audit_cmd.add_parser(
+        "prune", parents=[common], help="delete events older than audit.retention now (serve does it hourly)"
+    )
+    p.set_defaults(func=cmd_audit_prune)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print("jwks-service: configuration refused:", file=sys.stderr)
+        for line in exc.description.splitlines():
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except JwksServiceError as exc:
+        print(f"jwks-service: {exc.error}: {exc.description}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

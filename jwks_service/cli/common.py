@@ -1,0 +1,76 @@
+"""What every command of the CLI shares: the configuration and runtime it opens, who it audits as,
+and how it lays out text for people."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import itertools
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..config import Settings, load_settings
+from ..kek import LoadedKek
+from ..runtime import Runtime, build_runtime
+
+
+def human(seconds: float) -> str:
+    """A duration for people: its two largest units, e.g. 12d 3h, 5h, 20m 5s, 0s."""
+    s = int(abs(seconds))
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    for (unit, size), (small, small_size) in itertools.pairwise(units):
+        if s >= size:
+            rest = (s % size) // small_size
+            return f"{s // size}{unit}" + (f" {rest}{small}" if rest else "")
+    return f"{s}s"
+
+
+def stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def progress(line: str) -> None:
+    stderr(f"  {line}")
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def actor() -> str:
+    """Who a CLI action is audited as: the OS user (API.md §8)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no LOGNAME/USER and no password database entry
+        return "cli:unknown"
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+@contextmanager
+def runtime(args: argparse.Namespace) -> Iterator[Runtime]:
+    """The runtime the server would start with (keys created if missing), closed afterwards."""
+    rt = build_runtime(settings_of(args))
+    try:
+        if rt.kek.generated:
+            stderr(generated_kek(rt.kek))
+        yield rt
+    finally:
+        rt.close()
+
+
+def generated_kek(kek: LoadedKek) -> str:
+    if kek.wrapped_by:
+        return (
+            f"Generated a new key-encryption key, wrapped by {kek.wrapped_by}, in {kek.path} (mode 0600). Back up"
+            " both: without that file and that Transit key the stored private keys cannot be read."
+        )
+    return (
+        f"Generated a new key-encryption key in {kek.path} (mode 0600). Back it up: without it the"
+        " stored private keys cannot be read."
+    )

@@ -1,0 +1,111 @@
+"""`jwks-service serve`: the HTTP service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from typing import Any
+
+from .. import __version__
+from ..config import Settings, parse_duration, split_listen
+from ..errors import InvalidRequestError
+from ..runtime import build_runtime
+from .common import generated_kek, settings_of
+
+# On SIGTERM, requests in flight get this long to finish; open /keys/events streams are then cut
+# (their clients reconnect elsewhere with Last-Event-ID).
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol with one write per response (http/corked.py), when httptools is
+    installed (it is a dependency); else uvicorn's own choice."""
+    try:
+        from ..http.corked import CorkedHttpToolsProtocol
+    except ImportError:
+        return "auto"
+    return CorkedHttpToolsProtocol
+
+
+def _sighup(signum: int, frame: object) -> None:
+    # `systemctl reload` sends SIGHUP, whose default action ends the process. Nothing needs it:
+    # keys, clients and revocations are re-read from the store as they change.
+    logging.getLogger("jwks_service").warning(
+        "SIGHUP: nothing to reload (keys, clients and revocations follow the store by themselves; a changed"
+        " configuration needs a restart); still serving"
+    )
+
+
+def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For handling from `[http] trusted_proxies`: off unless proxies are named.
+
+    uvicorn's own default believes the header from 127.0.0.1 (or whatever FORWARDED_ALLOW_IPS says),
+    which lets a local client pick its source address and so dodge the failed-login throttle or lock
+    someone else out. uvicorn takes addresses and CIDR networks alike.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
+
+
+def _welcome(settings: Settings, listen: str) -> None:
+    """Validate, create keys, and tell the user what happened and how to begin."""
+    rt = build_runtime(settings)
+    try:
+        if rt.kek.generated:
+            print(generated_kek(rt.kek))
+        n_clients = len(rt.clients.read_all())
+    finally:
+        rt.close()
+    keysets = ", ".join(f"{n} ({p.alg})" for n, p in settings.keysets.items())
+    print(f"jwks-service {__version__}: issuer {settings.issuer}, store {settings.store_display}, keysets {keysets}")
+    print(f"JWKS:  http://{listen}/.well-known/jwks.json")
+    if n_clients == 0:
+        print("No clients yet. Create one and get a token:")
+        print("  jwks-service clients create demo --scope read --audience api")
+        print(f"  curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials http://{listen}/oauth/token")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # From the first moment: uvicorn handles SIGINT and SIGTERM only (with --workers, its supervisor
+    # takes SIGHUP over and restarts the workers one by one).
+    signal.signal(signal.SIGHUP, _sighup)
+    settings = settings_of(args)
+    listen = args.listen or settings.listen
+    host, port = split_listen(listen)
+    drain_seconds = parse_duration(args.drain, "--drain")
+    if drain_seconds and args.workers > 1:
+        raise InvalidRequestError("--drain works with one worker per process: run one replica per worker instead")
+    _welcome(settings, listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        logging.getLogger("jwks_service").warning(
+            "FORWARDED_ALLOW_IPS is ignored: name the proxies whose X-Forwarded-For is believed in [http]"
+            " trusted_proxies (or JWKS_HTTP__TRUSTED_PROXIES); now: %s",
+            ", ".join(settings.trusted_proxies) or "none",
+        )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "http": _http_protocol(),
+        **uvicorn_proxy_options(settings),
+    }
+    if args.workers > 1:
+        if settings.config_file:
+            os.environ["JWKS_CONFIG"] = settings.config_file
+        uvicorn.run("jwks_service.http.app:app_from_env", factory=True, workers=args.workers, **options)
+        return 0
+    from ..http.app import create_app
+    from ..http.drain import Drain, DrainingServer
+
+    drain = Drain()
+    server = DrainingServer(uvicorn.Config(create_app(settings, drain=drain), **options), drain, drain_seconds)
+    server.run()
+    return 0 if server.started else 1  # not started: uvicorn logged why (the address is in use, ...)

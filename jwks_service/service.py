@@ -20,7 +20,7 @@ import anyio
 
 from . import audit
 from .algorithms import ALGORITHMS
-from .backends import KeyBackend
+from .backends import AdoptsVersions, KeyBackend, RemoteVersions, RetiresRemotely, VerifiesRemotely
 from .batching import BatchFn, MicroBatcher, batch_call
 from .clock import Clock
 from .config import Settings
@@ -253,12 +253,8 @@ class KeyService:
             for key in ks.keys:
                 if not key.verifies:
                     continue
-                known = old.verify_keys.get(key.kid)
-                remote = getattr(backend, "verifies_remotely", None)
                 try:
-                    verify_keys[key.kid] = known or VerificationKey(
-                        key.kid, key.alg, backend.verifier(key), remote=remote is not None and remote(key)
-                    )
+                    verify_keys[key.kid] = old.verify_keys.get(key.kid) or _verification_key(backend, key)
                 except JwksServiceError as exc:
                     log.error("key %s of keyset %s cannot verify: %s", key.kid, name, exc.description)
                     continue
@@ -314,17 +310,15 @@ class KeyService:
         `next`: published now, signing no earlier than prepublish from now. We never sign with a
         version we have not published (signing pins the version), so this only keeps rotation moving."""
         backend = self.backends[policy.backend]
-        remote = _remote_versions(backend)
-        adopt = getattr(backend, "adopt", None)
         cached = self._snapshot.keysets.get(name)
-        if remote is None or adopt is None or cached is None:
+        if not isinstance(backend, RemoteVersions) or not isinstance(backend, AdoptsVersions) or cached is None:
             return []
         if now - self._adoption_checked.get(name, float("-inf")) < OUT_OF_BAND_CHECK_SECONDS:
             return []
         self._adoption_checked[name] = now
-        latest_version, version_of = remote
+        version_of = backend.version_of
         try:
-            latest = int(latest_version(name))
+            latest = int(backend.latest_version(name))
             if latest <= _known_version(cached, version_of):
                 return []
 
@@ -338,7 +332,10 @@ class KeyService:
             log.warning("keyset %s: Transit version %d was made outside the service; adopting it as next", name, latest)
             alg = ALGORITHMS[policy.alg]
             _, transitions = self._transition(
-                name, planner, reason="out-of-band version", new_key=lambda: adopt(name, alg, policy.key_bits, latest)
+                name,
+                planner,
+                reason="out-of-band version",
+                new_key=lambda: backend.adopt(name, alg, policy.key_bits, latest),
             )
         except JwksServiceError as exc:
             log.error("keyset %s: checking for out-of-band key versions failed: %s", name, exc.description)
@@ -526,14 +523,13 @@ class KeyService:
             return saved, transitions
         raise ConflictError(f"keyset {name} kept changing under us; try again")
 
-    def _claim(self, stored: Keyset, remote: _RemoteVersions, need: int, now: float) -> Keyset:
+    def _claim(self, stored: Keyset, remote: RemoteVersions, need: int, now: float) -> Keyset:
         """Claim the keyset for making `need` remote versions: compare-and-set before any is made.
 
         The claim reserves the version numbers about to be made (claimed_version), so whatever
         happens next (this replica loses the race, dies, or another takes over the claim), a version
         the service made is never taken for one made outside it and adopted."""
-        latest_version, version_of = remote
-        reserve = max(int(latest_version(stored.name)), _known_version(stored, version_of)) + need
+        reserve = max(int(remote.latest_version(stored.name)), _known_version(stored, remote.version_of)) + need
         return self.store.save_keyset(replace(stored, claimed_version=reserve, claimed_at=now), stored.revision)
 
     def _settle(self, name: str, making: _Making) -> Keyset | None:
@@ -561,9 +557,8 @@ class KeyService:
     def _destroy(self, backend: KeyBackend, before: Keyset, after: Keyset, transitions: list[Transition]) -> None:
         """Backends that hold keys elsewhere (Vault) destroy retired versions there too.
         Local keys need nothing: their sealed material left the record in the same write."""
-        retire = getattr(backend, "retire", None)
         gone = [t.kid for t in transitions if t.event in ("retired", "revoked", "discarded")]
-        if retire is None or not gone:
+        if not isinstance(backend, RetiresRemotely) or not gone:
             return
         live = [k for k in after.keys if k.verifies]
         for kid in gone:
@@ -571,7 +566,7 @@ class KeyService:
             if key is None:
                 continue
             try:
-                retire(key, live)
+                backend.retire(key, live)
             except JwksServiceError as exc:  # the record is already retired; Vault catches up next time
                 log.warning("could not retire key %s in its backend: %s", kid, exc.description)
 
@@ -722,17 +717,15 @@ class KeyService:
         return problems
 
 
-_RemoteVersions = tuple[Callable[[str], int], Callable[[KeyVersion], int | None]]
+def _verification_key(backend: KeyBackend, key: KeyVersion) -> VerificationKey:
+    remote = isinstance(backend, VerifiesRemotely) and backend.verifies_remotely(key)
+    return VerificationKey(key.kid, key.alg, backend.verifier(key), remote=remote)
 
 
-def _remote_versions(backend: KeyBackend) -> _RemoteVersions | None:
-    """(latest_version, version_of) of a backend whose key versions live elsewhere (Vault Transit),
-    where a version made cannot be taken back; None for a backend that makes keys in memory."""
-    latest_version = getattr(backend, "latest_version", None)
-    version_of = getattr(backend, "version_of", None)
-    if latest_version is None or version_of is None:
-        return None
-    return latest_version, version_of
+def _remote_versions(backend: KeyBackend) -> RemoteVersions | None:
+    """A backend whose key versions live elsewhere (Vault Transit), where a version made cannot be
+    taken back; None for a backend that makes keys in memory."""
+    return backend if isinstance(backend, RemoteVersions) else None
 
 
 def _known_version(keyset: Keyset, version_of: Callable[[KeyVersion], int | None]) -> int:
@@ -755,7 +748,7 @@ def _claimed_by_another(keyset: Keyset, mine: tuple[int, float] | None, now: flo
 class _Making:
     """What one transition made across its compare-and-set attempts: keys not saved yet, and its claim."""
 
-    remote: _RemoteVersions | None
+    remote: RemoteVersions | None
     made: list[NewKey] = field(default_factory=list)
     claim: tuple[int, float] | None = None
 
@@ -766,7 +759,7 @@ class _Making:
         """`keyset.claimed_version`, raised to cover the remote versions made here."""
         if self.remote is None:
             return keyset.claimed_version
-        version_of = self.remote[1]
+        version_of = self.remote.version_of
         records = (
             KeyVersion(nk.kid, keyset.name, keyset.alg, KeyState.NEXT, 0.0, nk.public_jwk, nk.sealed_private)
             for nk in self.made

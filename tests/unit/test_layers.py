@@ -50,6 +50,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.service": SERVICES,
     "jwks_service.backup": SERVICES,
     "jwks_service.runtime": SERVICES,
+    "jwks_service.scheduler": SERVICES,
     # 4 edges: parse input, call a service, render its answer.
     "jwks_service.http": EDGES,
     "jwks_service.cli": EDGES,

@@ -8,7 +8,8 @@ The event loop never waits on Vault: batches go to a coroutine, chosen once per 
 `batch_call`: the backend's ``sign_batch_async`` (VaultBackend: non-blocking sockets) when it is
 `SignsBatchesAsync`, else its blocking ``sign_batch`` (`SignsBatches`) in a worker thread.
 Handing each batch to a thread and back cost ~10 µs of client CPU per ES256 token (the GIL changing
-hands), as much as the rest of the batched path (bench/vault.py).
+hands), as much as the rest of the batched path (bench/vault.py). `RemoteSigning` chooses, once per
+key as well, whether a remote key's tokens go through the batcher at all.
 
 What queued is shared evenly among the free slots (parts of at least `min_split`): a burst of
 64 requests with two free slots becomes two calls of 32, not one of 64 and an idle slot. Two
@@ -29,11 +30,13 @@ from dataclasses import dataclass, field
 import anyio
 
 from .backends import SignsBatches, SignsBatchesAsync
+from .crypto import SignFn
 from .errors import JwksServiceError, UnavailableError
 from .model import KeyVersion
 
 SyncBatchFn = Callable[[Sequence[bytes]], list[bytes]]
 BatchFn = Callable[[Sequence[bytes]], Awaitable[list[bytes]]]
+SignAsyncFn = Callable[[bytes], Awaitable[bytes]]  # one signing input -> its signature, off the event loop
 
 
 def in_thread(call: SyncBatchFn) -> BatchFn:
@@ -53,6 +56,31 @@ def batch_call(backend: object, key: KeyVersion) -> BatchFn | None:
     if isinstance(backend, SignsBatches):
         return in_thread(functools.partial(backend.sign_batch, key))
     return None
+
+
+class RemoteSigning:
+    """How a key signs a token on the event loop, chosen once per key when it is installed (not per
+    token): a remote key through the micro-batcher or, with batching off (vault.max_batch = 1), one
+    call per token through its own signer in a worker thread, as many at once as the thread pool
+    allows; None for a key that signs in process."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.batcher = MicroBatcher(max_batch=max_batch) if max_batch > 1 else None
+
+    def for_key(self, backend: object, key: KeyVersion, sign: SignFn) -> SignAsyncFn | None:
+        batch = batch_call(backend, key)
+        if batch is None:
+            return None
+        if self.batcher is None:
+            return _in_thread_one(sign)
+        return functools.partial(self.batcher.sign, key.kid, batch)
+
+
+def _in_thread_one(sign: SignFn) -> SignAsyncFn:
+    async def run(data: bytes) -> bytes:
+        return await anyio.to_thread.run_sync(sign, data)
+
+    return run
 
 
 @dataclass

@@ -27,6 +27,9 @@ from .stores import Store
 
 
 class KeyService:
+    """`settings`, `store`, `backends` and `clock` are what the parts were built with: to put a
+    different store or backend under one part (a test's fault injection), set it on that part."""
+
     def __init__(
         self,
         settings: Settings,

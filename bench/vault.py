@@ -200,7 +200,7 @@ def contenders(rt: Any, clients: dict[str, dict[str, Any]], concurrency: int) ->
             return await service.issue_async(client, SCOPE, AUDIENCE)
 
         def batches() -> int:
-            batcher = service._batcher
+            batcher = service.remote_signing.batcher
             return 0 if batcher is None else int(batcher.batches)
 
         def naive_count(calls: list[int] = naive_calls) -> int:

@@ -120,11 +120,10 @@ def vault_service(
     """An OpenBao dev server and a runtime with a Vault and a local keyset per algorithm.
 
     Yields ``(runtime, {alg: {"vault": (keyset, client), "local": (keyset, client)}})``. With
-    ``max_batch`` / ``max_in_flight``, the service's micro-batcher is made with those parameters
-    (otherwise it is the one ``KeyService.issue_async`` makes itself).
+    ``max_batch`` / ``max_in_flight``, the service's micro-batcher signs with those parameters
+    (otherwise with the service's own).
     """
     from jwks_service.algorithms import ALGORITHMS
-    from jwks_service.batching import MicroBatcher
     from jwks_service.config import build_settings
     from jwks_service.runtime import build_runtime
 
@@ -149,11 +148,10 @@ def vault_service(
         )
         rt = build_runtime(settings)  # system clock, as in the service
         try:
-            if max_batch is not None or max_in_flight is not None:
-                defaults = MicroBatcher()
-                rt.keys._batcher = MicroBatcher(
-                    max_batch=max_batch or defaults.max_batch, max_in_flight=max_in_flight or defaults.max_in_flight
-                )
+            batcher = rt.keys.remote_signing.batcher
+            if batcher is not None:  # the keys' signers are bound to it: set its parameters in place
+                batcher.max_batch = max_batch or batcher.max_batch
+                batcher.max_in_flight = max_in_flight or batcher.max_in_flight
             clients: dict[str, dict[str, Any]] = {}
             for alg in algs:
                 clients[alg] = {}
@@ -179,7 +177,7 @@ def contenders(rt: Any, clients: dict[str, dict[str, Any]], concurrency: int) ->
         vault_name, vault_client = by_backend["vault"]
         _, local_client = by_backend["local"]
         signing = service.snapshot.signing[vault_name]
-        assert signing.sign_batch is not None, "a Vault keyset signs through the batcher"
+        assert signing.sign_async is not None, "a Vault keyset signs off the event loop (through the batcher)"
         ttl = min(vault_client.token_ttl, rt.settings.keysets[vault_name].token_ttl)
         naive_calls = [0]
 
@@ -202,7 +200,7 @@ def contenders(rt: Any, clients: dict[str, dict[str, Any]], concurrency: int) ->
             return await service.issue_async(client, SCOPE, AUDIENCE)
 
         def batches() -> int:
-            batcher = service._batcher
+            batcher = service.remote_signing.batcher
             return 0 if batcher is None else int(batcher.batches)
 
         def naive_count(calls: list[int] = naive_calls) -> int:

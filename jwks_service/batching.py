@@ -5,10 +5,11 @@ Natural batching, no fixed wait: a request starts a batch at once when fewer tha
 meanwhile (up to `max_batch`) goes in the next call when one finishes. An idle service signs
 with the latency of one call; a busy one pays one Vault round trip per batch, not per token.
 The event loop never waits on Vault: batches go to a coroutine, chosen once per key by
-`batch_call`: the backend's ``sign_batch_async`` (VaultBackend: non-blocking sockets) when it has
-one, else its blocking ``sign_batch`` in a worker thread. Handing each batch to a thread and back
-cost ~10 µs of client CPU per ES256 token (the GIL changing hands), as much as the rest of the
-batched path (bench/vault.py).
+`batch_call`: the backend's ``sign_batch_async`` (VaultBackend: non-blocking sockets) when it is
+`SignsBatchesAsync`, else its blocking ``sign_batch`` (`SignsBatches`) in a worker thread.
+Handing each batch to a thread and back cost ~10 µs of client CPU per ES256 token (the GIL changing
+hands), as much as the rest of the batched path (bench/vault.py). `RemoteSigning` chooses, once per
+key as well, whether a remote key's tokens go through the batcher at all.
 
 What queued is shared evenly among the free slots (parts of at least `min_split`): a burst of
 64 requests with two free slots becomes two calls of 32, not one of 64 and an idle slot. Two
@@ -25,14 +26,17 @@ import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 
+from .backends import SignsBatches, SignsBatchesAsync
+from .crypto import SignFn
 from .errors import JwksServiceError, UnavailableError
+from .model import KeyVersion
 
 SyncBatchFn = Callable[[Sequence[bytes]], list[bytes]]
 BatchFn = Callable[[Sequence[bytes]], Awaitable[list[bytes]]]
+SignAsyncFn = Callable[[bytes], Awaitable[bytes]]  # one signing input -> its signature, off the event loop
 
 
 def in_thread(call: SyncBatchFn) -> BatchFn:
@@ -44,16 +48,39 @@ def in_thread(call: SyncBatchFn) -> BatchFn:
     return run
 
 
-def batch_call(backend: object, key: Any) -> BatchFn | None:
+def batch_call(backend: object, key: KeyVersion) -> BatchFn | None:
     """How `backend` signs many inputs with `key`: its coroutine ``sign_batch_async`` on the loop,
     else its blocking ``sign_batch`` in a thread; None when it signs one input at a time (local keys)."""
-    native = getattr(backend, "sign_batch_async", None)
-    if native is not None:
-        return functools.partial(native, key)
-    blocking = getattr(backend, "sign_batch", None)
-    if blocking is not None:
-        return in_thread(functools.partial(blocking, key))
+    if isinstance(backend, SignsBatchesAsync):
+        return functools.partial(backend.sign_batch_async, key)
+    if isinstance(backend, SignsBatches):
+        return in_thread(functools.partial(backend.sign_batch, key))
     return None
+
+
+class RemoteSigning:
+    """How a key signs a token on the event loop, chosen once per key when it is installed (not per
+    token): a remote key through the micro-batcher or, with batching off (vault.max_batch = 1), one
+    call per token through its own signer in a worker thread, as many at once as the thread pool
+    allows; None for a key that signs in process."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.batcher = MicroBatcher(max_batch=max_batch) if max_batch > 1 else None
+
+    def for_key(self, backend: object, key: KeyVersion, sign: SignFn) -> SignAsyncFn | None:
+        batch = batch_call(backend, key)
+        if batch is None:
+            return None
+        if self.batcher is None:
+            return _in_thread_one(sign)
+        return functools.partial(self.batcher.sign, key.kid, batch)
+
+
+def _in_thread_one(sign: SignFn) -> SignAsyncFn:
+    async def run(data: bytes) -> bytes:
+        return await anyio.to_thread.run_sync(sign, data)
+
+    return run
 
 
 @dataclass

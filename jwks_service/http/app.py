@@ -1,12 +1,12 @@
-"""The Starlette application: routes, error mapping, body limits, and the background scheduler."""
+"""The Starlette application: routes, error mapping, body limits; it starts and stops the background
+work (`scheduler`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 import orjson
@@ -16,11 +16,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import scheduler
 from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
-from ..stores import ChangeFeed
 from . import admin, oauth, openapi, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
@@ -31,9 +31,6 @@ from .responses import error_body, error_response
 from .routes import ExceptionHandler, FastRoutes, RouteSpec, starlette_routes
 
 log = logging.getLogger("jwks_service")
-
-POLL_SECONDS = 0.25  # how often a replica looks for changes made elsewhere (CLI, other replicas)
-TICK_SECONDS = 1.0  # how often the scheduler plans transitions
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
@@ -102,70 +99,6 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
     ]
 
 
-def _refresh(runtime: Runtime) -> None:
-    if runtime.keys.refresh():
-        runtime.clients.invalidate()
-
-
-def _maintain(runtime: Runtime) -> None:
-    runtime.keys.tick()
-    runtime.prune_audit()  # audit.retention: once an hour per replica, bounded batches
-
-
-async def _background(runtime: Runtime, hub: EventHub) -> None:
-    """Reload on change notifications (when the store pushes them) and every POLL_SECONDS anyway,
-    publishing key events; run the scheduler every TICK_SECONDS. The two are separate tasks, each
-    with its blocking calls in a worker thread, so that a hung Vault (the scheduler asks it for new
-    key versions) never delays the reload of the revocation list, nor a hung store the scheduler."""
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-    stop_feed = None
-
-    def on_transition(*_: object) -> None:  # a change this process made (admin API): publish at once
-        loop.call_soon_threadsafe(wake.set)
-
-    runtime.keys.listeners.append(on_transition)
-    if isinstance(runtime.store, ChangeFeed):
-
-        def on_change(revision: int) -> None:
-            loop.call_soon_threadsafe(wake.set)
-
-        stop_feed = runtime.store.subscribe(on_change)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_refresh_loop, runtime, hub, wake)
-            tg.start_soon(_tick_loop, runtime)
-    finally:
-        runtime.keys.listeners.remove(on_transition)
-        if stop_feed is not None:
-            await anyio.to_thread.run_sync(stop_feed)
-
-
-async def _refresh_loop(runtime: Runtime, hub: EventHub, wake: asyncio.Event) -> None:
-    await _run("loading the clients", runtime.clients.remember_all)
-    while True:
-        with anyio.move_on_after(POLL_SECONDS):
-            await wake.wait()
-        wake.clear()
-        await _run("background refresh", _refresh, runtime)
-        hub.observe()
-
-
-async def _tick_loop(runtime: Runtime) -> None:
-    while True:
-        await anyio.sleep(TICK_SECONDS)
-        await _run("scheduled maintenance", _maintain, runtime)
-
-
-async def _run(what: str, call: Callable[..., object], *args: object) -> None:
-    try:
-        await anyio.to_thread.run_sync(call, *args)
-    except JwksServiceError as exc:
-        log.warning("%s failed: %s", what, exc.description)
-    except Exception:
-        log.exception("%s failed", what)
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -186,7 +119,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             if background:
-                tg.start_soon(_background, rt, hub)
+                tg.start_soon(scheduler.run, rt, hub.observe)
             yield
             hub.close()
             tg.cancel_scope.cancel()

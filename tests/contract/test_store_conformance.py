@@ -120,7 +120,7 @@ def test_compare_and_set_on_revision(store: Store) -> None:
 
 
 def test_keyset_claim_round_trips_and_is_compare_and_set(store: Store) -> None:
-    """A remote backend's claim (see KeyService._claim) lives in the keyset record: the version
+    """A remote backend's claim (see rotation.Rotation._claim) lives in the keyset record: the version
     mark stays, the claim time clears, and both move only with a winning compare-and-set."""
     claimed = store.save_keyset(replace(keyset(key("a")), claimed_version=7, claimed_at=1700000000.25), 0)
     assert (claimed.revision, claimed.claimed_version, claimed.claimed_at) == (1, 7, 1700000000.25)

@@ -30,8 +30,8 @@ from support import ISSUER, basic, make_settings
 from jwks_service.clock import ManualClock
 from jwks_service.errors import StoreError, UnavailableError
 from jwks_service.http import create_app
+from jwks_service.issuance import REVOCATION_STALENESS
 from jwks_service.runtime import build_runtime
-from jwks_service.service import REVOCATION_STALENESS
 
 pytestmark = pytest.mark.chaos
 
@@ -68,8 +68,8 @@ def test_hung_vault_does_not_delay_the_revocation_refresh(
                 # The scheduler asks Vault for out-of-band versions every 10 s; make it ask at every
                 # tick, so that it is stuck in Vault's timeout for the whole freeze.
                 while not stop.wait(0.1):
-                    asked.append(rt.keys._adoption_checked.get(vault_keyset, 0.0))
-                    rt.keys._adoption_checked.clear()
+                    asked.append(rt.keys.rotation._adoption_checked.get(vault_keyset, 0.0))
+                    rt.keys.rotation._adoption_checked.clear()
 
             statuses: Counter[int] = Counter()
             frozen_at = time.time()

@@ -43,9 +43,9 @@ from replicas import (
     verify_with_jwks,
 )
 
+from jwks_service.issuance import REVOCATION_STALENESS
 from jwks_service.lifecycle import check_invariants
 from jwks_service.model import AuditEvent, Keyset, KeyState
-from jwks_service.service import REVOCATION_STALENESS
 
 pytestmark = pytest.mark.slow
 

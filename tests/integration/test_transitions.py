@@ -157,7 +157,7 @@ def test_a_stale_read_never_undoes_a_revocation_served_since(
     clock.advance(2 * 3600)
     assert [t for t in b.keys.tick() if t.event == "rotated"]  # B makes the scheduled rotation
     pausing = _PausingStore(a.keys.store)
-    a.keys.store = pausing  # type: ignore[assignment]
+    a.keys.rotation.store = pausing  # type: ignore[assignment]
     pausing.armed = True
     tick = threading.Thread(target=a.keys.tick)  # A's copy is older: its plan says rotate, it reads again
     tick.start()

@@ -18,11 +18,11 @@ import pytest
 from starlette.testclient import TestClient
 from support import ISSUER, basic, make_settings
 
-import jwks_service.service as service_module
+import jwks_service.rotation as rotation_module
 from jwks_service.clock import ManualClock
 from jwks_service.http import create_app
+from jwks_service.rotation import OUT_OF_BAND_CHECK_SECONDS
 from jwks_service.runtime import Runtime, build_runtime
-from jwks_service.service import OUT_OF_BAND_CHECK_SECONDS
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -91,7 +91,7 @@ def test_concurrent_requests_are_coalesced_into_batches(vault_runtime: Any) -> N
 
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 200
-    batcher = rt.keys._batcher
+    batcher = rt.keys.remote_signing.batcher
     assert batcher is not None
     assert batcher.signed == 200
     assert batcher.batches <= 20, f"{batcher.batches} Vault calls for 200 tokens"
@@ -118,7 +118,7 @@ def test_batching_off_signs_each_token_with_its_own_call(vault_runtime: Any) -> 
 
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 20
-    assert rt.keys._batcher is None
+    assert rt.keys.remote_signing.batcher is None
     jwks = jwt.PyJWKSet.from_dict(TestClient(app, base_url=ISSUER).get("/.well-known/jwks.json").json())
     for r in responses:
         token = r.json()["access_token"]
@@ -220,7 +220,7 @@ def test_replicas_racing_one_rotation_make_one_transit_version_and_adopt_none(
         gates = {}
         for who, rt in replicas.items():
             gates[who] = GatedBackend(rt.keys.backends["vault"])
-            rt.keys.backends = {**rt.keys.backends, "vault": gates[who]}
+            rt.keys.rotation.backends = {**rt.keys.backends, "vault": gates[who]}
         done: dict[str, list[Any]] = {}
         threads = {
             who: threading.Thread(target=lambda who=who, rt=rt: done.setdefault(who, rt.keys.tick()))
@@ -269,7 +269,7 @@ def test_a_replica_that_died_holding_the_claim_delays_the_rotation_and_its_versi
     it made. The scheduler of another replica waits for the claim to go stale, then rotates with a
     version of its own; the dead replica's version counts as the service's own, never adopted."""
     monkeypatch.setenv("VAULT_TOKEN", openbao.root_token)
-    monkeypatch.setattr(service_module, "CLAIM_WAIT", 0.2)
+    monkeypatch.setattr(rotation_module, "CLAIM_WAIT", 0.2)
     name = unique("d")
     settings = make_settings(tmp_path, {name: {"alg": "ES256", "backend": "vault"}}, vault={"addr": openbao.addr})
     rt = build_runtime(settings, clock)
@@ -285,7 +285,7 @@ def test_a_replica_that_died_holding_the_claim_delays_the_rotation_and_its_versi
         rt.keys.refresh(force=True)
         assert rt.keys.tick() == []  # the claim is fresh: the scheduler leaves the keyset alone
         assert rt.keys.summary(name) == {**before, "previous": None}
-        clock.advance(service_module.CLAIM_SECONDS + 1)
+        clock.advance(rotation_module.CLAIM_SECONDS + 1)
         assert {t.event for t in rt.keys.tick()} == {"rotated", "created"}
         nxt = rt.keys.snapshot.keysets[name].next
         assert nxt is not None and rt.keys.summary(name)["current"] == before["next"]

@@ -42,7 +42,7 @@ from jwks_service.errors import InvalidTokenError
 from jwks_service.jwks import public_keys
 from jwks_service.jws import b64encode
 from jwks_service.runtime import Runtime
-from jwks_service.service import SigningKey
+from jwks_service.snapshot import SigningKey
 from jwks_service.tokens import verify_access_token
 
 ISSUER = "http://127.0.0.1:8000"  # the issuer in conftest.raw_settings

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jwks_service.batching import MicroBatcher, batch_call, in_thread
+from jwks_service.batching import MicroBatcher, RemoteSigning, batch_call, in_thread
 from jwks_service.errors import UnavailableError
 
 
@@ -197,3 +197,39 @@ def test_batch_call_awaits_an_async_backend_on_the_loop_and_runs_others_in_a_thr
     assert asyncio.run(burst(batch_call(blocking, "k:"))) == [b"k:%d" % i for i in range(20)]
     assert blocking.threads and threading.main_thread().name not in blocking.threads  # worker threads
     assert batch_call(object(), "k:") is None  # local keys sign one at a time
+
+
+class _Key(str):
+    """A stand-in key record: the kid is all RemoteSigning reads, and TwinBackend signs with the string."""
+
+    @property
+    def kid(self) -> str:
+        return str(self)
+
+
+def test_remote_signing_chooses_once_per_key_between_in_process_the_batcher_and_a_thread() -> None:
+    key: Any = _Key("k:")
+
+    def sign(data: bytes) -> bytes:
+        signed.append(threading.current_thread().name)
+        return b"one:" + data
+
+    async def burst(sign_async: Any) -> list[bytes]:
+        return await asyncio.gather(*(sign_async(b"%d" % i) for i in range(20)))
+
+    # A backend that signs one input at a time in process (local keys): no path off the loop.
+    batching = RemoteSigning(max_batch=256)
+    assert batching.for_key(object(), key, sign) is None
+
+    # A remote backend, batching on: every token goes through the one batcher, in few calls.
+    backend = TwinBackend()
+    signed: list[str] = []
+    assert asyncio.run(burst(batching.for_key(backend, key, sign))) == [b"k:%d" % i for i in range(20)]
+    assert batching.batcher is not None and batching.batcher.signed == 20 and batching.batcher.batches < 20
+    assert not signed  # the key's own one-at-a-time signer is not used
+
+    # Batching off (vault.max_batch = 1): no batcher; each token is its own call, in a worker thread.
+    single = RemoteSigning(max_batch=1)
+    assert single.batcher is None
+    assert asyncio.run(burst(single.for_key(backend, key, sign))) == [b"one:%d" % i for i in range(20)]
+    assert len(signed) == 20 and threading.main_thread().name not in signed

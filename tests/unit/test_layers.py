@@ -47,7 +47,11 @@ LAYERS: dict[str, int | str] = {
     # 3 services: where the core meets the adapters.
     "jwks_service.audit": SERVICES,
     "jwks_service.clients": SERVICES,
+    "jwks_service.snapshot": SERVICES,
+    "jwks_service.rotation": SERVICES,
+    "jwks_service.issuance": SERVICES,
     "jwks_service.service": SERVICES,
+    "jwks_service.scheduler": SERVICES,
     "jwks_service.backup": SERVICES,
     "jwks_service.backup_checks": SERVICES,
     "jwks_service.backup_merge": SERVICES,

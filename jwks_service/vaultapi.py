@@ -1,14 +1,16 @@
 """Talking to Vault / OpenBao over HTTP: one client, one error mapping, one exchange for both drivers.
 
 Every Vault request of the service (Transit signing and key management, the KEK's wrapping, token
-login and renewal) is a `VaultRequest` sent by a `VaultClient`, on httpcore connection pools
-(httpx's HTTP/1.1 core; h11 frames the messages) kept alive between requests: a blocking one
-(`VaultClient.call`, for worker threads) and one per event loop (`VaultClient.acall`, the batched
-signing hot path: no thread hand-off, which cost as much client CPU as the rest of a token).
+login and renewal) is a `VaultRequest` sent by a `VaultClient`, over connections kept alive between
+requests: blocking with httpx (`VaultClient.call`, worker threads and the CLI), and on the event
+loop with aiohttp, one session per loop (`VaultClient.acall`: the batched signing hot path, with no
+thread hand-off, which cost as much client CPU as the rest of a token). aiohttp there because it is
+the fastest maintained asyncio client here: ~260 us of client CPU per request against ~600 us for
+httpcore and ~830 us for httpx's AsyncClient (a GET of sys/health on the 2-CPU test machine).
 
 What to send, how to read the answer and when to send again is decided in one place without I/O,
-`Exchange`; the two drivers only move its requests and answers. Errors become service errors
-there, exactly once:
+`Exchange`, which knows no HTTP library; the two drivers only move its requests and answers.
+Errors become service errors there, exactly once:
 
 - Vault unreachable, timing out, sealed, rate limiting or failing → `UnavailableError` (503, Retry-After);
 - permission denied or a bad token → `VaultPermissionError`, naming the path and capability the
@@ -36,8 +38,9 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import certifi
-import httpcore
+import httpx
 import orjson
 
 from .errors import JwksServiceError, KeyValidationError, UnavailableError
@@ -46,18 +49,9 @@ RETRY_AFTER_UNAVAILABLE = 5  # seconds: Vault down, sealed or slow
 RETRY_AFTER_PERMISSION = 30  # seconds: a policy fix needs a human
 # Transit answers 500 (not 400) for some refusals that are about the key, not about Vault's health.
 _KEY_PROBLEMS = ("key version", "requested version", "no such key", "key not found")
-# What fails when no answer came: refused, reset, TLS, proxy, timed out.
-_TRANSPORT = (
-    httpcore.TimeoutException,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.ProxyError,
-    httpcore.UnsupportedProtocol,
-)
-# A kept-alive connection Vault closed between two requests fails like this before any answer.
-_STALE = (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError)
+_REDIRECTS = (307, 308)  # what Vault answers (a standby node); they keep the method and body
 # Connections: the batcher keeps a few busy per key, worker threads (the naive path) more.
-POOL: dict[str, Any] = {"max_connections": 100, "max_keepalive_connections": 32, "keepalive_expiry": 60.0}
+MAX_CONNECTIONS, MAX_IDLE, IDLE_SECONDS = 100, 32, 60.0
 
 
 class VaultPermissionError(UnavailableError):
@@ -135,13 +129,23 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def transport_error(url: str, request: VaultRequest, exc: Exception) -> UnavailableError:
+def transport_error(url: str, request: VaultRequest, exc: Exception, *, timed_out: bool) -> UnavailableError:
     """The service error for a request that got no answer (refused, reset, TLS, timed out)."""
     down = RETRY_AFTER_UNAVAILABLE
-    if isinstance(exc, httpcore.TimeoutException):
+    if timed_out:
         return UnavailableError(f"Vault at {url} did not answer {request.path} in time", retry_after=down)
     reason = type(_root_cause(exc)).__name__
     return UnavailableError(f"Vault at {url} is unreachable ({reason})", retry_after=down)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One attempt at a request, as a driver sends it."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
 
 
 class Exchange:
@@ -162,20 +166,18 @@ class Exchange:
         self._done = False
         self.result: Any = None
 
-    def next_request(self) -> httpcore.Request | None:
+    def next_request(self) -> Outgoing | None:
         if self._done:
             return None
         self._attempts += 1
-        return self._client.build(self.request, self._url)
+        return Outgoing(self.request.method, self._url, self._client.headers(self.request), self.request.body)
 
-    def receive(self, response: httpcore.Response) -> None:
-        status, body, request = response.status, response.content, self.request
-        if status in (301, 302, 303, 307, 308) and self._redirects < self.MAX_REDIRECTS:
-            location = _header(response, b"location")
-            if location:
-                self._redirects += 1
-                self._url = urllib.parse.urljoin(self._url, location)
-                return
+    def receive(self, status: int, body: bytes, content_type: str = "", location: str = "") -> None:
+        request = self.request
+        if status in _REDIRECTS and location and self._redirects < self.MAX_REDIRECTS:
+            self._redirects += 1
+            self._url = urllib.parse.urljoin(self._url, location)
+            return
         self._done = True
         if 200 <= status < 300:
             if status != 200 or not body:
@@ -189,38 +191,15 @@ class Exchange:
             return
         if (status == 404 and request.absent_ok) or (status == 400 and request.refused_ok):
             return
-        detail = _detail(status, _header(response, b"content-type"), body)
-        raise status_error(self._client.url, request, status, detail)
+        raise status_error(self._client.url, request, status, _detail(status, content_type, body))
 
-    def fail(self, exc: Exception) -> None:
-        if self.request.replayable and self._attempts == 1 and isinstance(exc, _STALE):
-            return  # a connection Vault closed while idle: once more, on a new one
+    def fail(self, exc: Exception, *, timed_out: bool = False, stale: bool = False) -> None:
+        """No answer came. `stale`: the connection was one kept alive, closed under the request
+        before any answer (then a replayable request is sent once more, on a new one)."""
+        if stale and self.request.replayable and self._attempts == 1:
+            return
         self._done = True
-        raise transport_error(self._client.url, self.request, exc) from None
-
-
-def _read(response: httpcore.Response) -> httpcore.Response:
-    """The whole answer read, its connection back in the pool."""
-    try:
-        response.read()
-    finally:
-        response.close()
-    return response
-
-
-async def _aread(response: httpcore.Response) -> httpcore.Response:
-    try:
-        await response.aread()
-    finally:
-        await response.aclose()
-    return response
-
-
-def _header(response: httpcore.Response, name: bytes) -> str:
-    for key, value in response.headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
+        raise transport_error(self._client.url, self.request, exc, timed_out=timed_out) from None
 
 
 def tls_context(ca: str = "", client_cert: str = "", client_key: str = "") -> ssl.SSLContext:
@@ -235,25 +214,10 @@ def tls_context(ca: str = "", client_cert: str = "", client_key: str = "") -> ss
     return context
 
 
-def _host(url: str) -> bytes:
-    return urllib.parse.urlsplit(url).netloc.rpartition("@")[2].encode("idna")
-
-
-def _proxy(url: str) -> httpcore.Proxy | None:
-    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), if any."""
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(parts.netloc):
-        return None
-    return httpcore.Proxy(proxy if "://" in proxy else f"http://{proxy}")
-
-
 class VaultClient:
     """Vault's address, the token (an attribute: VaultAuth replaces it, requests in flight keep the
-    old one) and the connection pools. `timeout` bounds each phase of a request (connecting,
-    sending, waiting for the answer, waiting for a pooled connection). A proxy named by the
-    environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) when the client is made is used.
+    old one) and the connections. `timeout` bounds each attempt (connecting, sending, the answer).
+    Proxies named by the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) are used.
     """
 
     def __init__(
@@ -266,21 +230,23 @@ class VaultClient:
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url.rstrip("/")
-        self._base, self._host = f"{self.url}/", _host(self.url)
         self.token = token
         self.namespace = namespace
-        self._timeout = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        self._timeout = timeout
         if verify is True:
-            context = tls_context()
+            self._tls = tls_context()
         elif verify is False:
-            context = ssl.create_default_context()
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            self._tls = ssl.create_default_context()
+            self._tls.check_hostname, self._tls.verify_mode = False, ssl.CERT_NONE
         else:
-            context = verify
-        self._options: dict[str, Any] = {"ssl_context": context, "proxy": _proxy(self.url), **POOL}
-        self._sync = httpcore.ConnectionPool(**self._options)
+            self._tls = verify
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_IDLE, keepalive_expiry=IDLE_SECONDS
+        )
+        self._proxy = _proxy(self.url)  # httpx finds it itself
+        self._sync = httpx.Client(timeout=timeout, verify=self._tls, limits=limits, follow_redirects=False)
         self._finalizer = weakref.finalize(self, self._sync.close)  # a client dropped unclosed
-        self._loops: dict[asyncio.AbstractEventLoop, httpcore.AsyncConnectionPool] = {}
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._keepers: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
         self._lock = threading.Lock()
 
@@ -292,70 +258,103 @@ class VaultClient:
         cert, key = environ.get("VAULT_CLIENT_CERT", ""), environ.get("VAULT_CLIENT_KEY", "")
         return cls(url, timeout=timeout, verify=tls_context(ca, cert, key) if ca or cert else True)
 
-    def build(self, request: VaultRequest, url: str) -> httpcore.Request:
-        """The HTTP request for `request`, with the current token."""
-        # httpcore sends the headers it is given: Host and the body's length are ours to name.
-        host = self._host if url.startswith(self._base) else _host(url)  # a redirect: another node
-        headers = [(b"Host", host), (b"X-Vault-Request", b"true")]
+    def headers(self, request: VaultRequest) -> dict[str, str]:
+        """Vault's headers for `request`, with the current token."""
+        headers = {"X-Vault-Request": "true"}
         if self.token and not request.anonymous:
-            headers.append((b"X-Vault-Token", self.token.encode()))
+            headers["X-Vault-Token"] = self.token
         if self.namespace:
-            headers.append((b"X-Vault-Namespace", self.namespace.encode()))
+            headers["X-Vault-Namespace"] = self.namespace
         if request.body is not None:
-            headers += [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(request.body))]
-        return httpcore.Request(
-            request.method, url, headers=headers, content=request.body, extensions={"timeout": self._timeout}
-        )
+            headers["Content-Type"] = "application/json"
+        return headers
 
     # ----- the drivers ------------------------------------------------------------------------
 
     def call(self, request: VaultRequest) -> Any:
         """Send `request` and wait for the answer (blocking: worker threads, the CLI)."""
         exchange = Exchange(self, request)
-        while (outgoing := exchange.next_request()) is not None:
+        while (out := exchange.next_request()) is not None:
             try:
-                exchange.receive(_read(self._sync.handle_request(outgoing)))
-            except _TRANSPORT as exc:
-                exchange.fail(exc)
+                answer = self._sync.request(out.method, out.url, headers=out.headers, content=out.body)
+            except httpx.TransportError as exc:
+                exchange.fail(exc, timed_out=isinstance(exc, httpx.TimeoutException), stale=_stale(exc))
+            else:
+                headers = answer.headers
+                exchange.receive(answer.status_code, answer.content, *_typed(headers.get, "content-type", "location"))
         return exchange.result
 
     async def acall(self, request: VaultRequest) -> Any:
         """`call` on the event loop, which it never blocks."""
-        exchange, pool = Exchange(self, request), await self._pool()
-        while (outgoing := exchange.next_request()) is not None:
+        exchange, session = Exchange(self, request), await self._session()
+        while (out := exchange.next_request()) is not None:
             try:
-                exchange.receive(await _aread(await pool.handle_async_request(outgoing)))
-            except _TRANSPORT as exc:
-                exchange.fail(exc)
+                async with session.request(
+                    out.method, out.url, headers=out.headers, data=out.body, proxy=self._proxy
+                ) as answer:
+                    body = await answer.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                exchange.fail(exc, timed_out=isinstance(exc, TimeoutError), stale=_stale(exc))
+            else:
+                exchange.receive(answer.status, body, *_typed(answer.headers.get, "content-type", "location"))
         return exchange.result
 
-    # ----- connection pools -------------------------------------------------------------------
+    # ----- connections on the event loop ------------------------------------------------------
 
-    async def _pool(self) -> httpcore.AsyncConnectionPool:
-        """This loop's pool. Its connections are the loop's: the pool is closed when the loop shuts
-        down (an async generator the loop closes in ``shutdown_asyncgens``, as asyncio.run, anyio and
-        uvicorn do), so no connection outlives its loop."""
+    async def _session(self) -> aiohttp.ClientSession:
+        """This loop's session. Its connections are the loop's: the session is closed when the loop
+        shuts down (an async generator the loop closes in ``shutdown_asyncgens``, as asyncio.run,
+        anyio and uvicorn do), so no connection outlives its loop."""
         loop = asyncio.get_running_loop()
-        pool = self._loops.get(loop)
-        if pool is not None:
-            return pool
-        pool = httpcore.AsyncConnectionPool(**self._options)
-        keeper = self._keep(loop, pool)
+        session = self._sessions.get(loop)
+        if session is not None:
+            return session
+        connector = aiohttp.TCPConnector(ssl=self._tls, limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_SECONDS)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            trust_env=False,  # with it, aiohttp reads ~/.netrc in a worker thread at every request
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+        keeper = self._keep(loop, session)
         with self._lock:
-            self._loops[loop] = pool
+            self._sessions[loop] = session
             self._keepers[loop] = keeper  # the loop holds its async generators weakly
         await anext(keeper)
-        return pool
+        return session
 
-    async def _keep(self, loop: asyncio.AbstractEventLoop, pool: httpcore.AsyncConnectionPool) -> AsyncIterator[None]:
+    async def _keep(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> AsyncIterator[None]:
         try:
             yield
         finally:
             with self._lock:
-                self._loops.pop(loop, None)
+                self._sessions.pop(loop, None)
                 self._keepers.pop(loop, None)
-            await pool.aclose()
+            await session.close()
 
     def close(self) -> None:
-        """Close the blocking pool; each loop's pool closes with its loop."""
+        """Close the blocking connections; each loop's session closes with its loop."""
         self._finalizer()
+
+
+def _proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), if any."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _typed(get: Any, *names: str) -> list[str]:
+    return [str(get(name) or "") for name in names]
+
+
+def _stale(exc: Exception) -> bool:
+    """Whether a kept-alive connection was found closed: reset, or closed before any answer."""
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return True
+    connecting = isinstance(exc, aiohttp.ClientConnectorError)
+    return not connecting and isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)

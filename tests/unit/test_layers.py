@@ -76,7 +76,7 @@ KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
 
 # Client libraries that do I/O: the core does without them (configuration parsing included).
 IO_LIBRARIES = frozenset(
-    {"hvac", "requests", "redis", "httpx", "httpcore", "starlette", "uvicorn", "anyio", "prometheus_client"}
+    {"hvac", "requests", "redis", "httpx", "httpcore", "aiohttp", "starlette", "uvicorn", "anyio", "prometheus_client"}
     | {"sqlite3", "socket", "ssl"}
 )
 

@@ -277,11 +277,10 @@ class VaultClient:
         while (out := exchange.next_request()) is not None:
             try:
                 answer = self._sync.request(out.method, out.url, headers=out.headers, content=out.body)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 exchange.fail(exc, timed_out=isinstance(exc, httpx.TimeoutException), stale=_stale(exc))
             else:
-                headers = answer.headers
-                exchange.receive(answer.status_code, answer.content, *_typed(headers.get, "content-type", "location"))
+                exchange.receive(answer.status_code, answer.content, *_meta(answer.headers))
         return exchange.result
 
     async def acall(self, request: VaultRequest) -> Any:
@@ -296,7 +295,7 @@ class VaultClient:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 exchange.fail(exc, timed_out=isinstance(exc, TimeoutError), stale=_stale(exc))
             else:
-                exchange.receive(answer.status, body, *_typed(answer.headers.get, "content-type", "location"))
+                exchange.receive(answer.status, body, *_meta(answer.headers))
         return exchange.result
 
     # ----- connections on the event loop ------------------------------------------------------
@@ -348,8 +347,9 @@ def _proxy(url: str) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
-def _typed(get: Any, *names: str) -> list[str]:
-    return [str(get(name) or "") for name in names]
+def _meta(headers: Mapping[str, str]) -> tuple[str, str]:
+    """What the Exchange reads of an answer's headers (httpx's and aiohttp's ignore case)."""
+    return headers.get("content-type") or "", headers.get("location") or ""
 
 
 def _stale(exc: Exception) -> bool:

@@ -157,7 +157,7 @@ def assert_mapped(error: BaseException, expected: type[JwksServiceError]) -> Non
     """A service error of the expected kind, raised without a client library's exception in tow."""
     assert isinstance(error, expected)
     assert (error.__cause__ is None and error.__suppress_context__) or error.__context__ is None
-    assert not type(error).__module__.startswith(("httpcore", "httpx", "hvac", "requests", "h11"))
+    assert not type(error).__module__.startswith(("aiohttp", "httpcore", "httpx", "hvac", "requests", "h11", "yarl"))
 
 
 @pytest.mark.parametrize("alg_name", ["ES256", "HS256"])

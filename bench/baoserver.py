@@ -134,6 +134,12 @@ class OpenBaoServer:
 
         return hvac.Client(url=self.addr, token=token or self.root_token, timeout=timeout)  # type: ignore[no-untyped-call]
 
+    def vault_client(self, token: str | None = None, timeout: float = 5) -> Any:
+        """The service's own Vault client for this server (`jwks_service.vaultapi.VaultClient`)."""
+        from jwks_service.vaultapi import VaultClient
+
+        return VaultClient(self.addr, token or self.root_token, timeout=timeout)
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)

@@ -357,7 +357,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     out = {"python": platform.python_version()}
-    for dist in ("hvac", "requests", "anyio", "cryptography", "jwks-service"):
+    for dist in ("httpx", "aiohttp", "anyio", "cryptography", "jwks-service"):
         try:
             out[dist] = version(dist)
         except Exception:  # a missing peer only leaves its version out

@@ -101,7 +101,7 @@ def _create(path: Path) -> LoadedKek:
 
 
 class KeyWrapper(Protocol):
-    """Wraps a data key with a key held elsewhere (``backends.vault.TransitWrapper``). Raises
+    """Wraps a data key with a key held elsewhere (``kek_transit.TransitWrapper``). Raises
     ConfigError when a human must act, UnavailableError when trying again may help."""
 
     description: str

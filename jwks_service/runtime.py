@@ -115,7 +115,7 @@ def open_kek(settings: Settings, auth: VaultAuth | None = None, *, create: bool)
     key_name = settings.kek_transit_key
     if not key_name:
         return load_kek(settings.kek_file, create=create)
-    from .backends.vault import TransitWrapper
+    from .kek_transit import TransitWrapper
 
     own = auth is None
     if auth is None:

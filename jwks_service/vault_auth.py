@@ -27,17 +27,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-import hvac
-
-from .backends.vault import VaultPermissionError, vault_call
 from .config import VaultSettings
 from .errors import ConfigError, KeyValidationError, UnavailableError
+from .vaultapi import VaultClient, VaultPermissionError, VaultRequest
 
 log = logging.getLogger(__name__)
 
-VAULT_TIMEOUT_SECONDS = 5.0  # hvac's default is 30 s; a token request should fail fast with 503 instead
+VAULT_TIMEOUT_SECONDS = 5.0  # a token request should fail fast with 503 rather than hang
 RENEW_FRACTION = 2 / 3  # renew when a third of the TTL is left
 MIN_DELAY = 0.5  # seconds between two rounds, at least
 MAX_RETRY = 5.0  # Vault unreachable or sealed: try again at most this long after
@@ -50,7 +47,7 @@ def _seconds(value: float) -> str:
 
 
 class VaultAuth:
-    """An authenticated hvac client (`client`, shared by every Vault user of one runtime) and the
+    """An authenticated Vault client (`client`, shared by every Vault user of one runtime) and the
     thread that keeps its token alive."""
 
     def __init__(
@@ -82,9 +79,7 @@ class VaultAuth:
                 f"vault.token_file: {needed_by}; give Vault credentials: vault.token_file or VAULT_TOKEN (a token),"
                 " or vault.role_id with vault.secret_id_file or VAULT_SECRET_ID (AppRole)"
             )
-        # token="" keeps hvac from reading ~/.vault-token or VAULT_TOKEN on its own.
-        self.client = hvac.Client(url=settings.addr, token="", timeout=timeout)  # type: ignore[no-untyped-call]
-        self._login_client = hvac.Client(url=settings.addr, token="", timeout=timeout)  # type: ignore[no-untyped-call]
+        self.client = VaultClient.from_environment(settings.addr, timeout=timeout, environ=self._env)
         self.logins = 0  # successful AppRole logins (and tokens adopted from vault.token_file)
         self.renewals = 0  # successful renewals
         self._expires: float | None = None  # time.monotonic() when the token expires; None: never
@@ -130,12 +125,9 @@ class VaultAuth:
         secret_id = self._read_secret_id()
         where = f"auth/{s.auth_mount}/login"
 
-        def login() -> Any:
-            approle = self._login_client.auth.approle
-            return approle.login(s.role_id, secret_id, use_token=False, mount_point=s.auth_mount)
-
+        login = VaultRequest.post(where, "update", {"role_id": s.role_id, "secret_id": secret_id}, anonymous=True)
         try:
-            resp = vault_call(self._login_client, where, "update", login)
+            resp = self.client.call(login)
         except VaultPermissionError:  # Vault answers 403 to an unauthenticated request for a path it lacks
             raise ConfigError(
                 f"vault.auth_mount: Vault refused {where} (permission denied): is an AppRole auth method enabled at"
@@ -166,7 +158,7 @@ class VaultAuth:
         """Adopt a token and look it up for its TTL."""
         self.client.token = token
         try:
-            resp = vault_call(self.client, "auth/token/lookup-self", "read", self.client.auth.token.lookup_self)
+            resp = self.client.call(VaultRequest.get("auth/token/lookup-self", replayable=True))
         except (VaultPermissionError, KeyValidationError):
             raise ConfigError(
                 f"vault.token_file: Vault refused {self.source} (auth/token/lookup-self): it is invalid or expired, or"
@@ -187,7 +179,7 @@ class VaultAuth:
 
     def _renew(self) -> bool:
         """POST auth/token/renew-self; True when Vault gave less than the full TTL (max TTL near)."""
-        resp = vault_call(self.client, "auth/token/renew-self", "update", self.client.auth.token.renew_self)
+        resp = self.client.call(VaultRequest.post("auth/token/renew-self", "update", {}))
         auth = (resp or {}).get("auth") or {}
         lease = int(auth.get("lease_duration") or 0)
         self._set_lease(lease, bool(auth.get("renewable")), full=self._full_ttl)
@@ -243,8 +235,7 @@ class VaultAuth:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2)  # a request in flight ends by the client's timeout; the thread is a daemon
-        for client in (self.client, self._login_client):
-            client.adapter.close()
+        self.client.close()
 
     # ----- the renewal thread -----------------------------------------------------------------
 

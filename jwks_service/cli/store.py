@@ -59,8 +59,8 @@ def cmd_kek_rewrap(args: argparse.Namespace) -> int:
         raise ConfigError(
             'secrets.kek: rewrap is for envelope mode (kek = "vault-transit:<key>"); this KEK file is not wrapped'
         )
-    from ..backends.vault import TransitWrapper
     from ..kek import rewrap_kek
+    from ..kek_transit import TransitWrapper
     from ..runtime import open_vault_auth
 
     auth = open_vault_auth(settings)
@@ -84,8 +84,8 @@ def cmd_kek_wrap(args: argparse.Namespace) -> int:
         raise ConfigError(f"secrets.kek: the KEK is already wrapped by Vault Transit key {settings.kek_transit_key}")
     if not settings.vault.addr:
         raise ConfigError("vault.addr: wrapping the KEK needs Vault; set [vault] addr (or VAULT_ADDR) and a login")
-    from ..backends.vault import TransitWrapper
     from ..kek import wrap_plain_kek
+    from ..kek_transit import TransitWrapper
     from ..vault_auth import VaultAuth
 
     auth = VaultAuth(settings.vault, needed_by="`jwks-service kek wrap` needs Vault")

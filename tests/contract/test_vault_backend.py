@@ -1,4 +1,4 @@
-"""VaultBackend against a real OpenBao dev server (the `openbao` fixture): no mocks of hvac.
+"""VaultBackend against a real OpenBao dev server (the `openbao` fixture): no mocks of its HTTP client.
 
 Every alg signs with two Transit versions, pinned, singly and in one batch; what Transit signs
 verifies with our verifiers and with PyJWT; the private key never leaves Vault; errors of Vault
@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,15 +31,10 @@ from support import PROJECT_ROOT, free_port
 from bench.baoserver import bao_binary
 from jwks_service.algorithms import ALGORITHMS, Algorithm, transit_key_spec
 from jwks_service.backends import KeyBackend
-from jwks_service.backends.vault import (
-    TransitHTTP,
-    TransitRef,
-    VaultBackend,
-    VaultPermissionError,
-    parse_reference,
-)
+from jwks_service.backends.vault import TransitRef, VaultBackend, VaultPermissionError, parse_reference
 from jwks_service.errors import ConfigError, KeyValidationError, UnavailableError
 from jwks_service.model import KeyState, KeyVersion, NewKey
+from jwks_service.vaultapi import VaultClient, tls_context
 
 POLICY_FILE = PROJECT_ROOT / "deploy" / "vault-policy.hcl"
 ALL_ALGS = sorted(ALGORITHMS)
@@ -72,8 +68,8 @@ def root(openbao: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def backend(root: Any) -> VaultBackend:
-    return VaultBackend(root)
+def backend(openbao: Any) -> VaultBackend:
+    return VaultBackend(openbao.vault_client())
 
 
 def make_keys(backend: VaultBackend, alg: str, n: int = 2) -> tuple[str, list[KeyVersion]]:
@@ -234,26 +230,25 @@ def test_out_of_band_rotation_is_visible_and_never_signs_unasked(backend: VaultB
         backend.adopt(keyset, alg, 256, 3)
 
 
-def test_public_keys_are_read_once_per_version(backend: VaultBackend, root: Any) -> None:
+def test_public_keys_are_read_once_per_version(
+    openbao: Any, backend: VaultBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keyset, _ = make_keys(backend, "ES384")
     name = backend.key_name(keyset)
-    fresh = VaultBackend(root)
-    reads = 0
-    real_get = root.adapter.get
+    client = openbao.vault_client()
+    fresh = VaultBackend(client)
+    paths: list[str] = []
+    real_call = client.call
 
-    def counting_get(url: str, *args: Any, **kwargs: Any) -> Any:
-        nonlocal reads
-        reads += url.endswith(f"/keys/{name}")
-        return real_get(url, *args, **kwargs)
+    def counting_call(request: Any) -> Any:
+        paths.append(request.path)
+        return real_call(request)
 
-    root.adapter.get = counting_get
-    try:
-        for _ in range(20):
-            fresh.public_key(name, 1)
-            fresh.public_key(name, 2)
-    finally:
-        del root.adapter.get
-    assert reads == 1
+    monkeypatch.setattr(client, "call", counting_call)
+    for _ in range(20):
+        fresh.public_key(name, 1)
+        fresh.public_key(name, 2)
+    assert paths == [f"transit/keys/{name}"]
     assert fresh.public_key(name, 2) == backend.public_key(name, 2)
 
 
@@ -308,7 +303,7 @@ def restricted_client(openbao: Any, root: Any, policy: str, *, default_policy: b
     name = unique("policy")
     root.sys.create_or_update_policy(name, policy)
     token = root.auth.token.create(policies=[name], ttl="10m", no_default_policy=not default_policy)
-    return openbao.client(token=token["auth"]["client_token"])
+    return openbao.vault_client(token=token["auth"]["client_token"])
 
 
 def test_permission_denied_names_the_policy_path(openbao: Any, root: Any, backend: VaultBackend) -> None:
@@ -337,7 +332,7 @@ def test_permission_denied_names_the_policy_path(openbao: Any, root: Any, backen
             sign_batch(key, [b"header.payload"])
         assert caught.value.description == err.description
 
-    bad_token = VaultBackend(openbao.client(token="not-a-token"))
+    bad_token = VaultBackend(openbao.vault_client(token="not-a-token"))
     with pytest.raises(VaultPermissionError, match="permission denied"):
         bad_token.signer(key)(b"x")
     with pytest.raises(VaultPermissionError, match="permission denied"):
@@ -347,7 +342,7 @@ def test_permission_denied_names_the_policy_path(openbao: Any, root: Any, backen
 def test_unreachable_vault_is_unavailable_within_the_client_timeout() -> None:
     key = KeyVersion("kid", "default", "ES256", KeyState.CURRENT, 0.0, None, TransitRef("jwks-default", 1).encode())
     # Nothing listens on the port: refused at once.
-    closed = VaultBackend(hvac.Client(url=f"http://127.0.0.1:{free_port()}", token="t", timeout=1))
+    closed = VaultBackend(VaultClient(f"http://127.0.0.1:{free_port()}", "t", timeout=1))
     started = time.monotonic()
     with pytest.raises(UnavailableError, match="unreachable") as caught:
         closed.signer(key)(b"x")
@@ -367,7 +362,7 @@ def test_unreachable_vault_is_unavailable_within_the_client_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        hung = VaultBackend(hvac.Client(url=f"http://127.0.0.1:{port}", token="t", timeout=1))
+        hung = VaultBackend(VaultClient(f"http://127.0.0.1:{port}", "t", timeout=1))
         for sign_batch in (hung.sign_batch, lambda k, d: asyncio.run(hung.sign_batch_async(k, d))):
             started = time.monotonic()
             with pytest.raises(UnavailableError, match="in time"):
@@ -375,35 +370,97 @@ def test_unreachable_vault_is_unavailable_within_the_client_timeout() -> None:
             assert time.monotonic() - started < 2.5
 
 
-def test_idle_connections_closed_by_vault_are_replaced(backend: VaultBackend) -> None:
-    """Batched signing keeps connections open; one Vault closed meanwhile costs a new one, not an error."""
+class Relay:
+    """A TCP relay in front of OpenBao that can drop every connection through it, as Vault (or a
+    load balancer) closing idle keep-alive connections would. Vault also serves requests sent to it
+    as to an HTTP proxy (absolute URLs), so the relay doubles as one."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition("//")[2].partition(":")
+        self._target = (host, int(port))
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self.accepted = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._server.accept()
+            except OSError:
+                return
+            far = socket.create_connection(self._target)
+            self.accepted += 1
+            self._open += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop_all(self) -> None:
+        while self._open:
+            sock = self._open.pop()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        self._server.close()
+        self.drop_all()
+
+
+@pytest.fixture
+def relay(openbao: Any) -> Iterator[Relay]:
+    relay = Relay(openbao.addr)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def test_idle_connections_closed_by_vault_are_replaced(openbao: Any, backend: VaultBackend, relay: Relay) -> None:
+    """Signing keeps connections open; one Vault closed meanwhile costs a new one, not an error."""
     _, (key,) = make_keys(backend, "ES256", 1)
     verify = backend.verifier(key)
-    http = backend._http
-    assert http.usable
+    through = VaultBackend(VaultClient(relay.addr, openbao.root_token, timeout=5))
 
-    async def sign_async() -> list[bytes]:
-        return await backend.sign_batch_async(key, [b"a.b", b"c.d"])
+    async def sign_async(rounds: int) -> list[list[bytes]]:
+        out = []
+        for _ in range(rounds):
+            out.append(await through.sign_batch_async(key, [b"a.b", b"c.d"]))
+            relay.drop_all()
+        return out
 
-    def sockets(pool: list[Any]) -> list[socket.socket]:
-        return [c if isinstance(c, socket.socket) else c.sock for c in pool]
-
-    for sign, pool in (
-        (lambda: backend.sign_batch(key, [b"a.b", b"c.d"]), lambda: sockets(http._idle)),
-        (lambda: asyncio.run(sign_async()), lambda: sockets(http._idle_sockets)),
-    ):
-        sign()
-        assert pool()
-        for sock in pool():  # as if Vault had dropped them
-            sock.shutdown(socket.SHUT_RDWR)
-        sigs = sign()
+    for sigs in asyncio.run(sign_async(3)):
         assert verify(b"a.b", sigs[0]) and verify(b"c.d", sigs[1])
+    signer = through.signer(key)
+    for _ in range(3):
+        sigs = through.sign_batch(key, [b"a.b", b"c.d"])
+        assert verify(b"a.b", sigs[0]) and verify(b"c.d", sigs[1])
+        relay.drop_all()
+        assert verify(b"a.b", signer(b"a.b"))
+        relay.drop_all()
+    assert relay.accepted == 9  # a new connection after every drop
 
 
 def test_a_renewed_token_is_used_at_once(openbao: Any, backend: VaultBackend) -> None:
-    """VaultAuth replaces the hvac client's token: the next batch signs with the new one."""
+    """VaultAuth replaces the client's token: the next batch signs with the new one."""
     _, (key,) = make_keys(backend, "EdDSA", 1)
-    client = openbao.client()
+    client = openbao.vault_client()
     mine = VaultBackend(client)
     assert len(asyncio.run(mine.sign_batch_async(key, [b"x"]))) == 1
     client.token = "expired"
@@ -415,29 +472,28 @@ def test_a_renewed_token_is_used_at_once(openbao: Any, backend: VaultBackend) ->
     assert len(asyncio.run(mine.sign_batch_async(key, [b"x"]))) == 1
 
 
-def test_a_client_behind_a_proxy_signs_through_hvac(
-    openbao: Any, backend: VaultBackend, monkeypatch: pytest.MonkeyPatch
+def test_a_proxy_from_the_environment_is_used_by_both_paths(
+    openbao: Any, backend: VaultBackend, relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fast path knows no proxies: with one configured (or in the environment), hvac does the work."""
-    assert not TransitHTTP(hvac.Client(url=openbao.addr, proxies={"http": "http://proxy.invalid:3128"})).usable
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-    monkeypatch.setenv("NO_PROXY", "")
-    assert not TransitHTTP(hvac.Client(url=openbao.addr)).usable
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    assert TransitHTTP(hvac.Client(url=openbao.addr)).usable
-    monkeypatch.delenv("HTTP_PROXY")
-
+    """HTTP_PROXY / NO_PROXY are honoured, blocking and on the event loop alike."""
     _, (key,) = make_keys(backend, "PS256", 1)
-    slow = VaultBackend(openbao.client())
-    slow._http.usable = False  # as if behind a proxy: hvac, in a worker thread on the loop
     verify = backend.verifier(key)
-    for sigs in (slow.sign_batch(key, [b"a.b"]), asyncio.run(slow.sign_batch_async(key, [b"a.b"]))):
+    monkeypatch.setenv("HTTP_PROXY", relay.addr)
+    monkeypatch.setenv("NO_PROXY", "")
+    proxied = VaultBackend(openbao.vault_client())
+    for sigs in (proxied.sign_batch(key, [b"a.b"]), asyncio.run(proxied.sign_batch_async(key, [b"a.b"]))):
         assert verify(b"a.b", sigs[0])
+    assert relay.accepted >= 2
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = VaultBackend(openbao.vault_client())
+    before = relay.accepted
+    assert verify(b"a.b", direct.sign_batch(key, [b"a.b"])[0])
+    assert relay.accepted == before
 
 
 def test_batched_signing_over_tls_verifies_vaults_certificate(tmp_path: Path, openbao: Any) -> None:
     """An https Vault (``bao server -dev-tls``): batches signed over verified TLS; an untrusted
-    certificate is refused, as hvac refuses it."""
+    certificate is refused."""
     port = free_port()
     args = [bao_binary(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={tmp_path}"]
     args += ["-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"]
@@ -456,14 +512,13 @@ def test_batched_signing_over_tls_verifies_vaults_certificate(tmp_path: Path, op
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail((tmp_path / "bao.log").read_text(errors="replace")[-2000:], pytrace=False)
                 time.sleep(0.1)
-        tls = VaultBackend(client)
-        assert tls._http.usable
+        tls = VaultBackend(VaultClient(f"https://127.0.0.1:{port}", "root", verify=tls_context(str(ca)), timeout=5))
         key = record(tls.generate("tls", ALGORITHMS["ES256"], 256), "tls", "ES256")
         verify = tls.verifier(key)
         for sigs in (tls.sign_batch(key, [b"a.b"] * 3), asyncio.run(tls.sign_batch_async(key, [b"a.b"] * 3))):
             assert len(sigs) == 3 and all(verify(b"a.b", sig) for sig in sigs)
 
-        untrusted = VaultBackend(hvac.Client(url=f"https://127.0.0.1:{port}", token="root", verify=True, timeout=5))
+        untrusted = VaultBackend(VaultClient(f"https://127.0.0.1:{port}", "root", verify=True, timeout=5))
         with pytest.raises(UnavailableError, match="SSLCertVerificationError"):
             asyncio.run(untrusted.sign_batch_async(key, [b"a.b"]))
         with pytest.raises(UnavailableError, match="SSLCertVerificationError"):
@@ -505,6 +560,7 @@ def test_sealed_vault_is_unavailable(backend: VaultBackend, sealed: None) -> Non
 def test_the_policy_file_is_enough_for_the_whole_flow(openbao: Any, root: Any) -> None:
     client = restricted_client(openbao, root, POLICY_FILE.read_text())
     backend = VaultBackend(client)
+    admin = openbao.client(token=client.token)
     for alg in ("ES256", "PS256", "HS512"):
         a = ALGORITHMS[alg]
         keyset = unique(alg)
@@ -521,14 +577,14 @@ def test_the_policy_file_is_enough_for_the_whole_flow(openbao: Any, root: Any) -
         assert backend.retire(k1, [k2, k3, k4]) == 2  # config + trim
         assert backend.retire(k2, [k3, k4]) == 3
     # Token renewal is allowed by the file itself (the token was made without Vault's default policy).
-    client.auth.token.lookup_self()
-    client.auth.token.renew_self()
+    admin.auth.token.lookup_self()
+    admin.auth.token.renew_self()
 
 
 def test_the_policy_file_grants_nothing_else(openbao: Any, root: Any, backend: VaultBackend) -> None:
     keyset, _ = make_keys(backend, "ES256", 1)
     name = backend.key_name(keyset)
-    client = restricted_client(openbao, root, POLICY_FILE.read_text())
+    client = openbao.client(token=restricted_client(openbao, root, POLICY_FILE.read_text()).token)
     transit = client.secrets.transit
     denied = {
         "export": lambda: transit.export_key(name, "signing-key"),

@@ -1,4 +1,4 @@
-"""The service with Vault-backed keysets, against a real OpenBao dev server (no mocks of hvac)."""
+"""The service with Vault-backed keysets, against a real OpenBao dev server (no mocks of its HTTP client)."""
 
 from __future__ import annotations
 

@@ -714,7 +714,7 @@ def test_vault_keysets_take_only_the_key_sizes_transit_makes(alg: str, bits: int
 
 
 # Libraries that do I/O: none of them is needed to read and check the settings.
-IO_LIBRARIES = ("hvac", "requests", "redis", "httpx", "starlette", "uvicorn", "anyio")
+IO_LIBRARIES = ("hvac", "requests", "redis", "httpx", "httpcore", "aiohttp", "starlette", "uvicorn", "anyio")
 
 PURE_CONFIG_SCRIPT = r"""
 import json

@@ -41,6 +41,8 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.stores": ADAPTERS,
     "jwks_service.backends": ADAPTERS,
     "jwks_service.kek": ADAPTERS,
+    "jwks_service.kek_transit": ADAPTERS,
+    "jwks_service.vaultapi": ADAPTERS,
     "jwks_service.vault_auth": ADAPTERS,
     "jwks_service.batching": ADAPTERS,
     "jwks_service.files": ADAPTERS,
@@ -78,7 +80,7 @@ KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
 
 # Client libraries that do I/O: the core does without them (configuration parsing included).
 IO_LIBRARIES = frozenset(
-    {"hvac", "requests", "redis", "httpx", "starlette", "uvicorn", "anyio", "prometheus_client"}
+    {"hvac", "requests", "redis", "httpx", "httpcore", "aiohttp", "starlette", "uvicorn", "anyio", "prometheus_client"}
     | {"sqlite3", "socket", "ssl"}
 )
 

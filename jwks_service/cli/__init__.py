@@ -48,6 +48,11 @@ class _Parser(argparse.ArgumentParser):
         return None  # a value, whatever its first character
 
 
+def _actions(sub: Any, name: str, help: str) -> Any:
+    """A command with actions of its own (`keys rotate`, `backup import`, ...)."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (or JWKS_CONFIG)")
@@ -66,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    keys = sub.add_parser("keys", help="list, rotate and revoke signing keys").add_subparsers(
-        dest="keys_command", required=True, metavar="ACTION"
-    )
+    keys = _actions(sub, "keys", "list, rotate and revoke signing keys")
     p = keys.add_parser("list", parents=[common], help="every key of every keyset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_list)
@@ -84,9 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_revoke)
 
-    clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(
-        dest="clients_command", required=True, metavar="ACTION"
-    )
+    clients = _actions(sub, "clients", "OAuth clients")
     p = clients.add_parser("create", parents=[common], help="register a client; prints its secret once")
     p.add_argument("name")
     p.add_argument("--scope", action="append", required=True, help="repeat for several scopes")
@@ -118,9 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration, print derived windows")
     p.set_defaults(func=cmd_check_config)
 
-    kek = sub.add_parser("kek", help="the key-encryption key").add_subparsers(
-        dest="kek_command", required=True, metavar="ACTION"
-    )
+    kek = _actions(sub, "kek", "the key-encryption key")
     p = kek.add_parser(
         "rewrap", parents=[common], help="envelope mode: rewrap the KEK file under the Transit key's latest version"
     )
@@ -131,9 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="new file for the wrapped KEK")
     p.add_argument("--transit-key", default="jwks-kek", help="the Transit key that wraps it (default jwks-kek)")
     p.set_defaults(func=cmd_kek_wrap)
-    backup = sub.add_parser("backup", help="export or import keys, clients and audit in one file").add_subparsers(
-        dest="backup_command", required=True, metavar="ACTION"
-    )
+    backup = _actions(sub, "backup", "export or import keys, clients and audit in one file")
     p = backup.add_parser("export", parents=[common], help="write the store to FILE (private keys stay sealed)")
     p.add_argument("file")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
@@ -146,9 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="import into a non-empty store: keysets are merged (revoked and retired keys stay so), clients upserted",
     )
     p.set_defaults(func=cmd_backup_import)
-    audit_cmd = sub.add_parser("audit", help="the audit log").add_subparsers(
-        dest="audit_command", required=True, metavar="ACTION"
-    )
+    audit_cmd = _actions(sub, "audit", "the audit log")
     p = audit_cmd.add_parser(
         "prune", parents=[common], help="delete events older than audit.retention now (serve does it hourly)"
     )

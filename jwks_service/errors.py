@@ -4,13 +4,23 @@ Every error carries a machine ``error`` code (an OAuth / RFC 6750 code where one
 human ``description`` and the HTTP ``status`` it maps to. Errors of dependencies (sqlite3,
 cryptography, joserfc) become one of these at the edge that called them, exactly once.
 
+`JoseError` is the JOSE core's branch (`jws`, `claims`): the server and the verifier SDK raise the
+same classes, and each maps them once at its own edge (introspection answers ``{"active": false}``,
+the SDK's middleware a 401 with ``WWW-Authenticate``). ``jwks_service.sdk.SDKError`` is `JoseError`.
+
     JwksServiceError
      ├── ConfigError                    refused configuration (one line naming field and rule)
      ├── InvalidRequestError            400 invalid_request
      │    ├── UnsupportedGrantTypeError 400 unsupported_grant_type
      │    └── InvalidScopeError         400 invalid_scope
      ├── InvalidClientError             401 invalid_client
-     ├── InvalidTokenError              401 invalid_token (JWS / JWT verification failures)
+     ├── JoseError                      the JOSE core's errors (and the SDK's)
+     │    └── InvalidTokenError         401 invalid_token (JWS / JWT verification failures)
+     │         ├── MalformedTokenError ── TokenTooLargeError
+     │         ├── InvalidTypeError, UnsupportedAlgorithmError, InvalidSignatureError
+     │         ├── UnknownKeyError ── RevokedKeyError
+     │         ├── ExpiredTokenError, ImmatureTokenError
+     │         └── InvalidIssuerError, InvalidAudienceError, InvalidClaimsError
      ├── InsufficientScopeError         403 insufficient_scope
      ├── NotFoundError                  404 not_found
      ├── ConflictError                  409 conflict
@@ -57,11 +67,6 @@ class InvalidScopeError(InvalidRequestError):
 
 class InvalidClientError(JwksServiceError):
     error = "invalid_client"
-    status = 401
-
-
-class InvalidTokenError(JwksServiceError):
-    error = "invalid_token"
     status = 401
 
 
@@ -117,3 +122,66 @@ class StoreError(UnavailableError):
 
 class KeyValidationError(JwksServiceError):
     error = "key_validation_failed"
+
+
+# ----- the JOSE core's branch ---------------------------------------------------------------------
+
+
+class JoseError(JwksServiceError):
+    """What the JOSE core (and the SDK, whose ``SDKError`` this is) raises: a machine ``error`` code
+    and a ``description``, as joserfc's ``JoseError``."""
+
+
+class InvalidTokenError(JoseError):
+    """The token is not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
+
+    error = "invalid_token"
+    status = 401
+
+
+class MalformedTokenError(InvalidTokenError):
+    """Not a well-formed compact JWS, or a header this verifier refuses (``jku``, ``crit``, ...)."""
+
+
+class TokenTooLargeError(MalformedTokenError):
+    pass
+
+
+class InvalidTypeError(InvalidTokenError):
+    """The ``typ`` header is not the one expected (``at+jwt`` for RFC 9068 access tokens)."""
+
+
+class UnsupportedAlgorithmError(InvalidTokenError):
+    """The ``alg`` is not allowed here, or is not the algorithm of the key the ``kid`` names."""
+
+
+class UnknownKeyError(InvalidTokenError):
+    """No key with this ``kid`` in the issuer's key set (for the SDK: even after a refresh)."""
+
+
+class RevokedKeyError(UnknownKeyError):
+    """The issuer revoked this key (pushed by ``/keys/events``)."""
+
+
+class InvalidSignatureError(InvalidTokenError):
+    pass
+
+
+class ExpiredTokenError(InvalidTokenError):
+    pass
+
+
+class ImmatureTokenError(InvalidTokenError):
+    """``nbf`` or ``iat`` lies in the future (beyond the leeway)."""
+
+
+class InvalidIssuerError(InvalidTokenError):
+    pass
+
+
+class InvalidAudienceError(InvalidTokenError):
+    pass
+
+
+class InvalidClaimsError(InvalidTokenError):
+    """A required claim is missing or has the wrong type."""

@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..claims import ACCESS_TOKEN_CLAIMS
 from ..jws import MAX_TOKEN_BYTES, VerificationKey
 from .bounded import ACCEPT_ENCODING, aread_bounded, read_bounded
 from .cache import CacheSettings, KeyCache, Refresh
-from .claims import ACCESS_TOKEN_CLAIMS, check_claims
 from .errors import (
     InactiveTokenError,
     IntrospectionUnavailableError,
@@ -362,15 +362,7 @@ class _Core:
             raise IntrospectionUnavailableError("introspection answered no verdict (RFC 7662: a boolean active)")
         if body["active"] is not True:
             raise InactiveTokenError("the issuer says this token is not active")
-        claims = {k: v for k, v in body.items() if k not in ("active", "kid", "keyset")}
-        check_claims(
-            claims,
-            issuer=self.issuer,
-            audiences=self.rules.audiences,
-            now=now,
-            leeway=self.rules.leeway,
-            required=self.rules.required_claims,
-        )
+        claims = self.rules.check_claims({k: v for k, v in body.items() if k not in ("active", "kid", "keyset")}, now)
         if self.introspection_cache > 0:
             until = min(now + self.introspection_cache, float(claims["exp"]))
             self._introspected[digest] = (until, claims)

@@ -1,6 +1,7 @@
-"""Claim checks of a verified token (RFC 9068 §4, RFC 8725 §3.8-3.10). No I/O; `now` is a parameter.
+"""Claim checks of a token (RFC 9068 §4, RFC 8725 §3.8-3.10). No I/O; `now` is a parameter.
 
-The server's introspection uses the same rules (``jwks_service.tokens.check_claims``).
+Part of the JOSE core: the server's introspection (`tokens`) and the verifier SDK (`sdk.rules`,
+introspection answers) apply these same rules and raise the same errors.
 """
 
 from __future__ import annotations

@@ -35,10 +35,21 @@ the SDK's middleware a 401 with ``WWW-Authenticate``). ``jwks_service.sdk.SDKErr
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JwksServiceError(Exception):
+    """A subclass names its code and status in its header: ``class X(Base, error="x", status=400)``."""
+
     error = "server_error"
     status = 500
+
+    def __init_subclass__(cls, *, error: str = "", status: int = 0, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if error:
+            cls.error = error
+        if status:
+            cls.status = status
 
     def __init__(self, description: str = "") -> None:
         super().__init__(description or self.error)
@@ -48,69 +59,57 @@ class JwksServiceError(Exception):
         return {"error": self.error, "error_description": self.description}
 
 
-class ConfigError(JwksServiceError):
-    error = "invalid_config"
+class ConfigError(JwksServiceError, error="invalid_config"):
+    pass
 
 
-class InvalidRequestError(JwksServiceError):
-    error = "invalid_request"
-    status = 400
+class InvalidRequestError(JwksServiceError, error="invalid_request", status=400):
+    pass
 
 
-class UnsupportedGrantTypeError(InvalidRequestError):
-    error = "unsupported_grant_type"
+class UnsupportedGrantTypeError(InvalidRequestError, error="unsupported_grant_type"):
+    pass
 
 
-class InvalidScopeError(InvalidRequestError):
-    error = "invalid_scope"
+class InvalidScopeError(InvalidRequestError, error="invalid_scope"):
+    pass
 
 
-class InvalidClientError(JwksServiceError):
-    error = "invalid_client"
-    status = 401
+class InvalidClientError(JwksServiceError, error="invalid_client", status=401):
+    pass
 
 
-class InsufficientScopeError(JwksServiceError):
-    error = "insufficient_scope"
-    status = 403
+class InsufficientScopeError(JwksServiceError, error="insufficient_scope", status=403):
+    pass
 
 
-class NotFoundError(JwksServiceError):
-    error = "not_found"
-    status = 404
+class NotFoundError(JwksServiceError, error="not_found", status=404):
+    pass
 
 
-class ConflictError(JwksServiceError):
-    error = "conflict"
-    status = 409
+class ConflictError(JwksServiceError, error="conflict", status=409):
+    pass
 
 
-class RotationRefusedError(ConflictError):
-    error = "rotation_refused"
+class RotationRefusedError(ConflictError, error="rotation_refused"):
+    pass
 
 
 class RevisionConflictError(ConflictError):
     """Another writer changed the keyset since it was read (compare-and-set lost)."""
 
 
-class PayloadTooLargeError(JwksServiceError):
-    error = "request_too_large"
-    status = 413
+class PayloadTooLargeError(JwksServiceError, error="request_too_large", status=413):
+    pass
 
 
-class TooManyRequestsError(JwksServiceError):
-    error = "slow_down"
-    status = 429
-
+class TooManyRequestsError(JwksServiceError, error="slow_down", status=429):
     def __init__(self, description: str = "", retry_after: int = 60) -> None:
         super().__init__(description)
         self.retry_after = retry_after
 
 
-class UnavailableError(JwksServiceError):
-    error = "temporarily_unavailable"
-    status = 503
-
+class UnavailableError(JwksServiceError, error="temporarily_unavailable", status=503):
     def __init__(self, description: str = "", retry_after: int = 1) -> None:
         super().__init__(description)
         self.retry_after = retry_after
@@ -120,8 +119,8 @@ class StoreError(UnavailableError):
     pass
 
 
-class KeyValidationError(JwksServiceError):
-    error = "key_validation_failed"
+class KeyValidationError(JwksServiceError, error="key_validation_failed"):
+    pass
 
 
 # ----- the JOSE core's branch ---------------------------------------------------------------------
@@ -132,11 +131,8 @@ class JoseError(JwksServiceError):
     and a ``description``, as joserfc's ``JoseError``."""
 
 
-class InvalidTokenError(JoseError):
+class InvalidTokenError(JoseError, error="invalid_token", status=401):
     """The token is not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
-
-    error = "invalid_token"
-    status = 401
 
 
 class MalformedTokenError(InvalidTokenError):

@@ -44,6 +44,43 @@ def audience_matches(aud: Any, wanted: Collection[str]) -> bool:
     return False
 
 
+class ClaimRules:
+    """What a token's claims are held to: exact ``iss``; ``aud`` one of `audiences` (None: not
+    checked); ``exp`` / ``iat`` / ``nbf`` with `leeway`; string claims are strings; every name in
+    `required_claims` present. The SDK's `Rules` are these and the header rules."""
+
+    def __init__(
+        self, issuer: str, audiences: Collection[str] | None, leeway: float, required_claims: Collection[str] = ()
+    ) -> None:
+        self.issuer = issuer
+        self.audiences = audiences
+        self.leeway = leeway
+        self.required_claims = required_claims
+
+    def check_claims(self, claims: Mapping[str, Any], now: float) -> None:
+        leeway = self.leeway
+        if claims.get("iss") != self.issuer:
+            raise InvalidIssuerError("wrong issuer")
+        exp = number(claims, "exp")
+        iat = number(claims, "iat")
+        if now >= exp + leeway:
+            raise ExpiredTokenError("token expired")
+        if iat > now + leeway:
+            raise ImmatureTokenError("token issued in the future")
+        if "nbf" in claims and number(claims, "nbf") > now + leeway:
+            raise ImmatureTokenError("token not yet valid")
+        if exp < iat:
+            raise InvalidClaimsError("token expires before it was issued")
+        if self.audiences is not None and not audience_matches(claims.get("aud"), self.audiences):
+            raise InvalidAudienceError("wrong audience")
+        for name in _STRING_CLAIMS:
+            if name in claims and not isinstance(claims[name], str):
+                raise InvalidClaimsError(f"claim {name} must be a string")
+        for name in self.required_claims:
+            if name not in claims:
+                raise InvalidClaimsError(f"claim {name} missing")
+
+
 def check_claims(
     claims: Mapping[str, Any],
     *,
@@ -53,25 +90,5 @@ def check_claims(
     leeway: float,
     required: Collection[str] = (),
 ) -> None:
-    """Exact ``iss``; ``aud`` one of `audiences` (None: not checked); ``exp`` / ``iat`` / ``nbf`` with
-    `leeway`; string claims are strings; every name in `required` present."""
-    if claims.get("iss") != issuer:
-        raise InvalidIssuerError("wrong issuer")
-    exp = number(claims, "exp")
-    iat = number(claims, "iat")
-    if now >= exp + leeway:
-        raise ExpiredTokenError("token expired")
-    if iat > now + leeway:
-        raise ImmatureTokenError("token issued in the future")
-    if "nbf" in claims and number(claims, "nbf") > now + leeway:
-        raise ImmatureTokenError("token not yet valid")
-    if exp < iat:
-        raise InvalidClaimsError("token expires before it was issued")
-    if audiences is not None and not audience_matches(claims.get("aud"), audiences):
-        raise InvalidAudienceError("wrong audience")
-    for name in _STRING_CLAIMS:
-        if name in claims and not isinstance(claims[name], str):
-            raise InvalidClaimsError(f"claim {name} must be a string")
-    for name in required:
-        if name not in claims:
-            raise InvalidClaimsError(f"claim {name} missing")
+    """`ClaimRules` applied once (the server's introspection)."""
+    ClaimRules(issuer, audiences, leeway, required).check_claims(claims, now)

@@ -60,7 +60,8 @@ class Introspections:
             raise IntrospectionUnavailableError("introspection answered no verdict (RFC 7662: a boolean active)")
         if body["active"] is not True:
             raise InactiveTokenError("the issuer says this token is not active")
-        claims = rules.check_claims({k: v for k, v in body.items() if k not in _NOT_CLAIMS}, now)
+        claims = {k: v for k, v in body.items() if k not in _NOT_CLAIMS}
+        rules.check_claims(claims, now)
         if self.ttl > 0:
             self._active[digest] = (min(now + self.ttl, float(claims["exp"])), claims)
             while len(self._active) > INTROSPECTION_CACHE_ENTRIES:

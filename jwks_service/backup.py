@@ -39,6 +39,7 @@ from typing import Any
 from . import files
 from .clock import rfc3339
 from .errors import ConflictError, InvalidRequestError, JwksServiceError
+from .jws import unique_members
 from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
 from .stores import Store
 from .stores.codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
@@ -145,20 +146,11 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise ValueError(f"duplicate member {name!r}")
-        out[name] = value
-    return out
-
-
 def load(data: bytes) -> dict[str, Any]:
     """The document of a backup file, with its format and version checked and a tag present (not yet
     verified: that needs the KEK, see `verify`)."""
     try:
-        doc = json.loads(data, parse_constant=_no_constant, object_pairs_hook=_unique_members)
+        doc = json.loads(data, parse_constant=_no_constant, object_pairs_hook=unique_members)
     except UnicodeDecodeError:
         raise InvalidRequestError("backup: the file is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

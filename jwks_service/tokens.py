@@ -1,5 +1,8 @@
 """Access tokens (RFC 9068): headers, claims and the checks a verifier makes. No I/O; `now` is a parameter.
 
+The checks are the JOSE core's (`jws`, `claims`), in the server's order: everything cheap first, the
+signature last. Their errors (`errors.InvalidTokenError` and its subclasses) are the SDK's too.
+
 Signing here only builds bytes: the header is encoded once per key, the claims once per token,
 and the backend signs ``header.payload`` (as dex's Vault signer does).
 """
@@ -9,19 +12,27 @@ from __future__ import annotations
 import binascii
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from .errors import InvalidTokenError
-from .jws import VerificationKey, b64decode, b64encode, parse_compact, parse_json_object
-from .sdk.claims import check_claims as sdk_check_claims
-from .sdk.errors import InvalidTokenError as SDKInvalidTokenError
-from .sdk.rules import ACCESS_TOKEN_TYPES as TOKEN_TYPES
-from .sdk.rules import MAX_PAYLOAD_BYTES
+from .claims import check_claims
+from .errors import MalformedTokenError
+from .jws import (
+    ACCESS_TOKEN_TYPES,
+    ParsedJWS,
+    VerificationKey,
+    b64encode,
+    bad_signature,
+    check_typ,
+    key_for,
+    parse_claims,
+    parse_compact,
+)
 
 ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
+REQUIRED_CLAIMS = ("sub", "client_id", "jti")  # besides iss, exp and iat, which `check_claims` needs
 
 try:  # orjson is the server's fast encoder; the SDK imports this module without it
     import orjson
@@ -114,41 +125,26 @@ class VerifiedToken:
     alg: str
 
 
-def check_claims(
-    claims: Mapping[str, Any],
-    *,
-    issuer: str,
-    audiences: Iterable[str] | None,
-    now: float,
-    leeway: float,
-) -> None:
-    """RFC 9068 §4 / RFC 8725 §3.8-3.10: exact iss, aud, and exp / nbf / iat with leeway (the SDK's rules)."""
-    try:
-        sdk_check_claims(
-            claims, issuer=issuer, audiences=None if audiences is None else set(audiences), now=now, leeway=leeway
-        )
-    except SDKInvalidTokenError as exc:
-        raise InvalidTokenError(exc.description) from None
-
-
 @dataclass(frozen=True, slots=True)
-class CheckedToken:
-    """A token that passed every check but its signature, and what checking the signature needs."""
+class CheckedToken(ParsedJWS):
+    """A token that passed every check but its signature, and what checking the signature needs
+    (``key``, ``signing_input``, ``signature``)."""
 
     claims: dict[str, Any]
     key: VerificationKey
-    signing_input: bytes
-    signature: bytes
+
+
+class ClaimRules(TypedDict):
+    """What the claims are checked against (`check_claims`'s keyword arguments)."""
+
+    issuer: str
+    audiences: Collection[str] | None  # None: not checked
+    now: float
+    leeway: float
 
 
 def check_access_token(
-    token: str | bytes,
-    keys: Mapping[str, VerificationKey],
-    *,
-    issuer: str,
-    audiences: Iterable[str] | None,
-    now: float,
-    leeway: float,
+    token: str | bytes, keys: Mapping[str, VerificationKey], **rules: Unpack[ClaimRules]
 ) -> CheckedToken:
     """Every check of `verify_access_token` except the signature: size, structure, a known kid whose
     alg the header names, typ, header members, claims. All of it is CPU only and cheap, so a forged
@@ -156,42 +152,40 @@ def check_access_token(
     Parsing the unverified payload is safe: its size is bounded and the JSON parser is strict."""
     parsed = parse_compact(token)
     header = parsed.header
-    key = keys.get(header["kid"])
-    if key is None:
-        raise InvalidTokenError("unknown kid")
-    if header["alg"] != key.alg:
-        raise InvalidTokenError(f"alg {header['alg']!r} does not match the key's alg")
-    typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
-        raise InvalidTokenError("typ must be at+jwt")
+    key = key_for(keys, header["kid"], header["alg"])
+    check_typ(header, ACCESS_TOKEN_TYPES)
     extra = set(header) - ALLOWED_HEADERS
     if extra:
-        raise InvalidTokenError(f"header parameter {sorted(extra)[0]} is not accepted")
-    if len(parsed.payload_segment) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
-        raise InvalidTokenError("payload too large")
-    payload = b64decode(parsed.payload_segment)
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise InvalidTokenError("payload too large")
-    claims = parse_json_object(payload, "payload")
-    check_claims(claims, issuer=issuer, audiences=audiences, now=now, leeway=leeway)
-    for required in ("sub", "client_id", "jti"):
-        if required not in claims:
-            raise InvalidTokenError(f"claim {required} missing")
-    return CheckedToken(claims, key, parsed.signing_input, parsed.signature)
+        raise MalformedTokenError(f"header parameter {sorted(extra)[0]} is not accepted")
+    claims = parse_claims(parsed.payload_segment)
+    check_claims(claims, **rules, required=REQUIRED_CLAIMS)
+    return CheckedToken(parsed.header, parsed.signing_input, parsed.payload_segment, parsed.signature, claims, key)
 
 
 def verify_access_token(
-    token: str | bytes,
-    keys: Mapping[str, VerificationKey],
-    *,
-    issuer: str,
-    audiences: Iterable[str] | None,
-    now: float,
-    leeway: float,
+    token: str | bytes, keys: Mapping[str, VerificationKey], **rules: Unpack[ClaimRules]
 ) -> VerifiedToken:
-    """`check_access_token`, then the signature, last."""
-    checked = check_access_token(token, keys, issuer=issuer, audiences=audiences, now=now, leeway=leeway)
+    """`check_access_token` (same keyword arguments), then the signature, last."""
+    checked = check_access_token(token, keys, **rules)
     key = checked.key
     if not key.verify(checked.signing_input, checked.signature):
-        raise InvalidTokenError("signature does not verify")
+        raise bad_signature()
     return VerifiedToken(checked.claims, key.kid, key.alg)
+
+
+__all__ = [
+    "ALLOWED_HEADERS",
+    "REQUIRED_CLAIMS",
+    "CheckedToken",
+    "ClaimRules",
+    "VerifiedToken",
+    "access_token_claims",
+    "assemble",
+    "check_access_token",
+    "check_claims",
+    "encode_header",
+    "encode_token",
+    "new_jti",
+    "signing_input",
+    "verify_access_token",
+]

@@ -11,10 +11,12 @@ that block closes the connection without reading the rest.
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
 from .errors import SDKError
+from .sse import SSELines
 
 # Sent with every SDK request whose body goes through read_bounded: the codings _Decoder reads.
 ACCEPT_ENCODING = {"Accept-Encoding": "gzip, deflate"}
@@ -108,3 +110,30 @@ async def aread_bounded(response: httpx.Response, what: str, limit: int = MAX_DO
     async for raw in response.aiter_raw():
         decoder.feed(raw)
     return decoder.body()
+
+
+# ----- event streams: read line by line, each line bounded ---------------------------------------
+
+
+def _uncompressed(response: httpx.Response) -> None:
+    """The event stream is asked for with Accept-Encoding: identity; a compressed one is refused (the
+    loop reconnects with backoff): httpx would inflate each chunk whole before a line bound saw it."""
+    coding = response.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise ValueError(f"the event stream came with content coding {coding!r}; identity was asked for")
+
+
+def event_lines(response: httpx.Response) -> Iterator[str]:
+    """The lines of an event stream, each bounded (`SSELines`); httpx's iter_lines is not."""
+    _uncompressed(response)
+    lines = SSELines()
+    for text in response.iter_text():
+        yield from lines.feed(text)
+
+
+async def aevent_lines(response: httpx.Response) -> AsyncIterator[str]:
+    _uncompressed(response)
+    lines = SSELines()
+    async for text in response.aiter_text():
+        for line in lines.feed(text):
+            yield line

@@ -5,6 +5,8 @@ least 5 s and at most 60 s), and concurrent callers share one request. Answers a
 SDK's document bound while they stream; an ``https://`` issuer's metadata may not name an
 ``http://`` token endpoint (the client secret would go out in clear) unless the caller passes it as
 ``token_endpoint`` or sets ``allow_http=True``.
+
+The exchange is one flow (`_Base._token_flow`, see `flows`): the two clients only drive it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from .bounded import ACCEPT_ENCODING, BodyTooLargeError, aread_bounded, read_bounded
+from .bounded import BodyTooLargeError, aread_bounded, read_bounded
 from .errors import TokenRequestError
+from .flows import Answer, Request, arun, http_client, run
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +115,32 @@ class _Base:
         self.token_endpoint = endpoint
         return endpoint
 
-    def _request(self) -> dict[str, Any]:
+    def _request(self, endpoint: str) -> Request:
         form = {"grant_type": "client_credentials"}
         if self.scope:
             form["scope"] = self.scope
         if self.audience:
             form["audience"] = self.audience
-        kwargs: dict[str, Any] = {"data": form, "headers": {"Accept": "application/json", **ACCEPT_ENCODING}}
+        auth = None
         if self.auth_method == "client_secret_basic":
-            kwargs["auth"] = (self.client_id, self.client_secret)  # httpx form-urlencodes (RFC 6749 §2.3.1)
+            auth = (self.client_id, self.client_secret)  # httpx form-urlencodes (RFC 6749 §2.3.1)
         else:
             form["client_id"] = self.client_id
             form["client_secret"] = self.client_secret
-        return kwargs
+        return Request("POST", endpoint, f"the answer of {endpoint}", {"Accept": "application/json"}, form, auth)
+
+    def _token_flow(self) -> Generator[Request, Answer, str]:
+        """Discover the token endpoint (once), then ask it for a token."""
+        try:
+            endpoint = self.token_endpoint
+            if not endpoint:
+                url = self._metadata_url()
+                endpoint = self._accept_metadata(*(yield Request("GET", url, f"the answer of {url}")))
+            sent_at = self.clock()
+            response, raw = yield self._request(endpoint)
+        except (httpx.HTTPError, BodyTooLargeError) as exc:
+            raise _unreachable(exc) from None
+        return self._accept(response, raw, sent_at).access_token
 
     def _accept(self, response: httpx.Response, raw: bytes, sent_at: float) -> Token:
         self.requests += 1
@@ -170,30 +186,20 @@ class TokenClient(_Base):
     http: httpx.Client
 
     def _open(self, http: httpx.Client | httpx.AsyncClient | None, timeout: float) -> None:
-        if isinstance(http, httpx.AsyncClient):
-            raise TypeError("TokenClient takes an httpx.Client; AsyncTokenClient takes an httpx.AsyncClient")
-        self.http = http or httpx.Client(timeout=timeout)
+        self.http = http_client(http, httpx.Client, "TokenClient", timeout=timeout)
         self._lock = threading.Lock()
 
     def get(self) -> str:
         cached = self._cached()
         if cached is not None:
             return cached
-        with self._lock:
+        with self._lock:  # one request at a time; who waited takes the token it brought
             cached = self._cached()
-            if cached is not None:
-                return cached
-            try:
-                endpoint = self.token_endpoint or self._accept_metadata(*self._send("GET", self._metadata_url()))
-                sent_at = self.clock()
-                response, raw = self._send("POST", endpoint, **self._request())
-            except (httpx.HTTPError, BodyTooLargeError) as exc:
-                raise _unreachable(exc) from None
-            return self._accept(response, raw, sent_at).access_token
+            return cached if cached is not None else run(self._token_flow(), self._send)
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
-        with self.http.stream(method, url, **{"headers": ACCEPT_ENCODING, **kwargs}) as response:
-            return response, read_bounded(response, f"the answer of {url}")
+    def _send(self, request: Request) -> Answer:
+        with self.http.stream(request.method, request.url, **request.options()) as response:
+            return response, read_bounded(response, request.what)
 
     def close(self) -> None:
         if self._own_http:
@@ -212,9 +218,7 @@ class AsyncTokenClient(_Base):
     http: httpx.AsyncClient
 
     def _open(self, http: httpx.Client | httpx.AsyncClient | None, timeout: float) -> None:
-        if isinstance(http, httpx.Client):
-            raise TypeError("AsyncTokenClient takes an httpx.AsyncClient; TokenClient takes an httpx.Client")
-        self.http = http or httpx.AsyncClient(timeout=timeout)
+        self.http = http_client(http, httpx.AsyncClient, "AsyncTokenClient", timeout=timeout)
         self._lock: asyncio.Lock | None = None
 
     async def get(self) -> str:
@@ -225,19 +229,11 @@ class AsyncTokenClient(_Base):
             self._lock = asyncio.Lock()
         async with self._lock:
             cached = self._cached()
-            if cached is not None:
-                return cached
-            try:
-                endpoint = self.token_endpoint or self._accept_metadata(*await self._send("GET", self._metadata_url()))
-                sent_at = self.clock()
-                response, raw = await self._send("POST", endpoint, **self._request())
-            except (httpx.HTTPError, BodyTooLargeError) as exc:
-                raise _unreachable(exc) from None
-            return self._accept(response, raw, sent_at).access_token
+            return cached if cached is not None else await arun(self._token_flow(), self._send)
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
-        async with self.http.stream(method, url, **{"headers": ACCEPT_ENCODING, **kwargs}) as response:
-            return response, await aread_bounded(response, f"the answer of {url}")
+    async def _send(self, request: Request) -> Answer:
+        async with self.http.stream(request.method, request.url, **request.options()) as response:
+            return response, await aread_bounded(response, request.what)
 
     async def aclose(self) -> None:
         if self._own_http:

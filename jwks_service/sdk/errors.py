@@ -5,7 +5,10 @@ maps them all to an RFC 6750 ``invalid_token`` response (``.error`` and ``.descr
 goes into ``WWW-Authenticate``). Failing to obtain keys is not the token's fault: that is
 :class:`KeysUnavailableError`, a 503 rather than a 401; so is every other `SDKError`.
 
-    SDKError
+The token errors are the JOSE core's own (`jwks_service.errors`), which the server raises too;
+`SDKError` is the core's `JoseError`. Only what is about reaching the issuer is defined here.
+
+    SDKError (= JoseError)
     ├── InvalidTokenError                      401 invalid_token
     │   ├── MalformedTokenError ── TokenTooLargeError
     │   ├── InvalidTypeError, UnsupportedAlgorithmError, InvalidSignatureError
@@ -20,67 +23,22 @@ goes into ``WWW-Authenticate``). Failing to obtain keys is not the token's fault
 
 from __future__ import annotations
 
-
-class SDKError(Exception):
-    """Base of everything the SDK raises."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-class InvalidTokenError(SDKError):
-    """The token is not acceptable (RFC 6750 §3.1 ``invalid_token``)."""
-
-    error = "invalid_token"
-
-
-class MalformedTokenError(InvalidTokenError):
-    """Not a well-formed compact JWS, or a header this verifier refuses (``jku``, ``crit``, ...)."""
-
-
-class TokenTooLargeError(MalformedTokenError):
-    pass
-
-
-class InvalidTypeError(InvalidTokenError):
-    """The ``typ`` header is not the one expected (``at+jwt`` for RFC 9068 access tokens)."""
-
-
-class UnsupportedAlgorithmError(InvalidTokenError):
-    """The ``alg`` is not allowed here, or is not the algorithm of the key the ``kid`` names."""
-
-
-class UnknownKeyError(InvalidTokenError):
-    """No key with this ``kid`` in the issuer's key set, even after a refresh."""
-
-
-class RevokedKeyError(UnknownKeyError):
-    """The issuer revoked this key (pushed by ``/keys/events``)."""
-
-
-class InvalidSignatureError(InvalidTokenError):
-    pass
-
-
-class ExpiredTokenError(InvalidTokenError):
-    pass
-
-
-class ImmatureTokenError(InvalidTokenError):
-    """``nbf`` or ``iat`` lies in the future (beyond the leeway)."""
-
-
-class InvalidIssuerError(InvalidTokenError):
-    pass
-
-
-class InvalidAudienceError(InvalidTokenError):
-    pass
-
-
-class InvalidClaimsError(InvalidTokenError):
-    """A required claim is missing or has the wrong type."""
+from ..errors import (
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidAudienceError,
+    InvalidClaimsError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    InvalidTokenError,
+    InvalidTypeError,
+    MalformedTokenError,
+    RevokedKeyError,
+    TokenTooLargeError,
+    UnknownKeyError,
+    UnsupportedAlgorithmError,
+)
+from ..errors import JoseError as SDKError
 
 
 class InactiveTokenError(InvalidTokenError):
@@ -91,6 +49,7 @@ class KeysUnavailableError(SDKError):
     """No usable key set: the issuer could not be reached and nothing (fresh enough) is cached."""
 
     error = "temporarily_unavailable"
+    status = 503
 
     def __init__(self, description: str, retry_after: int = 5) -> None:
         super().__init__(description)
@@ -110,3 +69,25 @@ class TokenRequestError(SDKError):
         super().__init__(f"{error}: {description}" if description else error)
         self.error = error
         self.status = status
+
+
+__all__ = [
+    "ExpiredTokenError",
+    "ImmatureTokenError",
+    "InactiveTokenError",
+    "IntrospectionUnavailableError",
+    "InvalidAudienceError",
+    "InvalidClaimsError",
+    "InvalidIssuerError",
+    "InvalidSignatureError",
+    "InvalidTokenError",
+    "InvalidTypeError",
+    "KeysUnavailableError",
+    "MalformedTokenError",
+    "RevokedKeyError",
+    "SDKError",
+    "TokenRequestError",
+    "TokenTooLargeError",
+    "UnknownKeyError",
+    "UnsupportedAlgorithmError",
+]

@@ -1,8 +1,10 @@
 """`Verifier` (threads) and `AsyncVerifier` (asyncio): the I/O around the pure cache and rules.
 
-Both share `_Core`: what a JWKS response, an event or an introspection answer means. They differ
-only in how they wait: a lock and daemon threads, or an asyncio lock and tasks. Nothing here blocks
-an event loop: `AsyncVerifier` uses httpx's async client throughout.
+Both share `_Core`: its flows (`flows`) say which request comes next and what each answer, event or
+failure means: discovery, a key set refresh, the key for a kid, introspection. The two subclasses
+only drive them (`flows.run` / `flows.arun`) and wait: a lock and daemon threads, or an asyncio
+lock and tasks. Nothing here blocks an event loop: `AsyncVerifier` uses httpx's async client
+throughout.
 
 Every answer is read while it streams, under a bound (`bounded`): a huge JWK set, metadata document or
 introspection answer costs at most 1 MiB, never the whole body. Endpoints learnt from an ``https://``
@@ -14,39 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import random
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from ..claims import ACCESS_TOKEN_CLAIMS
 from ..jws import MAX_TOKEN_BYTES, VerificationKey
-from .bounded import ACCEPT_ENCODING, aread_bounded, read_bounded
+from .bounded import aevent_lines, aread_bounded, event_lines, read_bounded
 from .cache import CacheSettings, KeyCache, Refresh
-from .claims import ACCESS_TOKEN_CLAIMS, check_claims
 from .errors import (
-    InactiveTokenError,
-    IntrospectionUnavailableError,
     KeysUnavailableError,
     SDKError,
     UnknownKeyError,
 )
+from .flows import Answer, Backoff, Command, Request, arun, http_client, retry_after, run
+from .introspection import Introspections
+from .introspection import failed as introspection_failed
 from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
 from .rules import ACCESS_TOKEN_TYPES, Rules, Split
-from .sse import SSELines, SSEParser, SSEvent
+from .sse import SSEParser, SSEvent
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 EVENTS_READ_TIMEOUT = 50.0  # the server sends a heartbeat every 15 s; three missed ones mean a dead stream
 EVENTS_BACKOFF_MIN = 0.5
 EVENTS_BACKOFF_MAX = 30.0
-INTROSPECTION_CACHE_ENTRIES = 10_000
 
 
 @dataclass
@@ -71,45 +71,11 @@ def _audiences(audience: str | Collection[str] | None) -> frozenset[str] | None:
     return frozenset(audience)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None
-
-
 def _scheme(url: Any) -> str:
     try:
         return urlsplit(url).scheme if isinstance(url, str) else ""
     except ValueError:
         return ""
-
-
-def _introspection_failed(exc: Exception) -> IntrospectionUnavailableError:
-    reason = exc.description if isinstance(exc, SDKError) else type(exc).__name__
-    return IntrospectionUnavailableError(f"introspection failed: {reason}")
-
-
-def _uncompressed(response: httpx.Response) -> None:
-    """The event stream is asked for with Accept-Encoding: identity; a compressed one is refused (the
-    loop reconnects with backoff): httpx would inflate each chunk whole before a line bound saw it."""
-    coding = response.headers.get("content-encoding", "identity").strip().lower()
-    if coding not in ("", "identity"):
-        raise ValueError(f"the event stream came with content coding {coding!r}; identity was asked for")
-
-
-def _lines(response: httpx.Response) -> Iterator[str]:
-    """The lines of an event stream, each bounded (`SSELines`); httpx's iter_lines is not."""
-    _uncompressed(response)
-    lines = SSELines()
-    for text in response.iter_text():
-        yield from lines.feed(text)
-
-
-async def _alines(response: httpx.Response) -> AsyncIterator[str]:
-    _uncompressed(response)
-    lines = SSELines()
-    async for text in response.aiter_text():
-        for line in lines.feed(text):
-            yield line
 
 
 # The metadata members the SDK follows, and the option that names each one explicitly.
@@ -176,10 +142,9 @@ class _Core:
         self.events_enabled = events and not self.static
         self.events_uri = events_uri
         self.introspection = introspection
-        self.introspection_cache = introspection_cache
+        self.introspections = Introspections(introspection_cache)
         self.introspection_endpoint = introspection_uri
         self.allow_http = allow_http
-        self._introspected: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
         self._seen_events: deque[str] = deque(maxlen=256)
         self.metadata: dict[str, Any] | None = None
         self.stats = Stats()
@@ -252,20 +217,100 @@ class _Core:
             headers["Last-Event-ID"] = parser.last_id
         return headers
 
+    def _events_opened(self, response: httpx.Response, backoff: Backoff) -> bool:
+        """Whether the stream answered (200); otherwise wait at least its Retry-After."""
+        if response.status_code != 200:
+            backoff.refused(retry_after(response))
+            return False
+        self.stats.events_connects += 1
+        return True
+
     def _events_line(self, parser: SSEParser, line: str) -> str | None:
         """One line of the stream: "fetch" (refresh the set now), "ready" (refresh, then count the
-        stream as live), or None."""
+        stream as live: `_events_live`), or None."""
         event = parser.feed(line)
         if event is None:
             return None
         action = self._event(event)
         return "ready" if event.event == "ready" else action
 
+    def _events_live(self, backoff: Backoff) -> None:
+        self.cache.set_subscribed(True)
+        backoff.reset()
+
     def events_url(self) -> str:
         return self.events_uri or self.issuer.rstrip("/") + "/keys/events"
 
     def _introspection_url(self) -> str:
         return self.introspection_endpoint or self.issuer.rstrip("/") + "/oauth/introspect"
+
+    # ----- flows (`flows`): what to request next, and what the answers mean --------------------
+
+    def _jwks_uri_flow(self) -> Generator[Request, Answer, str]:
+        if self._needs_metadata():
+            for url in self._metadata_urls():
+                answer = yield Request("GET", url, "the issuer's metadata", {"Accept": "application/json"})
+                if self._metadata_answer(*answer):
+                    break
+            else:
+                raise self._no_metadata()
+        assert self.jwks_uri is not None
+        return self.jwks_uri
+
+    def _refresh_flow(self) -> Generator[Request, Answer, None]:
+        """One conditional fetch of the key set (the driver holds its lock)."""
+        now = self.clock()
+        self.cache.attempt(now)
+        self.stats.jwks_requests += 1
+        try:
+            uri = yield from self._jwks_uri_flow()
+            response, body = yield Request("GET", uri, "the JWK set", self._jwks_request_headers())
+        except (httpx.HTTPError, SDKError) as exc:
+            self._failed(now, exc)
+            return
+        self._apply(self.clock(), response, body)
+
+    def _key_flow(self, split: Split, now: float) -> Generator[Command, None, VerificationKey]:
+        """The key for the token's kid, refreshing the set first (or beside) when the cache says so,
+        and once more for an unknown kid when a refetch is allowed."""
+        cache = self.cache
+        decision = cache.decide(now)
+        if decision is Refresh.BLOCKING:
+            yield Command.REFRESH
+        elif decision is Refresh.BACKGROUND:
+            yield Command.REFRESH_BEHIND
+        if not cache.usable(self.clock()):
+            raise self._unavailable()
+        verdict = cache.lookup(split.kid, now)
+        if verdict.key is not None:
+            return verdict.key
+        if verdict.refetch:
+            self.stats.unknown_kid_refetches += 1
+            yield Command.REFRESH
+            verdict = cache.lookup(split.kid, self.clock())
+            if verdict.key is not None:
+                return verdict.key
+        raise UnknownKeyError(f"no key {split.kid!r} in the key set of {self.issuer}")
+
+    def _introspect_flow(self, token: str | bytes, digest: bytes) -> Generator[Request, Answer, dict[str, Any]]:
+        """RFC 7662 for an HS* token (not in the cache: `Introspections.cached`)."""
+        assert self.introspection is not None
+        text = token.decode("ascii") if isinstance(token, bytes) else token
+        try:
+            if self._introspection_needs_metadata():
+                yield from self._jwks_uri_flow()
+            request = Request(
+                "POST",
+                self._introspection_url(),
+                "the introspection answer",
+                data={"token": text},
+                auth=self.introspection,
+            )
+            response, raw = yield request
+        except (httpx.HTTPError, SDKError) as exc:
+            raise introspection_failed(exc) from None
+        self.stats.introspections += 1
+        return self.introspections.answer(digest, response, raw, self.rules, self.clock())
 
     # ----- JWKS responses --------------------------------------------------------------------
 
@@ -284,7 +329,7 @@ class _Core:
             return
         if response.status_code != 200:
             self.stats.jwks_failures += 1
-            cache.failed(now, f"JWKS answered HTTP {response.status_code}", _retry_after(response))
+            cache.failed(now, f"JWKS answered HTTP {response.status_code}", retry_after(response))
             return
         try:
             ring = load_key_set(json.loads(body), self.key_algorithms)
@@ -333,51 +378,6 @@ class _Core:
                 return "fetch"
         return None
 
-    # ----- introspection ---------------------------------------------------------------------
-
-    def _introspection_cached(self, token: str | bytes, now: float) -> tuple[bytes, dict[str, Any] | None]:
-        digest = hashlib.sha256(token.encode() if isinstance(token, str) else token).digest()
-        hit = self._introspected.get(digest)
-        if hit is not None and hit[0] > now:
-            return digest, hit[1]
-        return digest, None
-
-    def _introspection_result(self, digest: bytes, response: httpx.Response, raw: bytes, now: float) -> dict[str, Any]:
-        """The claims of an active token; InactiveTokenError for {"active": false}; and for anything
-        that is not a verdict (401 after our secret rotated out, 429, 5xx, not JSON, ...)
-        IntrospectionUnavailableError: a 503 for the middleware, never a bare error."""
-        self.stats.introspections += 1
-        status = response.status_code
-        if status != 200:
-            what = "refused our client credentials" if status in (401, 403) else "answered"
-            retry = _retry_after(response)
-            raise IntrospectionUnavailableError(
-                f"introspection {what} (HTTP {status})", retry_after=5 if retry is None else int(min(60, max(1, retry)))
-            )
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise IntrospectionUnavailableError("introspection answered something other than JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
-            raise IntrospectionUnavailableError("introspection answered no verdict (RFC 7662: a boolean active)")
-        if body["active"] is not True:
-            raise InactiveTokenError("the issuer says this token is not active")
-        claims = {k: v for k, v in body.items() if k not in ("active", "kid", "keyset")}
-        check_claims(
-            claims,
-            issuer=self.issuer,
-            audiences=self.rules.audiences,
-            now=now,
-            leeway=self.rules.leeway,
-            required=self.rules.required_claims,
-        )
-        if self.introspection_cache > 0:
-            until = min(now + self.introspection_cache, float(claims["exp"]))
-            self._introspected[digest] = (until, claims)
-            while len(self._introspected) > INTROSPECTION_CACHE_ENTRIES:
-                self._introspected.popitem(last=False)
-        return claims
-
 
 class Verifier(_Core):
     """Verifies access tokens of one issuer, for threaded code. Thread-safe.
@@ -389,9 +389,7 @@ class Verifier(_Core):
     http: httpx.Client
 
     def _open(self, http: httpx.Client | httpx.AsyncClient | None) -> None:
-        if isinstance(http, httpx.AsyncClient):
-            raise TypeError("Verifier takes an httpx.Client; AsyncVerifier takes an httpx.AsyncClient")
-        self.http = http or httpx.Client(timeout=self.timeout, follow_redirects=False)
+        self.http = http_client(http, httpx.Client, "Verifier", timeout=self.timeout, follow_redirects=False)
         self._lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
@@ -418,8 +416,6 @@ class Verifier(_Core):
         if self._own_http:
             self.http.close()
 
-    # ----- verification ----------------------------------------------------------------------
-
     def verify(self, token: str | bytes) -> dict[str, Any]:
         """The token's claims, or an InvalidTokenError subclass (KeysUnavailableError: no keys)."""
         split = self.rules.split(token)
@@ -429,30 +425,21 @@ class Verifier(_Core):
         cache = self.cache
         key = cache.keys.get(split.kid)
         if key is None or now >= cache.refresh_at:
-            key = self._key(split, now)
+            key = run(self._key_flow(split, now), self._do)
         return self.rules.finish(split, key, now)
 
-    def _key(self, split: Split, now: float) -> VerificationKey:
-        cache = self.cache
-        decision = cache.decide(now)
-        if decision is Refresh.BLOCKING:
+    def _do(self, step: Request | Command) -> Answer | None:
+        """One step of a flow: a request, its body read under the document bound while it streams
+        (every status: a response read to its end lets the connection be reused), or a command."""
+        if step is Command.REFRESH:
             self.refresh()
-        elif decision is Refresh.BACKGROUND:
+        elif step is Command.REFRESH_BEHIND:
             self._refresh_in_background()
-        if not cache.usable(self.clock()):
-            raise self._unavailable()
-        verdict = cache.lookup(split.kid, now)
-        if verdict.key is not None:
-            return verdict.key
-        if verdict.refetch:
-            self.stats.unknown_kid_refetches += 1
-            self.refresh()
-            verdict = cache.lookup(split.kid, self.clock())
-            if verdict.key is not None:
-                return verdict.key
-        raise UnknownKeyError(f"no key {split.kid!r} in the key set of {self.issuer}")
-
-    # ----- fetching --------------------------------------------------------------------------
+        else:
+            assert isinstance(step, Request)
+            with self.http.stream(step.method, step.url, **step.options()) as response:
+                return response, read_bounded(response, step.what)
+        return None
 
     def refresh(self) -> None:
         """Fetch the key set now (conditionally); one fetch at a time, later callers share it."""
@@ -460,35 +447,8 @@ class Verifier(_Core):
             return
         generation = self.cache.generation
         with self._lock:
-            if self.cache.generation != generation:
-                return  # another thread fetched while we waited
-            now = self.clock()
-            self.cache.attempt(now)
-            self.stats.jwks_requests += 1
-            try:
-                uri = self._resolve_jwks_uri()
-                response, body = self._get(uri, self._jwks_request_headers(), "the JWK set")
-            except (httpx.HTTPError, SDKError) as exc:
-                self._failed(now, exc)
-                return
-            self._apply(self.clock(), response, body)
-
-    def _get(self, url: str, headers: dict[str, str], what: str) -> tuple[httpx.Response, bytes]:
-        """A GET whose body is read under the document bound while it streams (every status: a
-        response read to its end lets the connection be reused, for a 304 too)."""
-        with self.http.stream("GET", url, headers={**headers, **ACCEPT_ENCODING}) as response:
-            body = read_bounded(response, what)
-        return response, body
-
-    def _resolve_jwks_uri(self) -> str:
-        if self._needs_metadata():
-            for url in self._metadata_urls():
-                if self._metadata_answer(*self._get(url, {"Accept": "application/json"}, "the issuer's metadata")):
-                    break
-            else:
-                raise self._no_metadata()
-        assert self.jwks_uri is not None
-        return self.jwks_uri
+            if self.cache.generation == generation:  # else another thread fetched while we waited
+                run(self._refresh_flow(), self._do)
 
     def _refresh_in_background(self) -> None:
         running = self._background
@@ -498,58 +458,34 @@ class Verifier(_Core):
         self._background = thread
         thread.start()
 
-    # ----- events ----------------------------------------------------------------------------
-
     def _events_loop(self) -> None:
         parser = SSEParser()
-        backoff = EVENTS_BACKOFF_MIN
+        backoff = Backoff(EVENTS_BACKOFF_MIN, EVENTS_BACKOFF_MAX)
         timeout = httpx.Timeout(self.timeout, read=EVENTS_READ_TIMEOUT)
         while not self._stop.is_set():
             headers = self._events_headers(parser)
             try:
                 with self.http.stream("GET", self.events_url(), headers=headers, timeout=timeout) as response:
                     self._events_response = response
-                    if response.status_code != 200:
-                        backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
-                    else:
-                        self.stats.events_connects += 1
-                        for line in _lines(response):
-                            if self._stop.is_set():
-                                return
-                            action = self._events_line(parser, line)
-                            if action is not None:
-                                self.refresh()
-                            if action == "ready":
-                                self.cache.set_subscribed(True)
-                                backoff = EVENTS_BACKOFF_MIN
+                    lines = event_lines(response) if self._events_opened(response, backoff) else iter(())
+                    for line in lines:
+                        if self._stop.is_set():
+                            return
+                        action = self._events_line(parser, line)
+                        if action is not None:
+                            self.refresh()
+                        if action == "ready":
+                            self._events_live(backoff)
             except (httpx.HTTPError, OSError, ValueError):
                 pass  # reconnect below
             finally:
                 self._events_response = None
                 self.cache.set_subscribed(False)
-            self._stop.wait(backoff * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
-            backoff = min(EVENTS_BACKOFF_MAX, backoff * 2)
-
-    # ----- introspection (HMAC keysets) ------------------------------------------------------
+            self._stop.wait(backoff.wait())
 
     def _introspect(self, token: str | bytes) -> dict[str, Any]:
-        assert self.introspection is not None
-        now = self.clock()
-        digest, cached = self._introspection_cached(token, now)
-        if cached is not None:
-            return cached
-        text = token.decode("ascii") if isinstance(token, bytes) else token
-        try:
-            if self._introspection_needs_metadata():
-                self._resolve_jwks_uri()
-            url = self._introspection_url()
-            with self.http.stream(
-                "POST", url, data={"token": text}, auth=self.introspection, headers=ACCEPT_ENCODING
-            ) as response:
-                raw = read_bounded(response, "the introspection answer")
-        except (httpx.HTTPError, SDKError) as exc:
-            raise _introspection_failed(exc) from None
-        return self._introspection_result(digest, response, raw, self.clock())
+        digest, cached = self.introspections.cached(token, self.clock())
+        return cached if cached is not None else run(self._introspect_flow(token, digest), self._do)
 
 
 class AsyncVerifier(_Core):
@@ -558,9 +494,7 @@ class AsyncVerifier(_Core):
     http: httpx.AsyncClient
 
     def _open(self, http: httpx.Client | httpx.AsyncClient | None) -> None:
-        if isinstance(http, httpx.Client):
-            raise TypeError("AsyncVerifier takes an httpx.AsyncClient; Verifier takes an httpx.Client")
-        self.http = http or httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        self.http = http_client(http, httpx.AsyncClient, "AsyncVerifier", timeout=self.timeout, follow_redirects=False)
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._events_task: asyncio.Task[None] | None = None
@@ -599,30 +533,22 @@ class AsyncVerifier(_Core):
         cache = self.cache
         key = cache.keys.get(split.kid)
         if key is None or now >= cache.refresh_at:
-            key = await self._key(split, now)
+            key = await arun(self._key_flow(split, now), self._do)
         return self.rules.finish(split, key, now)
 
-    async def _key(self, split: Split, now: float) -> VerificationKey:
-        cache = self.cache
-        decision = cache.decide(now)
-        if decision is Refresh.BLOCKING:
+    async def _do(self, step: Request | Command) -> Answer | None:
+        """`Verifier._do`, awaited; a refresh beside runs as a task."""
+        if step is Command.REFRESH:
             await self.refresh()
-        elif decision is Refresh.BACKGROUND:
+        elif step is Command.REFRESH_BEHIND:
             self._spawn(self.refresh())
-        if not cache.usable(self.clock()):
-            raise self._unavailable()
-        verdict = cache.lookup(split.kid, now)
-        if verdict.key is not None:
-            return verdict.key
-        if verdict.refetch:
-            self.stats.unknown_kid_refetches += 1
-            await self.refresh()
-            verdict = cache.lookup(split.kid, self.clock())
-            if verdict.key is not None:
-                return verdict.key
-        raise UnknownKeyError(f"no key {split.kid!r} in the key set of {self.issuer}")
+        else:
+            assert isinstance(step, Request)
+            async with self.http.stream(step.method, step.url, **step.options()) as response:
+                return response, await aread_bounded(response, step.what)
+        return None
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if any(not t.done() for t in self._tasks):
             coro.close()
             return
@@ -637,76 +563,30 @@ class AsyncVerifier(_Core):
             self._lock = asyncio.Lock()
         generation = self.cache.generation
         async with self._lock:
-            if self.cache.generation != generation:
-                return
-            now = self.clock()
-            self.cache.attempt(now)
-            self.stats.jwks_requests += 1
-            try:
-                uri = await self._resolve_jwks_uri()
-                response, body = await self._get(uri, self._jwks_request_headers(), "the JWK set")
-            except (httpx.HTTPError, SDKError) as exc:
-                self._failed(now, exc)
-                return
-            self._apply(self.clock(), response, body)
-
-    async def _get(self, url: str, headers: dict[str, str], what: str) -> tuple[httpx.Response, bytes]:
-        async with self.http.stream("GET", url, headers={**headers, **ACCEPT_ENCODING}) as response:
-            body = await aread_bounded(response, what)
-        return response, body
-
-    async def _resolve_jwks_uri(self) -> str:
-        if self._needs_metadata():
-            for url in self._metadata_urls():
-                answer = await self._get(url, {"Accept": "application/json"}, "the issuer's metadata")
-                if self._metadata_answer(*answer):
-                    break
-            else:
-                raise self._no_metadata()
-        assert self.jwks_uri is not None
-        return self.jwks_uri
+            if self.cache.generation == generation:
+                await arun(self._refresh_flow(), self._do)
 
     async def _events_loop(self) -> None:
         parser = SSEParser()
-        backoff = EVENTS_BACKOFF_MIN
+        backoff = Backoff(EVENTS_BACKOFF_MIN, EVENTS_BACKOFF_MAX)
         timeout = httpx.Timeout(self.timeout, read=EVENTS_READ_TIMEOUT)
         while not self._closed:
             headers = self._events_headers(parser)
             try:
                 async with self.http.stream("GET", self.events_url(), headers=headers, timeout=timeout) as response:
-                    if response.status_code != 200:
-                        backoff = max(backoff, _retry_after(response) or EVENTS_BACKOFF_MAX)
-                    else:
-                        self.stats.events_connects += 1
-                        async for line in _alines(response):
+                    if self._events_opened(response, backoff):
+                        async for line in aevent_lines(response):
                             action = self._events_line(parser, line)
                             if action is not None:
                                 await self.refresh()
                             if action == "ready":
-                                self.cache.set_subscribed(True)
-                                backoff = EVENTS_BACKOFF_MIN
+                                self._events_live(backoff)
             except (httpx.HTTPError, OSError, ValueError):
                 pass
             finally:
                 self.cache.set_subscribed(False)
-            await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # noqa: S311 - jitter
-            backoff = min(EVENTS_BACKOFF_MAX, backoff * 2)
+            await asyncio.sleep(backoff.wait())
 
     async def _introspect(self, token: str | bytes) -> dict[str, Any]:
-        assert self.introspection is not None
-        now = self.clock()
-        digest, cached = self._introspection_cached(token, now)
-        if cached is not None:
-            return cached
-        text = token.decode("ascii") if isinstance(token, bytes) else token
-        try:
-            if self._introspection_needs_metadata():
-                await self._resolve_jwks_uri()
-            url = self._introspection_url()
-            async with self.http.stream(
-                "POST", url, data={"token": text}, auth=self.introspection, headers=ACCEPT_ENCODING
-            ) as response:
-                raw = await aread_bounded(response, "the introspection answer")
-        except (httpx.HTTPError, SDKError) as exc:
-            raise _introspection_failed(exc) from None
-        return self._introspection_result(digest, response, raw, self.clock())
+        digest, cached = self.introspections.cached(token, self.clock())
+        return cached if cached is not None else await arun(self._introspect_flow(token, digest), self._do)

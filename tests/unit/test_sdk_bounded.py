@@ -73,7 +73,8 @@ def test_corrupt_compressed_data_is_refused() -> None:
 def test_a_compressed_event_stream_is_refused_before_it_is_inflated() -> None:
     """The SDK asks for the event stream uncompressed; one that comes gzipped anyway is refused (the
     loop reconnects with backoff) rather than inflated chunk by chunk (found in review)."""
-    from jwks_service.sdk.verifier import _alines, _lines
+    from jwks_service.sdk.bounded import aevent_lines as _alines
+    from jwks_service.sdk.bounded import event_lines as _lines
 
     tracemalloc.start()
     try:

@@ -212,3 +212,59 @@ def test_an_unknown_kid_while_backing_off_waits_for_the_backoff() -> None:
     with pytest.raises(UnknownKeyError):
         v.verify(mint(kid="forged"))
     assert v.stats.jwks_requests == 3
+
+
+# ----- the flows themselves, driven by hand: no HTTP client is ever used ---------------------------
+
+
+def _unused(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"the flow was driven by hand, yet {request.method} {request.url} was sent")
+
+
+def test_the_token_flow_says_what_to_send_and_reads_the_answers() -> None:
+    client = TokenClient(
+        ISSUER, "svc", "s3cret", scope="read", http=httpx.Client(transport=httpx.MockTransport(_unused))
+    )
+    flow = client._token_flow()
+    discovery = next(flow)
+    assert (discovery.method, discovery.url) == ("GET", ISSUER + "/.well-known/oauth-authorization-server")
+    metadata = {"issuer": ISSUER, "token_endpoint": ISSUER + "/oauth/token"}
+    request = flow.send((httpx.Response(200), json.dumps(metadata).encode()))
+    assert (request.method, request.url, request.auth) == ("POST", ISSUER + "/oauth/token", ("svc", "s3cret"))
+    assert request.data == {"grant_type": "client_credentials", "scope": "read"}
+    with pytest.raises(StopIteration) as done:
+        flow.send((httpx.Response(200), b'{"access_token": "t1", "expires_in": 60}'))
+    assert done.value.value == "t1"
+    assert client.token is not None and client.token_endpoint == ISSUER + "/oauth/token"
+
+
+def test_a_failure_thrown_into_the_token_flow_becomes_its_error() -> None:
+    client = TokenClient(
+        None,
+        "svc",
+        "s3cret",
+        token_endpoint=ISSUER + "/token",
+        http=httpx.Client(transport=httpx.MockTransport(_unused)),
+    )
+    flow = client._token_flow()
+    assert next(flow).url == ISSUER + "/token"  # no discovery: the endpoint was given
+    with pytest.raises(TokenRequestError) as refused:
+        flow.throw(httpx.ConnectError("refused"))
+    assert refused.value.error == "temporarily_unavailable"
+
+
+def test_the_refresh_flow_records_a_failure_thrown_in() -> None:
+    v = Verifier(
+        ISSUER,
+        "api",
+        jwks_uri=ISSUER + "/jwks",
+        clock=lambda: NOW,
+        http=httpx.Client(transport=httpx.MockTransport(_unused)),
+    )
+    flow = v._refresh_flow()
+    request = next(flow)
+    assert (request.method, request.url, request.what) == ("GET", ISSUER + "/jwks", "the JWK set")
+    with pytest.raises(StopIteration):
+        flow.throw(httpx.ReadTimeout("slow"))
+    assert v.cache.failures == 1 and "ReadTimeout" in v.cache.last_error and not v.cache.loaded
+    assert v.stats.jwks_requests == 1 and v.stats.jwks_failures == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from jwks_service import errors, tokens
 from jwks_service import events as key_events
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import generate_private_key, make_signer, public_jwk
@@ -24,6 +25,7 @@ from jwks_service.sdk import (
     InvalidTokenError,
     InvalidTypeError,
     MalformedTokenError,
+    SDKError,
     TokenTooLargeError,
     UnknownKeyError,
     UnsupportedAlgorithmError,
@@ -71,6 +73,33 @@ def mint(alg: str = "ES256", body: dict[str, Any] | None = None, **header: Any) 
 def verifier(**options: Any) -> Verifier:
     jwks = {"keys": [keypair(a)[1] for a in ("ES256", "RS256", "EdDSA", "PS256")]}
     return Verifier(ISSUER, "api", jwks=jwks, clock=lambda: NOW, **options)
+
+
+@pytest.mark.parametrize(
+    ("token", "refused"),
+    [
+        (lambda: mint(body=claims(exp=int(NOW) - 60)), ExpiredTokenError),
+        (lambda: mint(body=claims(iat=int(NOW) + 600)), ImmatureTokenError),
+        (lambda: mint(body=claims(iss="https://other.example")), InvalidIssuerError),
+        (lambda: mint(body=claims(aud="other")), InvalidAudienceError),
+        (lambda: mint(typ="JWT"), InvalidTypeError),
+        (lambda: mint(kid="nobody"), UnknownKeyError),
+        (lambda: mint(jku="https://evil.example/jwks"), MalformedTokenError),
+        (lambda: mint()[:-8] + "AAAAAAAA", InvalidSignatureError),
+    ],
+)
+def test_the_server_and_the_sdk_refuse_with_one_error_tree(token: Any, refused: type[Exception]) -> None:
+    """One JOSE core: the server's verifier (tokens.verify_access_token) and the SDK's raise the same
+    classes, which are the server's InvalidTokenError (401 invalid_token) and the SDK's names at once."""
+    assert errors.InvalidTokenError is InvalidTokenError and SDKError is errors.JoseError
+    value = token()
+    keys = {kid: key for kid, key in verifier().cache.keys.items()}
+    with pytest.raises(refused) as server:
+        tokens.verify_access_token(value, keys, issuer=ISSUER, audiences={"api"}, now=NOW, leeway=30)
+    with pytest.raises(refused):
+        verifier().verify(value)
+    assert isinstance(server.value, errors.JwksServiceError) and server.value.status == 401
+    assert server.value.as_dict()["error"] == "invalid_token"
 
 
 @pytest.mark.parametrize("alg", ASYMMETRIC)

@@ -277,9 +277,12 @@ class _Core:
         decision = cache.decide(now)
         if decision is Refresh.BLOCKING:
             yield Command.REFRESH
+            now = self.clock()  # the set is judged as the refresh left it
         elif decision is Refresh.BACKGROUND:
             yield Command.REFRESH_BEHIND
-        if not cache.usable(self.clock()):
+        # Otherwise the set is judged at the instant the decision was made: a set that was usable
+        # then stays usable for this token, even if it expires while a background refresh starts.
+        if not cache.usable(now):
             raise self._unavailable()
         verdict = cache.lookup(split.kid, now)
         if verdict.key is not None:

@@ -57,6 +57,7 @@ class Issuer:
         }
         self.requests: list[str] = []
         self.jwks_status = 200
+        self.cache_control = "max-age=100"
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)
@@ -66,7 +67,9 @@ class Issuer:
         if request.url.path == "/jwks":
             if self.jwks_status != 200:
                 return httpx.Response(self.jwks_status)
-            return httpx.Response(200, json={"keys": [es256_keypair()[1]]}, headers={"Cache-Control": "max-age=100"})
+            return httpx.Response(
+                200, json={"keys": [es256_keypair()[1]]}, headers={"Cache-Control": self.cache_control}
+            )
         if request.url.path == "/oauth/introspect":
             now = int(NOW)
             claims = {"iss": ISSUER, "sub": "svc", "client_id": "svc", "aud": "api", "jti": "h"}
@@ -212,6 +215,24 @@ def test_an_unknown_kid_while_backing_off_waits_for_the_backoff() -> None:
     with pytest.raises(UnknownKeyError):
         v.verify(mint(kid="forged"))
     assert v.stats.jwks_requests == 3
+
+
+def test_a_set_usable_when_the_refresh_was_decided_verifies_the_token() -> None:
+    """The set is judged at the instant the verifier decided to refresh it beside: expiring a moment
+    later, while the background refresh starts, must not refuse the token (no stale-if-error)."""
+    issuer = Issuer()
+    issuer.cache_control = "max-age=100, stale-if-error=0"  # as the service's fleet in tests sends it
+    readings = [NOW]
+    v = verifier(issuer, clock=lambda: readings.pop(0) if len(readings) > 1 else readings[0], jwks_uri=ISSUER + "/jwks")
+    token = mint()
+    assert v.verify(token)["sub"] == "svc"
+    expiry = v.cache.expires_at
+    assert v.cache.stale_for == 0 and v.cache.decide(expiry - 0.001).name == "BACKGROUND"
+    issuer.jwks_status = 503  # the background refresh fails; the answer must not depend on it
+    readings[:] = [expiry - 0.001, expiry + 0.001]  # decided just before expiry, read again just after
+    assert v.verify(token)["sub"] == "svc"
+    if v._background is not None:
+        v._background.join(timeout=5)
 
 
 # ----- the flows themselves, driven by hand: no HTTP client is ever used ---------------------------

@@ -15,27 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import errors
 from .cache import CacheSettings
-from .errors import (
-    ExpiredTokenError,
-    ImmatureTokenError,
-    InactiveTokenError,
-    IntrospectionUnavailableError,
-    InvalidAudienceError,
-    InvalidClaimsError,
-    InvalidIssuerError,
-    InvalidSignatureError,
-    InvalidTokenError,
-    InvalidTypeError,
-    KeysUnavailableError,
-    MalformedTokenError,
-    RevokedKeyError,
-    SDKError,
-    TokenRequestError,
-    TokenTooLargeError,
-    UnknownKeyError,
-    UnsupportedAlgorithmError,
-)
+from .errors import *  # noqa: F403 - every exception, as sdk.errors lists them
 
 if TYPE_CHECKING:
     from .client import AsyncTokenClient, TokenClient
@@ -58,28 +40,5 @@ def __getattr__(name: str) -> Any:
     return getattr(import_module(f"{__name__}.{module}"), name)
 
 
-__all__ = [
-    "AsyncTokenClient",
-    "AsyncVerifier",
-    "CacheSettings",
-    "ExpiredTokenError",
-    "ImmatureTokenError",
-    "InactiveTokenError",
-    "IntrospectionUnavailableError",
-    "InvalidAudienceError",
-    "InvalidClaimsError",
-    "InvalidIssuerError",
-    "InvalidSignatureError",
-    "InvalidTokenError",
-    "InvalidTypeError",
-    "KeysUnavailableError",
-    "MalformedTokenError",
-    "RevokedKeyError",
-    "SDKError",
-    "TokenClient",
-    "TokenRequestError",
-    "TokenTooLargeError",
-    "UnknownKeyError",
-    "UnsupportedAlgorithmError",
-    "Verifier",
-]
+__all__ = ["AsyncTokenClient", "AsyncVerifier", "CacheSettings", "TokenClient", "Verifier"]
+__all__ += errors.__all__

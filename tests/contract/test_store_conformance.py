@@ -300,18 +300,21 @@ def test_audit_takes_any_limit(store: Store) -> None:
 
 def test_audit_prune_deletes_the_oldest_events_in_bounded_batches(make_store: Callable[[], Store]) -> None:
     a, b = make_store(), make_store()
-    # Appended out of `at` order: pruning goes by `at`, not by id.
-    ats = [3.0, 0.0, 1.0, 9.0, 2.0, 4.0, 8.0, 5.0, 7.0, 6.0]
-    a.append_audit([AuditEvent(at=t, actor="x", action="test", target=f"t{int(t)}") for t in ats])
+    # Pruning deletes the oldest events by id, and stops at the first one at or after `before` (an
+    # event stamped late by a replica whose clock ran ahead holds back the ones after it), so the
+    # events kept are always a whole chain.
+    ats = [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 2.5, 7.0, 8.0, 9.0]
+    a.append_audit([AuditEvent(at=t, actor="x", action="test", target=f"t{t:g}") for t in ats])
     r0 = a.revision()
     assert a.prune_audit(before=5.0, limit=3) == 3  # bounded: three of the five older events
-    assert sorted(e.target for e in b.list_audit(limit=100)) == ["t3", "t4", "t5", "t6", "t7", "t8", "t9"]
+    assert [e.target for e in b.list_audit(limit=100)][::-1] == ["t3", "t4", "t6", "t2.5", "t7", "t8", "t9"]
     assert b.prune_audit(before=5.0, limit=3) == 2
-    assert a.prune_audit(before=5.0, limit=3) == 0
+    assert a.prune_audit(before=5.0, limit=3) == 0  # t6 holds back t2.5
     assert a.prune_audit(before=100.0, limit=0) == 0
     remaining = b.list_audit(limit=100)
-    assert sorted(e.at for e in remaining) == [5.0, 6.0, 7.0, 8.0, 9.0]  # `at` == before is kept
-    assert [e.target for e in a.list_audit(since=7.0)] == ["t7", "t8", "t9"]  # newest (by id) first
+    assert [e.at for e in remaining][::-1] == [6.0, 2.5, 7.0, 8.0, 9.0]
+    assert a.prune_audit(before=6.0, limit=3) == 0  # `at` == before is kept
+    assert [e.target for e in a.list_audit(since=7.0)] == ["t9", "t8", "t7"]  # newest (by id) first
     assert a.revision() == r0  # housekeeping: nothing for other replicas to reload
     assert a.prune_audit(before=100.0, limit=1000) == 5
     assert a.list_audit() == [] and a.is_empty()

@@ -277,8 +277,8 @@ def test_audit_sinks() -> None:
     assert (build_settings({}).audit_file, build_settings({}).audit_syslog) == ("", False)  # none by default
     settings = build_settings({"audit": {"file": "/var/log/jwks/audit.jsonl", "syslog": True}})
     assert (settings.audit_file, settings.audit_syslog) == ("/var/log/jwks/audit.jsonl", True)
-    from_env = load_settings(None, environ={"JWKS_AUDIT__SYSLOG": "true", "JWKS_AUDIT__FILE": "/tmp/a.jsonl"})
-    assert (from_env.audit_file, from_env.audit_syslog) == ("/tmp/a.jsonl", True)
+    from_env = load_settings(None, environ={"JWKS_AUDIT__SYSLOG": "true", "JWKS_AUDIT__FILE": "/srv/a.jsonl"})
+    assert (from_env.audit_file, from_env.audit_syslog) == ("/srv/a.jsonl", True)
     assert "true or false" in only_line({"audit": {"syslog": "yes"}}, "audit.syslog")
     assert "a file name" in only_line({"audit": {"file": 1}}, "audit.file")
 

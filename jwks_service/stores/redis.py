@@ -25,11 +25,10 @@ Every write of state (keysets, clients, revocations, audit) is one Lua script: t
 keyset's or client's revision for compare-and-set), the change, its audit events, the INCR of the global
 revision and the PUBLISH run as one atomic unit. There is no lock anywhere.
 
-The audit chain is compare-and-set too. The writer reads the chain's head (audit_seq, audit_last),
-numbers its events after it and links each to the hash of the one before (stores.chain: SHA-256,
-which Lua in Redis does not have), and the script appends them only while audit_seq is still what
-the writer read; otherwise nothing is written and the writer reads the new head and tries again.
-So two replicas appending at once never give two events the same `prev`.
+The audit chain is compare-and-set too: the writer reads the chain's head, numbers and links its
+events after it (stores.chain; Lua in Redis has no SHA-256), and the script appends them only while
+audit_seq is what the writer read; else nothing is written and the writer tries again. So two
+replicas appending at once never give two events the same `prev`.
 
 Every redis-py error becomes a StoreError here, once, naming the server but never the password.
 """
@@ -242,6 +241,8 @@ class RedisStore:
         self._k_audit_seq = p + "audit_seq"
         self._k_audit_last = p + "audit_last"
         self._k_audit_first = p + "audit_first"
+        # KEYS 2 to 7 of every write script (see _PRELUDE)
+        self._k_head = tuple(p + k for k in ("revision", "audit", "audit_at", "audit_seq", "audit_last", "audit_first"))
         self.audit_tap = AuditTap()
         self.channel = p + "changes"
         self._save_keyset = self._r.register_script(_SAVE_KEYSET)
@@ -296,16 +297,7 @@ class RedisStore:
             first = f"{stored[0].id}:{stored[0].prev}" if stored else ""
             op = f"{self._prefix}op:{uuid.uuid4().hex}"
             reply = script(
-                keys=[
-                    op,
-                    self._k_revision,
-                    self._k_audit,
-                    self._k_audit_at,
-                    self._k_audit_seq,
-                    self._k_audit_last,
-                    self._k_audit_first,
-                    *keys,
-                ],
+                keys=[op, *self._k_head, *keys],
                 args=[self.channel, OP_TTL, len(stored), seq, last, first, *audit_args, *args],
             )
             if reply[0] == 2:

@@ -441,3 +441,15 @@ def test_rotate_secret_refuses_an_unbounded_grace_before_writing(capsys: pytest.
     finally:
         store.close()
     assert run(capsys, "clients", "rotate-secret", client_id, "--grace", "30d")[0] == 0
+
+
+def test_the_cli_actor_is_the_os_user_or_else_the_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jwks_service.cli import common
+
+    assert common.actor() == f"cli:{getpass.getuser()}"
+
+    def nobody() -> str:
+        raise OSError("no user name")
+
+    monkeypatch.setattr(getpass, "getuser", nobody)
+    assert common.actor() == f"cli:{os.getuid()}"

@@ -46,7 +46,7 @@ def event(
 def log_events(events: Iterable[AuditEvent]) -> None:
     for e in events:
         payload = e.as_dict()
-        payload.pop("id")
+        del payload["id"], payload["prev"]  # the store's, set as it appends (the sinks carry both)
         logger.info(json.dumps({"audit": payload}, sort_keys=True))
 
 

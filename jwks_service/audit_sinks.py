@@ -47,19 +47,21 @@ class _Counted(ABC):
         self._lock = threading.Lock()
 
     def write(self, events: Sequence[AuditEvent]) -> None:
-        try:
-            self._write(events)
-        except OSError as exc:
-            with self._lock:
+        """One writer at a time (store writes come from several worker threads)."""
+        with self._lock:
+            try:
+                self._write(events)
+            except OSError as exc:
                 first = self.missed == 0
                 self.missed += len(events)
                 self.failures += 1
-            if first:
-                log.warning(
-                    "audit sink %s failed: %s; the events are in the store; counting what it misses", self.name, exc
-                )
-            return
-        with self._lock:
+                if first:
+                    log.warning(
+                        "audit sink %s failed: %s; the events are in the store; counting what it misses",
+                        self.name,
+                        exc,
+                    )
+                return
             missed, self.missed = self.missed, 0
         if missed:
             log.warning(

@@ -40,7 +40,7 @@ from . import files
 from .clock import rfc3339
 from .errors import ConflictError, InvalidRequestError, JwksServiceError
 from .jws import unique_members
-from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion
+from .model import AuditEvent, Client, Keyset, KeyState, KeyVersion, canonical_json
 from .stores import Store
 from .stores.codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 
@@ -124,8 +124,7 @@ def to_document(backup: Backup) -> dict[str, Any]:
 
 def canonical(document: Mapping[str, Any]) -> bytes:
     """The bytes the tag covers: the document without its tag, sorted, compact, ASCII."""
-    body = {k: v for k, v in document.items() if k != TAG}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return canonical_json({k: v for k, v in document.items() if k != TAG})
 
 
 def tag(document: Mapping[str, Any], mac_key: bytes) -> str:
@@ -283,7 +282,7 @@ def _event(data: dict[str, Any], where: str) -> AuditEvent:
         data,
         where,
         {"at": _NUMBER, "actor": str, "action": str, "target": str},
-        {"outcome": str, "reason": str, "details": dict},
+        {"outcome": str, "reason": str, "details": dict, "prev": str},
     )
     event: AuditEvent = _record(audit_from_dict, data, where)
     return event

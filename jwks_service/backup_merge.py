@@ -211,5 +211,5 @@ def _timestamp(text: str) -> float | None:
 
 
 def _event_key(event: AuditEvent) -> str:
-    """An audit event without its id (which every store numbers itself)."""
-    return json.dumps({**event.as_dict(), "id": 0}, sort_keys=True, default=str)
+    """An audit event without its id and prev (which every store sets itself, as it chains events)."""
+    return json.dumps({**event.as_dict(), "id": 0, "prev": ""}, sort_keys=True, default=str)

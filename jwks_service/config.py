@@ -93,6 +93,8 @@ class Settings:
     jwks_max_age: int = 300
     client_secret_max_age: int = 90 * 86400  # when `clients list` says a secret is due for rotation
     audit_retention: int = 400 * 86400  # audit events older than this are pruned
+    audit_file: str = ""  # [audit] file: also append each event here, one JSON object a line
+    audit_syslog: bool = False  # [audit] syslog: also send each event to the local syslog
     vault: VaultSettings = field(default_factory=VaultSettings)
     keysets: Mapping[str, KeysetPolicy] = field(default_factory=dict)
     config_file: str = ""  # where the settings came from ("" = embedded defaults)
@@ -145,7 +147,7 @@ _SECTION_KEYS = {
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
     "clients": {"secret_max_age"},
-    "audit": {"retention"},
+    "audit": {"retention", "file", "syslog"},
 }
 _KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
 
@@ -239,6 +241,15 @@ def _max_batch(value: Any, problems: list[str]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
         problems.append(f"vault.max_batch: a whole number from 1 to 1000 (got {value!r})")
         return 256
+    return value
+
+
+def _flag(value: Any, name: str, problems: list[str]) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"  # from a JWKS_* variable
+    if not isinstance(value, bool):
+        problems.append(f"{name}: true or false (got {value!r})")
+        return False
     return value
 
 
@@ -373,6 +384,11 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     audit_retention = duration(sections["audit"].get("retention", DEFAULT_AUDIT_RETENTION), "audit.retention")
     if 0 < audit_retention < MIN_AUDIT_RETENTION:
         problems.append(f"audit.retention: at least 1d (got {format_duration(audit_retention)})")
+    audit_file = sections["audit"].get("file", "")
+    if not isinstance(audit_file, str):
+        problems.append(f"audit.file: a file name (got {audit_file!r})")
+        audit_file = ""
+    audit_syslog = _flag(sections["audit"].get("syslog", False), "audit.syslog", problems)
 
     max_streams = _whole_number(
         sections["events"].get("max_streams", DEFAULT_EVENTS_MAX_STREAMS),
@@ -478,6 +494,8 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         jwks_max_age=max_age,
         client_secret_max_age=secret_max_age,
         audit_retention=audit_retention,
+        audit_file=audit_file,
+        audit_syslog=audit_syslog,
         vault=vault,
         keysets=keysets,
         config_file=config_file,

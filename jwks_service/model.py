@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one canonical JSON form (a backup's tag, an audit event's hash): sorted members, no
+    whitespace, ASCII only, no NaN or infinity (ValueError)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 class KeyState(StrEnum):
@@ -144,10 +152,14 @@ class AuditEvent:
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     id: int = 0
+    # The SHA-256 (hex) of the previous event's canonical JSON, set by the store as it appends the
+    # event; "" for the first event of a store, and for events written before the chain existed.
+    prev: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "prev": self.prev,
             "at": self.at,
             "actor": self.actor,
             "action": self.action,
@@ -156,3 +168,24 @@ class AuditEvent:
             "reason": self.reason,
             "details": self.details,
         }
+
+
+def event_hash(event: AuditEvent) -> str:
+    """What the next event's `prev` holds: the SHA-256 (hex) of this event's canonical JSON, id and
+    prev included."""
+    return hashlib.sha256(canonical_json(event.as_dict())).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditChain:
+    """Where a store's audit chain starts and ends, kept by the store beside the events.
+
+    `first_id` is the oldest event the chain covers and `first_prev` the `prev` it must carry (the
+    hash of the newest pruned event, "" at the very start); events with a smaller id predate the
+    chain. `last_id` and `last_hash` are the newest event appended and its hash, so removing the
+    newest events is seen too. All zero / "" while the store has appended no chained event."""
+
+    first_id: int = 0
+    first_prev: str = ""
+    last_id: int = 0
+    last_hash: str = ""

@@ -9,6 +9,7 @@ there: neither a store nor a KEK. What there is to tell goes to the `say` and `p
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from . import audit
@@ -100,6 +101,16 @@ def prune_audit(settings: Settings, now: float, actor: str) -> tuple[int, float]
     store = open_store(settings)
     try:
         return audit.prune(store, before, now, actor, AUDIT_PRUNE_BATCH, until_done=True), before
+    finally:
+        store.close()
+
+
+def verify_audit(settings: Settings) -> audit.Verdict:
+    """Check the stored audit chain (audit.verify): read-only, the sinks are not opened."""
+    _require_store(settings, "verify")
+    store = open_store(replace(settings, audit_file="", audit_syslog=False))
+    try:
+        return audit.AuditLog(store).verify()
     finally:
         store.close()
 

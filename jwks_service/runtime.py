@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import audit
+from . import audit, audit_sinks
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clients import ClientRegistry
@@ -70,11 +70,17 @@ class Runtime:
 
 
 def open_store(settings: Settings) -> Store:
+    """The configured store, with the [audit] sinks listening to the events it appends."""
+    store: Store
     if settings.embedded:
-        return SQLiteStore(sqlite_path(settings.store_url))
-    from .stores.redis import RedisStore  # only deployments with replicas need redis-py loaded
+        store = SQLiteStore(sqlite_path(settings.store_url))
+    else:
+        from .stores.redis import RedisStore  # only deployments with replicas need redis-py loaded
 
-    return RedisStore(settings.store_url)
+        store = RedisStore(settings.store_url)
+    for sink in audit_sinks.sinks(settings.audit_file, settings.audit_syslog):
+        store.audit_tap.listen(sink.write)
+    return store
 
 
 def _vault_users(settings: Settings) -> str:

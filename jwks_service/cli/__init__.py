@@ -21,7 +21,15 @@ from .manage import (
     cmd_token,
 )
 from .serve import GRACEFUL_SHUTDOWN_SECONDS, cmd_serve, uvicorn_proxy_options
-from .store import cmd_audit_prune, cmd_backup_export, cmd_backup_import, cmd_check_config, cmd_kek_rewrap, cmd_kek_wrap
+from .store import (
+    cmd_audit_prune,
+    cmd_audit_verify,
+    cmd_backup_export,
+    cmd_backup_import,
+    cmd_check_config,
+    cmd_kek_rewrap,
+    cmd_kek_wrap,
+)
 
 __all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "build_parser", "cmd_serve", "main", "uvicorn_proxy_options"]
 
@@ -148,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "prune", parents=[common], help="delete events older than audit.retention now (serve does it hourly)"
     )
     p.set_defaults(func=cmd_audit_prune)
+    p = audit_cmd.add_parser(
+        "verify", parents=[common], help="check the audit chain: exit 1 naming the first edited, removed or moved event"
+    )
+    p.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,8 +45,8 @@ def actor() -> str:
     """Who a CLI action is audited as: the OS user (API.md §8)."""
     try:
         return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):  # no LOGNAME/USER and no password database entry
-        return "cli:unknown"
+    except (OSError, KeyError):  # no LOGNAME/USER and no password database entry: the uid
+        return f"cli:{os.getuid()}"
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

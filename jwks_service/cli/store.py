@@ -1,4 +1,4 @@
-"""`jwks-service check-config`, `kek ...`, `backup ...` and `audit prune`: the configuration, the KEK
+"""`jwks-service check-config`, `kek ...`, `backup ...` and `audit prune|verify`: the configuration, the KEK
 and the store as a whole, without starting the service (operations.py does the work)."""
 
 from __future__ import annotations
@@ -145,4 +145,22 @@ def cmd_audit_prune(args: argparse.Namespace) -> int:
         f"pruned {deleted} audit event{'' if deleted == 1 else 's'} older than {rfc3339(before)}"
         f" (audit.retention {format_duration(settings.audit_retention)})"
     )
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every stored event fits the chain, 1 naming the first that does not."""
+    verdict = operations.verify_audit(settings_of(args))
+    if verdict.before_chain:
+        print(
+            f"{verdict.before_chain} older event{'' if verdict.before_chain == 1 else 's'} predate the chain"
+            " (written before events were chained) and are not covered"
+        )
+    if not verdict.ok:
+        stderr(f"audit log: event {verdict.bad_id} is {verdict.problem} (after {verdict.checked} events checked)")
+        return 1
+    if not verdict.starts_at:
+        print("audit log: no chained events yet")
+    else:
+        print(f"audit log verified: {verdict.checked} events, the chain starting at id {verdict.starts_at}")
     return 0

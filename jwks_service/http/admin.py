@@ -359,6 +359,7 @@ async def list_audit(request: Request, runtime: Runtime, actor: str) -> tuple[Re
     if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
         raise InvalidRequestError("limit must be a whole number from 1 to 1000")
     limit = int(raw_limit)
-    events = await anyio.to_thread.run_sync(runtime.audit_log.list, since, limit)
-    body = {"events": [views.audit_event_view(e) for e in events]}
+    cursor = request.query_params.get("cursor")
+    events, next_cursor = await anyio.to_thread.run_sync(runtime.audit_log.page, since, limit, cursor)
+    body = {"events": [views.audit_event_view(e) for e in events], "next_cursor": next_cursor}
     return JSONResponse(body), "audit", ""

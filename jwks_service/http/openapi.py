@@ -365,6 +365,13 @@ PATHS: dict[str, Schema] = {
                     "required": False,
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_PAGE, "default": 100},
                 },
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "description": "the `next_cursor` of the page before: the next, older events",
+                },
             ],
             "responses": _responses(_ok("The events.", ref("AuditEvents")), "400", *_ADMIN_ERRORS),
         }

@@ -440,13 +440,23 @@ SCHEMAS: dict[str, Schema] = {
                         "at": _TIME,
                         **_typed("string", "actor", "action", "target", "outcome", "reason"),
                         "details": {"type": "object"},
+                        "prev": {
+                            "type": "string",
+                            "pattern": "^([0-9a-f]{64})?$",
+                            "description": "SHA-256 (hex) of the previous event's canonical JSON; empty for the "
+                            "first event, and for events written before the chain existed",
+                        },
                     },
-                    ["id", "at", "actor", "action", "target", "outcome"],
+                    ["id", "at", "actor", "action", "target", "outcome", "prev"],
                     closed=False,
                 ),
-            }
+            },
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "pass as `cursor` for the next (older) page; null on the last page",
+            },
         },
-        ["events"],
+        ["events", "next_cursor"],
         closed=False,
     ),
 }

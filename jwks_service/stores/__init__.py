@@ -8,10 +8,14 @@ and two updates of one client never overwrite each other.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
-from ..model import AuditEvent, Client, Keyset
+from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
+
+log = logging.getLogger(__name__)
 
 # The largest row count a store is asked for: SQLite and Redis count in signed 64-bit integers.
 MAX_LIMIT = 2**63 - 1
@@ -22,7 +26,55 @@ def clamp_limit(limit: int) -> int:
     return min(max(0, limit), MAX_LIMIT)
 
 
+def chain(events: Sequence[AuditEvent], last_id: int, last_hash: str) -> list[AuditEvent]:
+    """`events` as a store appends them after the event numbered `last_id` whose hash is
+    `last_hash`: numbered on from it, each with the hash of the one before as its `prev`."""
+    chained = []
+    for e in events:
+        last_id += 1
+        stored = replace(e, id=last_id, prev=last_hash)
+        last_hash = event_hash(stored)
+        chained.append(stored)
+    return chained
+
+
+def prunable(oldest: Sequence[AuditEvent], before: float) -> list[AuditEvent]:
+    """Of the oldest events (by id), those a prune deletes: the run before the first one at or
+    after `before`. Always a prefix, so the chain stays whole from the first event kept."""
+    run = []
+    for e in oldest:
+        if e.at >= before:
+            break
+        run.append(e)
+    return run
+
+
+AuditListener = Callable[[Sequence[AuditEvent]], None]
+
+
+class AuditTap:
+    """Who hears of audit events once a store has committed them, with their ids and `prev` (the
+    audit sinks). Called in the thread that wrote; a listener that raises is logged, never the writer's
+    problem: the events are stored."""
+
+    def __init__(self) -> None:
+        self._listeners: list[AuditListener] = []
+
+    def listen(self, listener: AuditListener) -> None:
+        self._listeners.append(listener)
+
+    def publish(self, events: Sequence[AuditEvent]) -> None:
+        for listener in self._listeners if events else ():
+            try:
+                listener(events)
+            except Exception:
+                log.exception("an audit listener failed")
+
+
 class Store(Protocol):
+    # Hears of every audit event the store appends, after it is committed.
+    audit_tap: AuditTap
+
     def revision(self) -> int:
         """A counter that grows with every write of any kind; cheap, for change polling."""
         ...
@@ -76,15 +128,32 @@ class Store(Protocol):
         """No keysets, clients, revoked tokens or audit events (a backup may be imported)."""
         ...
 
-    def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Append `events` (as every write with audit events does): each gets the next id and, as its
+        `prev`, the hash of the event appended before it, read and written atomically with the append,
+        so concurrent writers never give two events one `prev`."""
+        ...
 
-    def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
-        """Newest first, at most `limit` of them (any int: see clamp_limit)."""
+    def list_audit(
+        self, since: float | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditEvent]:
+        """Newest first, at most `limit` of them (any int: see clamp_limit); only `at` >= `since` and
+        id < `before_id` when given."""
+        ...
+
+    def list_audit_after(self, after_id: int, limit: int = 1000) -> list[AuditEvent]:
+        """Oldest first: at most `limit` events with id > `after_id`."""
+        ...
+
+    def audit_chain(self) -> AuditChain:
+        """Where the audit chain starts (after the last prune) and ends (the newest event appended)."""
         ...
 
     def prune_audit(self, before: float, limit: int = 1000) -> int:
-        """Delete at most `limit` audit events with `at` before `before`, oldest first; how many went.
-        Bounded work per call (call again while it returns `limit`). Housekeeping: no `revision` bump."""
+        """Delete at most `limit` of the oldest audit events (by id) with `at` before `before`, stopping at
+        the first one at or after it (see `prunable`); how many went. The chain then starts at the first
+        event kept, with the hash of the newest pruned one as its anchor. Bounded work per call (call
+        again while it returns `limit`). Housekeeping: no `revision` bump."""
         ...
 
     def close(self) -> None: ...

@@ -89,4 +89,5 @@ def audit_from_dict(d: dict[str, Any]) -> AuditEvent:
         outcome=d.get("outcome", "ok"),
         reason=d.get("reason", ""),
         details=d.get("details") or {},
+        prev=d.get("prev", ""),
     )

@@ -12,7 +12,10 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:revoked             zset    jti -> expiry (ZADD GT: a later revocation never shortens one)
     {jwks}:audit               zset    id -> JSON of the event with its id (member), score = id
     {jwks}:audit_at            zset    id -> at, for ``list_audit(since=...)``
-    {jwks}:audit_seq           string  INCR: audit ids grow with every event (pruned ones are never reused)
+    {jwks}:audit_seq           string  the id of the newest event appended (pruned ids are never reused)
+    {jwks}:audit_last          string  "<id>:<sha256 hex>": the newest event appended and its hash
+    {jwks}:audit_first         string  "<id>:<prev>": the oldest event the chain covers and the prev it must
+                                       carry (moved on by a prune)
     {jwks}:fail:<key>          zset    unique member -> time of a failed client authentication (EXPIRE 300 s)
     {jwks}:op:<uuid>           string  the reply of a write script, kept 60 s (EX) so that a write
                                        retried after a lost reply is applied once
@@ -21,6 +24,11 @@ Cluster slot and every multi-key command or script is legal there:
 Every write of state (keysets, clients, revocations, audit) is one Lua script: the check (the
 keyset's or client's revision for compare-and-set), the change, its audit events, the INCR of the global
 revision and the PUBLISH run as one atomic unit. There is no lock anywhere.
+
+The audit chain is compare-and-set too: the writer reads the chain's head, numbers and links its
+events after it (stores.chain; Lua in Redis has no SHA-256), and the script appends them only while
+audit_seq is what the writer read; else nothing is written and the writer tries again. So two
+replicas appending at once never give two events the same `prev`.
 
 Every redis-py error becomes a StoreError here, once, naming the server but never the password.
 """
@@ -45,8 +53,8 @@ from redis.retry import Retry
 
 from ..config import redact_url
 from ..errors import ConfigError, RevisionConflictError, StoreError
-from ..model import AuditEvent, Client, Keyset
-from . import clamp_limit
+from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
+from . import AuditTap, chain, clamp_limit, prunable
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 
 log = logging.getLogger(__name__)
@@ -64,41 +72,50 @@ SUBSCRIBE_BACKOFF_MIN = 0.1
 SUBSCRIBE_BACKOFF_MAX = 2.0
 
 # Shared head of every write script.
-#   KEYS: 1 op, 2 revision, 3 audit, 4 audit_at, 5 audit_seq, 6.. the script's own keys
-#   ARGV: 1 channel, 2 op ttl, 3 number of audit events N, then N pairs (at, JSON without id),
-#         then the script's own arguments from index A.
-# A replayed op (same op key) returns the first reply without writing again.
+#   KEYS: 1 op, 2 revision, 3 audit, 4 audit_at, 5 audit_seq, 6 audit_last, 7 audit_first,
+#         8.. the script's own keys
+#   ARGV: 1 channel, 2 op ttl, 3 number of audit events N, 4 audit_seq as the writer read it,
+#         5 audit_last after the events, 6 audit_first if the chain starts here, then N triples
+#         (id, at, JSON with id and prev), then the script's own arguments from index A.
+# A replayed op (same op key) returns the first reply without writing again. Replies carry a third
+# element when the audit events were written; {2, 0} when the chain's head moved (nothing written).
 _PRELUDE = """
 local done = redis.call('GET', KEYS[1])
-if done then return {1, tonumber(done)} end
-local A = 4 + 2 * tonumber(ARGV[3])
+if done then return {1, tonumber(done), 1} end
+local N = tonumber(ARGV[3])
+local A = 7 + 3 * N
+if N > 0 and (redis.call('GET', KEYS[5]) or '') ~= ARGV[4] then return {2, 0} end
 local function commit(reply)
-  for i = 0, tonumber(ARGV[3]) - 1 do
-    local id = redis.call('INCR', KEYS[5])
-    redis.call('ZADD', KEYS[3], id, '{"id":' .. id .. ',' .. string.sub(ARGV[5 + 2 * i], 2))
-    redis.call('ZADD', KEYS[4], ARGV[4 + 2 * i], id)
+  for i = 0, N - 1 do
+    redis.call('ZADD', KEYS[3], ARGV[7 + 3 * i], ARGV[9 + 3 * i])
+    redis.call('ZADD', KEYS[4], ARGV[8 + 3 * i], ARGV[7 + 3 * i])
+  end
+  if N > 0 then
+    redis.call('SET', KEYS[5], ARGV[7 + 3 * (N - 1)])
+    redis.call('SET', KEYS[6], ARGV[5])
+    redis.call('SET', KEYS[7], ARGV[6], 'NX')
   end
   local revision = redis.call('INCR', KEYS[2])
   redis.call('PUBLISH', ARGV[1], revision)
   redis.call('SET', KEYS[1], reply, 'EX', ARGV[2])
-  return {1, reply}
+  return {1, reply, 1}
 end
 """
 
-# KEYS 6 keyset hash, 7 keysets set; ARGV A expected revision, A+1 name, A+2 data JSON.
+# KEYS 8 keyset hash, 9 keysets set; ARGV A expected revision, A+1 name, A+2 data JSON.
 # Replies {1, new keyset revision} or {0, stored revision} (compare-and-set lost: nothing written).
 _SAVE_KEYSET = (
     _PRELUDE
     + """
-local stored = tonumber(redis.call('HGET', KEYS[6], 'revision') or '0')
+local stored = tonumber(redis.call('HGET', KEYS[8], 'revision') or '0')
 if stored ~= tonumber(ARGV[A]) then return {0, stored} end
-redis.call('HSET', KEYS[6], 'revision', stored + 1, 'data', ARGV[A + 2])
-redis.call('SADD', KEYS[7], ARGV[A + 1])
+redis.call('HSET', KEYS[8], 'revision', stored + 1, 'data', ARGV[A + 2])
+redis.call('SADD', KEYS[9], ARGV[A + 1])
 return commit(stored + 1)
 """
 )
 
-# KEYS 6 client key, 7 clients set; ARGV A client id, A+1 the client's JSON without its closing brace,
+# KEYS 8 client key, 9 clients set; ARGV A client id, A+1 the client's JSON without its closing brace,
 # A+2 expected revision ('' for a write whatever is stored). The revision is read from the stored JSON
 # (records from before revisions count as 1) and written back into it, one more: the rest of the JSON is
 # stored as sent, never re-encoded here (cjson would round its floats). Replies {1, new revision} or
@@ -107,47 +124,51 @@ _SAVE_CLIENT = (
     _PRELUDE
     + """
 local stored = 0
-local current = redis.call('GET', KEYS[6])
+local current = redis.call('GET', KEYS[8])
 if current then stored = tonumber(cjson.decode(current)['revision'] or 1) end
 if ARGV[A + 2] ~= '' and stored ~= tonumber(ARGV[A + 2]) then return {0, stored} end
-redis.call('SET', KEYS[6], ARGV[A + 1] .. ',"revision":' .. string.format('%d', stored + 1) .. '}')
-redis.call('SADD', KEYS[7], ARGV[A])
+redis.call('SET', KEYS[8], ARGV[A + 1] .. ',"revision":' .. string.format('%d', stored + 1) .. '}')
+redis.call('SADD', KEYS[9], ARGV[A])
 return commit(stored + 1)
 """
 )
 
-# KEYS 6 client key, 7 clients set; ARGV A client id. Replies {1, 1} deleted, {1, 0} no such client
+# KEYS 8 client key, 9 clients set; ARGV A client id. Replies {1, 1} deleted, {1, 0} no such client
 # (then nothing is written: no audit, no revision).
 _DELETE_CLIENT = (
     _PRELUDE
     + """
-if redis.call('DEL', KEYS[6]) == 0 then return {1, 0} end
-redis.call('SREM', KEYS[7], ARGV[A])
+if redis.call('DEL', KEYS[8]) == 0 then return {1, 0} end
+redis.call('SREM', KEYS[9], ARGV[A])
 return commit(1)
 """
 )
 
-# KEYS 6 revoked zset; ARGV A expiry, A+1 jti. GT: an earlier expiry never shortens a revocation.
+# KEYS 8 revoked zset; ARGV A expiry, A+1 jti. GT: an earlier expiry never shortens a revocation.
 _REVOKE_TOKEN = (
     _PRELUDE
     + """
-redis.call('ZADD', KEYS[6], 'GT', ARGV[A], ARGV[A + 1])
+redis.call('ZADD', KEYS[8], 'GT', ARGV[A], ARGV[A + 1])
 return commit(1)
 """
 )
 
 _APPEND_AUDIT = _PRELUDE + "\nreturn commit(1)\n"
 
-# KEYS 1 audit, 2 audit_at; ARGV 1 since ('' for none), 2 limit, 3 limit - 1. Newest (highest id) first.
+# KEYS 1 audit, 2 audit_at; ARGV 1 since, 2 limit, 3 before id ('' for none). Newest (highest id) first.
 # Lua numbers are doubles, printed with 14 digits: a large limit would reach Redis as "4.6e+18", which
-# it refuses. So the last index comes ready-made from Python, and the limit is only compared here.
-_LIST_AUDIT = """
+# it refuses; so only the few events found are counted here.
+_LIST_AUDIT_SINCE = """
 local limit = tonumber(ARGV[2])
 if limit <= 0 then return {} end
-if ARGV[1] == '' then return redis.call('ZREVRANGE', KEYS[1], 0, ARGV[3]) end
+local before = math.huge
+if ARGV[3] ~= '' then before = tonumber(ARGV[3]) end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')
 local nums = {}
-for i, v in ipairs(ids) do nums[i] = tonumber(v) end
+for _, v in ipairs(ids) do
+  local n = tonumber(v)
+  if n < before then nums[#nums + 1] = n end
+end
 table.sort(nums, function(a, b) return a > b end)
 local out = {}
 for i = 1, math.min(limit, #nums) do
@@ -156,18 +177,22 @@ end
 return out
 """
 
-# KEYS 1 audit, 2 audit_at; ARGV 1 before (exclusive), 2 limit. The oldest events (by `at`) first;
-# housekeeping, so no revision bump and no publish. Replies how many events went.
+# KEYS 1 audit, 2 audit_at, 3 audit_first; ARGV 1 the newest pruned id, 2 audit_first after it,
+# 3.. the pruned ids. The writer chose the run (stores.prunable) and hashed its newest event; a run
+# pruned twice at once is deleted once, and audit_first only moves forward. Housekeeping: no
+# revision bump and no publish. Replies how many events went.
 _PRUNE_AUDIT = """
-local limit = tonumber(ARGV[2])
-if limit <= 0 then return 0 end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit)
-for _, id in ipairs(ids) do
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], id, id)
-  redis.call('ZREM', KEYS[2], id)
+local n = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for i = 3, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+local first = redis.call('GET', KEYS[3])
+if first and tonumber(string.match(first, '^(%d+):')) <= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[3], ARGV[2])
 end
-return #ids
+return n
 """
+
+# A writer whose audit events lost the race for the chain's head this many times in a row gives up.
+AUDIT_ATTEMPTS = 100
 
 
 def _num(value: float) -> str:
@@ -214,13 +239,18 @@ class RedisStore:
         self._k_audit = p + "audit"
         self._k_audit_at = p + "audit_at"
         self._k_audit_seq = p + "audit_seq"
+        self._k_audit_last = p + "audit_last"
+        self._k_audit_first = p + "audit_first"
+        # KEYS 2 to 7 of every write script (see _PRELUDE)
+        self._k_head = tuple(p + k for k in ("revision", "audit", "audit_at", "audit_seq", "audit_last", "audit_first"))
+        self.audit_tap = AuditTap()
         self.channel = p + "changes"
         self._save_keyset = self._r.register_script(_SAVE_KEYSET)
         self._save_client = self._r.register_script(_SAVE_CLIENT)
         self._delete_client = self._r.register_script(_DELETE_CLIENT)
         self._revoke_token = self._r.register_script(_REVOKE_TOKEN)
         self._append_audit = self._r.register_script(_APPEND_AUDIT)
-        self._list_audit = self._r.register_script(_LIST_AUDIT)
+        self._list_audit_since = self._r.register_script(_LIST_AUDIT_SINCE)
         self._prune_audit = self._r.register_script(_PRUNE_AUDIT)
         self._subscriptions: list[Callable[[], None]] = []
         self._sub_lock = threading.Lock()
@@ -256,17 +286,39 @@ class RedisStore:
         return f"{self._prefix}fail:{key}"
 
     def _write(self, script: Any, keys: Sequence[str], args: Sequence[object], audit: Sequence[AuditEvent]) -> Any:
-        """Run a write script with the shared head: op key, revision, audit and channel."""
-        audit_args: list[object] = []
-        for e in audit:
-            payload = e.as_dict()
-            payload.pop("id")
-            audit_args += [_num(e.at), json.dumps(payload, separators=(",", ":"))]
-        op = f"{self._prefix}op:{uuid.uuid4().hex}"
-        return script(
-            keys=[op, self._k_revision, self._k_audit, self._k_audit_at, self._k_audit_seq, *keys],
-            args=[self.channel, OP_TTL, len(audit), *audit_args, *args],
-        )
+        """Run a write script with the shared head: op key, revision, audit chain and channel. Tries
+        again (with a new op key: nothing was written) while the chain's head moves under it."""
+        for _ in range(AUDIT_ATTEMPTS):
+            seq, stored = self._chain_after_head(audit)
+            audit_args: list[object] = []
+            for e in stored:
+                audit_args += [e.id, _num(e.at), json.dumps(e.as_dict(), separators=(",", ":"))]
+            last = f"{stored[-1].id}:{event_hash(stored[-1])}" if stored else ""
+            first = f"{stored[0].id}:{stored[0].prev}" if stored else ""
+            op = f"{self._prefix}op:{uuid.uuid4().hex}"
+            reply = script(
+                keys=[op, *self._k_head, *keys],
+                args=[self.channel, OP_TTL, len(stored), seq, last, first, *audit_args, *args],
+            )
+            if reply[0] == 2:
+                continue
+            if len(reply) > 2:
+                self.audit_tap.publish(stored)
+            return reply[:2]
+        raise StoreError(f"Redis at {self.where}: the audit log kept moving under {AUDIT_ATTEMPTS} attempts to append")
+
+    def _chain_after_head(self, audit: Sequence[AuditEvent]) -> tuple[str, list[AuditEvent]]:
+        """The chain's head as read now (audit_seq, "" when none) and `audit` linked after it."""
+        if not audit:
+            return "", []
+        seq, last = self._r.mget([self._k_audit_seq, self._k_audit_last])
+        last_id = int(seq or 0)
+        if last:
+            last_hash = str(last).partition(":")[2]
+        else:  # a store from before the chain: link to its newest event, if it still has it
+            newest = self._r.zrangebyscore(self._k_audit, last_id, last_id)
+            last_hash = event_hash(audit_from_dict(json.loads(str(newest[0])))) if newest else ""
+        return str(seq or ""), chain(audit, last_id, last_hash)
 
     # -- Store ----------------------------------------------------------------------------------
 
@@ -418,18 +470,52 @@ class RedisStore:
         with self._guard("append audit events"):
             self._write(self._append_audit, [], [], events)
 
-    def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
+    def list_audit(
+        self, since: float | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditEvent]:
         limit = clamp_limit(limit)
+        if limit == 0:
+            return []
         with self._guard("read the audit log"):
-            rows = self._list_audit(
-                keys=[self._k_audit, self._k_audit_at],
-                args=["" if since is None else _num(since), str(limit), str(limit - 1)],
-            )
+            if since is None:
+                top = "+inf" if before_id is None else f"({before_id}"
+                rows = self._r.zrevrangebyscore(self._k_audit, top, "-inf", start=0, num=limit)
+            else:
+                rows = self._list_audit_since(
+                    keys=[self._k_audit, self._k_audit_at],
+                    args=[_num(since), str(limit), "" if before_id is None else str(before_id)],
+                )
         return [audit_from_dict(json.loads(str(r))) for r in rows]
 
+    def list_audit_after(self, after_id: int, limit: int = 1000) -> list[AuditEvent]:
+        limit = clamp_limit(limit)
+        if limit == 0:
+            return []
+        with self._guard("read the audit log"):
+            rows = self._r.zrangebyscore(self._k_audit, f"({after_id}", "+inf", start=0, num=limit)
+        return [audit_from_dict(json.loads(str(r))) for r in rows]
+
+    def audit_chain(self) -> AuditChain:
+        with self._guard("read the audit chain"):
+            first, last = self._r.mget([self._k_audit_first, self._k_audit_last])
+        first_id, _, first_prev = str(first or "0:").partition(":")
+        last_id, _, last_hash = str(last or "0:").partition(":")
+        return AuditChain(int(first_id), first_prev, int(last_id), last_hash)
+
     def prune_audit(self, before: float, limit: int = 1000) -> int:
+        limit = clamp_limit(limit)
+        if limit == 0:
+            return 0
         with self._guard("prune the audit log"):
-            deleted = self._prune_audit(keys=[self._k_audit, self._k_audit_at], args=[_num(before), max(0, limit)])
+            oldest = self._r.zrangebyscore(self._k_audit, "-inf", "+inf", start=0, num=limit)
+            run = prunable([audit_from_dict(json.loads(str(r))) for r in oldest], before)
+            if not run:
+                return 0
+            newest = run[-1]
+            deleted = self._prune_audit(
+                keys=[self._k_audit, self._k_audit_at, self._k_audit_first],
+                args=[newest.id, f"{newest.id + 1}:{event_hash(newest)}", *(e.id for e in run)],
+            )
         return int(deleted)
 
     # -- change propagation ---------------------------------------------------------------------

@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import RevisionConflictError, StoreError
-from ..model import AuditEvent, Client, Keyset
-from . import clamp_limit
+from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
+from . import MAX_LIMIT, AuditTap, chain, clamp_limit, prunable
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 
 _SCHEMA = """
@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, expires_at REAL
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE TABLE IF NOT EXISTS audit_chain (name TEXT PRIMARY KEY, id INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_failures (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures (key, at);
 """
@@ -46,10 +47,24 @@ _ADDED_COLUMNS = {
 AUTH_FAILURE_RETENTION = 300.0
 
 
+class _Write:
+    """The connection inside a write transaction, and whether its audit events go with it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.audited = False
+
+
+def _event(row: tuple[object, ...]) -> AuditEvent:
+    """An audit row (id, data) as the event."""
+    return audit_from_dict({**json.loads(str(row[1])), "id": int(str(row[0]))})
+
+
 class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self.audit_tap = AuditTap()
         try:
             fresh = str(self.path) != ":memory:" and not self.path.exists()
             if fresh:
@@ -82,14 +97,18 @@ class SQLiteStore:
             raise
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, audit: Sequence[AuditEvent] = ()) -> Iterator[_Write]:
+        """One write transaction; the body sets `write.audited` to have `audit` appended with it (and
+        published once committed)."""
+        write = _Write(self._db)
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite store is not writable: {exc}") from None
             try:
-                yield self._db
+                yield write
+                stored = self._insert_audit(self._db, audit) if write.audited else []
                 self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
                 self._db.execute("COMMIT")
             except BaseException as exc:
@@ -98,6 +117,7 @@ class SQLiteStore:
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"SQLite write failed: {exc}") from None
                 raise
+        self.audit_tap.publish(stored)
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -135,7 +155,8 @@ class SQLiteStore:
 
     def save_keyset(self, keyset: Keyset, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Keyset:
         new_revision = expected_revision + 1
-        with self._write() as db:
+        with self._write(audit) as write:
+            db = write.db
             row = db.execute("SELECT revision FROM keysets WHERE name = ?", (keyset.name,)).fetchone()
             stored = row[0] if row else 0
             if stored != expected_revision:
@@ -155,7 +176,7 @@ class SQLiteStore:
                 "INSERT INTO keys (keyset, kid, data) VALUES (?, ?, ?)",
                 [(keyset.name, k.kid, json.dumps(key_to_dict(k))) for k in keyset.keys],
             )
-            self._insert_audit(db, audit)
+            write.audited = True
         return replace(keyset, revision=new_revision)
 
     def get_client(self, client_id: str) -> Client | None:
@@ -173,7 +194,8 @@ class SQLiteStore:
         self._write_client(client, None, audit)
 
     def _write_client(self, client: Client, expected: int | None, audit: Sequence[AuditEvent]) -> Client:
-        with self._write() as db:
+        with self._write(audit) as write:
+            db = write.db
             row = db.execute("SELECT data FROM clients WHERE client_id = ?", (client.client_id,)).fetchone()
             stored = client_from_dict(json.loads(str(row[0]))).revision if row else 0
             if expected is not None and stored != expected:
@@ -186,19 +208,18 @@ class SQLiteStore:
                 "ON CONFLICT (client_id) DO UPDATE SET data = excluded.data",
                 (client.client_id, json.dumps({**client_to_dict(saved), "revision": saved.revision})),
             )
-            self._insert_audit(db, audit)
+            write.audited = True
         return saved
 
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
-        with self._write() as db:
-            deleted = db.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount > 0
-            if deleted:
-                self._insert_audit(db, audit)
+        with self._write(audit) as write:
+            deleted = write.db.execute("DELETE FROM clients WHERE client_id = ?", (client_id,)).rowcount > 0
+            write.audited = deleted
         return deleted
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
-        with self._write() as db:
-            db.execute(
+        with self._write() as write:
+            write.db.execute(
                 "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) "
                 "ON CONFLICT (jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
                 (jti, expires_at),
@@ -238,22 +259,59 @@ class SQLiteStore:
         return int(str(rows[0][0])) == 0
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        with self._write() as db:
-            self._insert_audit(db, events)
+        with self._write(events) as write:
+            write.audited = True
 
     @staticmethod
-    def _insert_audit(db: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
-        for e in events:
+    def _insert_audit(db: sqlite3.Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        """Inside the write transaction (BEGIN IMMEDIATE holds the write lock): read the chain's
+        head, number and link the events after it, and move the head."""
+        if not events:
+            return []
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
+        last_id = int(row[0]) if row else 0
+        head = db.execute("SELECT id, hash FROM audit_chain WHERE name = 'last'").fetchone()
+        if head is not None:
+            last_hash = str(head[1])
+        else:  # a store from before the chain: link to its newest event, if it still has it
+            newest = db.execute("SELECT id, data FROM audit WHERE id = ?", (last_id,)).fetchone()
+            last_hash = event_hash(_event(newest)) if newest else ""
+        stored = chain(events, last_id, last_hash)
+        for e in stored:
             payload = e.as_dict()
             payload.pop("id")
-            db.execute("INSERT INTO audit (at, data) VALUES (?, ?)", (e.at, json.dumps(payload)))
-
-    def list_audit(self, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
-        rows = self._read(
-            "SELECT id, data FROM audit WHERE at >= ? ORDER BY id DESC LIMIT ?",
-            (since if since is not None else float("-inf"), clamp_limit(limit)),
+            db.execute("INSERT INTO audit (id, at, data) VALUES (?, ?, ?)", (e.id, e.at, json.dumps(payload)))
+        db.execute(
+            "INSERT INTO audit_chain (name, id, hash) VALUES ('last', ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET id = excluded.id, hash = excluded.hash",
+            (stored[-1].id, event_hash(stored[-1])),
         )
-        return [audit_from_dict({**json.loads(str(d)), "id": int(str(i))}) for i, d in rows]
+        db.execute(
+            "INSERT OR IGNORE INTO audit_chain (name, id, hash) VALUES ('first', ?, ?)", (stored[0].id, stored[0].prev)
+        )
+        return stored
+
+    def list_audit(
+        self, since: float | None = None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditEvent]:
+        rows = self._read(
+            "SELECT id, data FROM audit WHERE at >= ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (
+                since if since is not None else float("-inf"),
+                before_id if before_id is not None else MAX_LIMIT,
+                clamp_limit(limit),
+            ),
+        )
+        return [_event(r) for r in rows]
+
+    def list_audit_after(self, after_id: int, limit: int = 1000) -> list[AuditEvent]:
+        rows = self._read("SELECT id, data FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after_id, clamp_limit(limit)))
+        return [_event(r) for r in rows]
+
+    def audit_chain(self) -> AuditChain:
+        ends = {str(n): (int(str(i)), str(h)) for n, i, h in self._read("SELECT name, id, hash FROM audit_chain")}
+        first, last = ends.get("first", (0, "")), ends.get("last", (0, ""))
+        return AuditChain(first[0], first[1], last[0], last[1])
 
     def prune_audit(self, before: float, limit: int = 1000) -> int:
         if limit <= 0:
@@ -261,16 +319,22 @@ class SQLiteStore:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                deleted = self._db.execute(
-                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY at, id LIMIT ?)",
-                    (before, limit),
-                ).rowcount
+                oldest = self._db.execute("SELECT id, data FROM audit ORDER BY id LIMIT ?", (clamp_limit(limit),))
+                run = prunable([_event(r) for r in oldest.fetchall()], before)
+                if run:
+                    newest = run[-1]
+                    self._db.execute("DELETE FROM audit WHERE id <= ?", (newest.id,))
+                    # The first event kept must carry the newest pruned one's hash (once the chain began).
+                    self._db.execute(
+                        "UPDATE audit_chain SET id = ?, hash = ? WHERE name = 'first' AND id <= ?",
+                        (newest.id + 1, event_hash(newest), newest.id),
+                    )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"SQLite write failed: {exc}") from None
-        return int(deleted)
+        return len(run)
 
     def close(self) -> None:
         with self._lock:

@@ -182,6 +182,7 @@ def test_every_key_shares_one_hash_tag(
     assert {key_slot(k.encode()) for k in ours} == {key_slot(prefix.encode())}
     kinds = {k[len(prefix) :].split(":")[0] for k in ours}
     expected = {"revision", "keysets", "keyset", "clients", "client", "revoked", "audit", "audit_at", "audit_seq"}
+    expected |= {"audit_last", "audit_first"}  # the audit chain's ends
     assert kinds == expected | {"fail", "op"}
     assert raw.exists(f"{prefix}client:gone") == 0
     if redis_server is not None:  # a private server: nothing else writes, so nothing may lie outside the namespace

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jwks_service.errors import RevisionConflictError
-from jwks_service.model import AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash
+from jwks_service.model import AuditChain, AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash, event_hash
 from jwks_service.stores import Store
 from jwks_service.stores.redis import RedisStore
 from jwks_service.stores.sqlite import SQLiteStore
@@ -300,24 +300,64 @@ def test_audit_takes_any_limit(store: Store) -> None:
 
 def test_audit_prune_deletes_the_oldest_events_in_bounded_batches(make_store: Callable[[], Store]) -> None:
     a, b = make_store(), make_store()
-    # Appended out of `at` order: pruning goes by `at`, not by id.
-    ats = [3.0, 0.0, 1.0, 9.0, 2.0, 4.0, 8.0, 5.0, 7.0, 6.0]
-    a.append_audit([AuditEvent(at=t, actor="x", action="test", target=f"t{int(t)}") for t in ats])
+    # Pruning deletes the oldest events by id, and stops at the first one at or after `before` (an
+    # event stamped late by a replica whose clock ran ahead holds back the ones after it), so the
+    # events kept are always a whole chain.
+    ats = [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 2.5, 7.0, 8.0, 9.0]
+    a.append_audit([AuditEvent(at=t, actor="x", action="test", target=f"t{t:g}") for t in ats])
     r0 = a.revision()
     assert a.prune_audit(before=5.0, limit=3) == 3  # bounded: three of the five older events
-    assert sorted(e.target for e in b.list_audit(limit=100)) == ["t3", "t4", "t5", "t6", "t7", "t8", "t9"]
+    assert [e.target for e in b.list_audit(limit=100)][::-1] == ["t3", "t4", "t6", "t2.5", "t7", "t8", "t9"]
     assert b.prune_audit(before=5.0, limit=3) == 2
-    assert a.prune_audit(before=5.0, limit=3) == 0
+    assert a.prune_audit(before=5.0, limit=3) == 0  # t6 holds back t2.5
     assert a.prune_audit(before=100.0, limit=0) == 0
     remaining = b.list_audit(limit=100)
-    assert sorted(e.at for e in remaining) == [5.0, 6.0, 7.0, 8.0, 9.0]  # `at` == before is kept
-    assert [e.target for e in a.list_audit(since=7.0)] == ["t7", "t8", "t9"]  # newest (by id) first
+    assert [e.at for e in remaining][::-1] == [6.0, 2.5, 7.0, 8.0, 9.0]
+    assert a.prune_audit(before=6.0, limit=3) == 0  # `at` == before is kept
+    assert [e.target for e in a.list_audit(since=7.0)] == ["t9", "t8", "t7"]  # newest (by id) first
     assert a.revision() == r0  # housekeeping: nothing for other replicas to reload
     assert a.prune_audit(before=100.0, limit=1000) == 5
     assert a.list_audit() == [] and a.is_empty()
     # Ids keep growing after a prune: a new event is newer than every pruned one.
     a.append_audit([AuditEvent(at=1.0, actor="x", action="test", target="new")])
     assert b.list_audit()[0].id > max(e.id for e in remaining)
+
+
+def test_audit_events_are_chained_by_every_write(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    heard: list[AuditEvent] = []
+    a.audit_tap.listen(heard.extend)
+    a.append_audit([AuditEvent(at=1.0, actor="x", action="test", target="t1", prev="ignored", id=99)])
+    a.save_client(client("c1"), 0, [AuditEvent(at=2.0, actor="x", action="client.create", target="c1")])
+    with pytest.raises(RevisionConflictError):
+        a.save_client(client("c2"), 5, [AuditEvent(at=2.5, actor="x", action="lost", target="c2")])
+    assert not a.delete_client("nobody", [AuditEvent(at=2.6, actor="x", action="client.delete", target="nobody")])
+    b.save_keyset(Keyset("ks", "ES256", "local", 0, ()), 0, [AuditEvent(at=3.0, actor="y", action="key.x", target="k")])
+    events = a.list_audit_after(0, 100)
+    assert [(e.id, e.target) for e in events] == [(1, "t1"), (2, "c1"), (3, "k")]  # the store numbers them
+    assert events[0].prev == ""
+    assert [e.prev for e in events[1:]] == [event_hash(e) for e in events[:-1]]
+    assert a.audit_chain() == AuditChain(1, "", 3, event_hash(events[2]))
+    assert heard == events[:2]  # what this store object committed, as stored; nothing for lost writes
+    assert a.list_audit(before_id=3) == events[1::-1] and a.list_audit(since=2.0, before_id=3) == [events[1]]
+    assert a.list_audit_after(1, 1) == [events[1]] and a.list_audit_after(3) == []
+
+
+def test_concurrent_audit_appends_keep_one_chain(make_store: Callable[[], Store]) -> None:
+    stores = [make_store(), make_store()]
+
+    def append(store: Store, who: str) -> None:
+        for i in range(25):
+            store.append_audit([AuditEvent(at=float(i), actor=who, action="race", target=str(i))])
+
+    threads = [threading.Thread(target=append, args=(s, f"w{n}")) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = stores[0].list_audit_after(0, 100)
+    assert [e.id for e in events] == list(range(1, 51))
+    assert [e.prev for e in events[1:]] == [event_hash(e) for e in events[:-1]]
 
 
 def test_failed_compare_and_set_writes_no_audit(store: Store) -> None:

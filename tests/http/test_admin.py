@@ -10,6 +10,7 @@ from starlette.testclient import TestClient
 from support import ISSUER, basic
 
 from jwks_service.clock import ManualClock
+from jwks_service.model import AuditEvent
 from jwks_service.runtime import Runtime
 
 GRANT = {"grant_type": "client_credentials"}
@@ -260,9 +261,36 @@ def test_audit_records_every_call(http: TestClient, admin: dict[str, str], runti
     # newest first, limited, since
     assert len(http.get("/admin/audit?limit=2", headers=admin).json()["events"]) == 2
     assert http.get("/admin/audit?since=2999-01-01T00:00:00Z", headers=admin).json()["events"] == []
-    for bad in ("limit=0", "limit=1001", "limit=x", "since=yesterday", "since=2020-01-01T00:00:00"):
+    for bad in ("limit=0", "limit=1001", "limit=x", "since=yesterday", "since=2020-01-01T00:00:00", "cursor=x"):
         r = http.get(f"/admin/audit?{bad}", headers=admin)
         assert r.status_code == 400, bad
+
+
+def test_audit_pages_with_a_cursor(http: TestClient, admin: dict[str, str], runtime: Runtime) -> None:
+    """Newest first, as before; `next_cursor` leads to the next, older page, and is null on the last."""
+    runtime.store.append_audit(
+        [AuditEvent(at=1.0 + i, actor="test", action="test.page", target=str(i)) for i in range(7)]
+    )
+    held = [e.id for e in runtime.store.list_audit(limit=10_000)]
+    assert walk(http, admin, "limit=3", below=held[0]) == held  # every event once, newest first
+    # since and cursor together: every event from at = 5 on, the test's and the start's
+    pages = walk(http, admin, "limit=2&since=5", below=held[0])
+    assert pages == [e.id for e in runtime.store.list_audit(since=5, limit=10_000) if e.id <= held[0]]
+    assert [e.target for e in runtime.store.list_audit(limit=10_000) if e.id in pages][:3] == ["6", "5", "4"]
+
+
+def walk(http: TestClient, admin: dict[str, str], query: str, below: int) -> list[int]:
+    """The ids of every page of /admin/audit?query, following next_cursor; events the listings
+    wrote themselves (above `below`) left out."""
+    seen: list[int] = []
+    cursor = ""
+    while True:
+        page = http.get(f"/admin/audit?{query}{cursor}", headers=admin).json()
+        seen += [e["id"] for e in page["events"] if e["id"] <= below]
+        assert all(len(e["prev"]) == 64 for e in page["events"] if e["id"] > 1)
+        if page["next_cursor"] is None:
+            return seen
+        cursor = f"&cursor={page['next_cursor']}"
 
 
 def test_denied_calls_are_audited(http: TestClient, runtime: Runtime) -> None:

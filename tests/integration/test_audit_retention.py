@@ -17,6 +17,10 @@ DAY = 86400.0
 
 
 def old_and_new(rt: Runtime, old: int, age_days: float = 401) -> None:
+    """A log of `old` events `age_days` old, then one 399 days old. A prune deletes the oldest events
+    by id and stops at the first one it keeps, so the log is emptied first (the start's events are
+    from now, and would hold back the old ones appended after them)."""
+    rt.store.prune_audit(float("inf"), 10**6)
     now = rt.clock.now()
     rt.store.append_audit(
         [AuditEvent(at=now - age_days * DAY - i, actor="x", action="test.old", target=f"o{i}") for i in range(old)]
@@ -60,3 +64,4 @@ def test_the_running_server_prunes_in_its_background_loop(runtime: Runtime) -> N
         wait_until(lambda: "test.old" not in actions(runtime), timeout=10)
         assert http.get("/healthz").status_code == 200
     assert "test.kept" in actions(runtime) and "audit.prune" in actions(runtime)
+    assert runtime.audit_log.verify().ok  # the chain holds from the first event kept

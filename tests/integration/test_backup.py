@@ -288,6 +288,8 @@ def test_import_into_a_non_empty_store_needs_force(
             assert jwks_kids(http) == exported.jwks_kids | own_previous
             body = introspect(http, *exported.creds["reader"], exported.tokens["old"])
             assert body["active"] is True
+        # The backup's events were appended after the store's own, each with a new id and prev.
+        assert rt.audit_log.verify().ok
     finally:
         rt.close()
 
@@ -791,6 +793,10 @@ def test_export_wipe_import_round_trip_on_every_store(
         assert after[0]["action"] == "backup.import" and after[1:] == events
     finally:
         store.close()
+    # Restored into an empty store, the events are chained again in their order: the chain verifies.
+    code, out, err = cli(capsys, "audit", "verify", "--config", a.config)
+    assert code == 0, err
+    assert f"audit log verified: {len(events) + 1} events" in out
 
     rt = a.runtime(clock)
     try:

@@ -395,9 +395,8 @@ def test_cli_actions_name_the_os_user(capsys: pytest.CaptureFixture[str], monkey
 def test_audit_prune_deletes_events_past_retention(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "audit", "prune")
     assert code == 1 and "no store" in err  # never creates one
-    assert run(capsys, "keys", "list")[0] == 0
     store = open_store(load_settings())
-    try:
+    try:  # old events first: a prune deletes the oldest by id, up to the first one it keeps
         now = time.time()
         store.append_audit(
             [AuditEvent(at=now - 401 * 86400 - i, actor="x", action="test.old", target=str(i)) for i in range(2500)]
@@ -405,6 +404,7 @@ def test_audit_prune_deletes_events_past_retention(capsys: pytest.CaptureFixture
         )
     finally:
         store.close()
+    assert run(capsys, "keys", "list")[0] == 0
     code, out, err = run(capsys, "audit", "prune")
     assert code == 0, err
     assert out.startswith("pruned 2500 audit events older than ") and "(audit.retention 400d)" in out
@@ -441,3 +441,15 @@ def test_rotate_secret_refuses_an_unbounded_grace_before_writing(capsys: pytest.
     finally:
         store.close()
     assert run(capsys, "clients", "rotate-secret", client_id, "--grace", "30d")[0] == 0
+
+
+def test_the_cli_actor_is_the_os_user_or_else_the_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jwks_service.cli import common
+
+    assert common.actor() == f"cli:{getpass.getuser()}"
+
+    def nobody() -> str:
+        raise OSError("no user name")
+
+    monkeypatch.setattr(getpass, "getuser", nobody)
+    assert common.actor() == f"cli:{os.getuid()}"

@@ -270,7 +270,17 @@ def test_audit_retention() -> None:
     assert load_settings(None, environ={"JWKS_AUDIT__RETENTION": "2d"}).audit_retention == 2 * 86400
     assert "at least 1d" in only_line({"audit": {"retention": "12h"}}, "audit.retention")
     assert "must be a duration" in only_line({"audit": {"retention": "forever"}}, "audit.retention")
-    assert "unknown setting" in only_line({"audit": {"file": "x"}}, "audit.file")
+    assert "unknown setting" in only_line({"audit": {"sink": "x"}}, "audit.sink")
+
+
+def test_audit_sinks() -> None:
+    assert (build_settings({}).audit_file, build_settings({}).audit_syslog) == ("", False)  # none by default
+    settings = build_settings({"audit": {"file": "/var/log/jwks/audit.jsonl", "syslog": True}})
+    assert (settings.audit_file, settings.audit_syslog) == ("/var/log/jwks/audit.jsonl", True)
+    from_env = load_settings(None, environ={"JWKS_AUDIT__SYSLOG": "true", "JWKS_AUDIT__FILE": "/srv/a.jsonl"})
+    assert (from_env.audit_file, from_env.audit_syslog) == ("/srv/a.jsonl", True)
+    assert "true or false" in only_line({"audit": {"syslog": "yes"}}, "audit.syslog")
+    assert "a file name" in only_line({"audit": {"file": 1}}, "audit.file")
 
 
 def test_env_override_refusal_names_the_field() -> None:

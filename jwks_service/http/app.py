@@ -93,7 +93,10 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}),
         RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}),
         RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}),
-        RouteSpec("/admin/clients/{client_id}", {"GET": admin.show_client, "DELETE": admin.delete_client}),
+        RouteSpec(
+            "/admin/clients/{client_id}",
+            {"GET": admin.show_client, "PATCH": admin.update_client, "DELETE": admin.delete_client},
+        ),
         RouteSpec("/admin/clients/{client_id}/secret", {"POST": admin.rotate_secret}),
         RouteSpec("/admin/audit", {"GET": admin.list_audit}),
     ]

@@ -322,6 +322,21 @@ PATHS: dict[str, Schema] = {
             "summary": "One client (never its secret).",
             "responses": _responses(_ok("The client.", ref("Client")), *_ADMIN_ERRORS, "404"),
         },
+        "patch": {
+            **_ADMIN,
+            "operationId": "updateClient",
+            "summary": "Change a client's name, scopes, audiences or token_ttl (the fields given; the others stay). "
+            "In force on every replica within 1 s; tokens issued before keep their claims until they expire.",
+            "requestBody": {"required": True, "content": json_content(ref("ClientUpdate"))},
+            "responses": _responses(
+                _ok("The client as it is now, and the fields that changed.", ref("UpdatedClient")),
+                "400",
+                *_ADMIN_ERRORS,
+                "404",
+                "409",
+                "413",
+            ),
+        },
         "delete": {
             **_ADMIN,
             "operationId": "deleteClient",

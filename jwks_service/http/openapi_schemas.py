@@ -151,6 +151,7 @@ HEADERS: dict[str, Schema] = {
         "schema": {"type": "string", "const": "no-store"},
     },
     "WWW-Authenticate": {"description": "The authentication challenge.", "schema": {"type": "string"}},
+    "CORS": {"description": "`*`: any origin may read the document (CORS).", "schema": {"const": "*"}},
 }
 
 _ALGS = sorted(ALGORITHMS)
@@ -192,16 +193,21 @@ SCHEMAS: dict[str, Schema] = {
             "introspection_endpoint": {"type": "string", "format": "uri"},
             "revocation_endpoint": {"type": "string", "format": "uri"},
             "grant_types_supported": {"type": "array", "items": {"const": "client_credentials"}},
-            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "response_types_supported": {"type": "array", "maxItems": 0, "description": "no authorization endpoint"},
             "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "introspection_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "revocation_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "access_token_signing_alg_values_supported": {"type": "array", "items": {"enum": _ALGS}},
-            "id_token_signing_alg_values_supported": {"type": "array", "items": {"enum": _ALGS}},
-            "subject_types_supported": {"type": "array", "items": {"type": "string"}},
             "scopes_supported": {"type": "array", "items": {"type": "string"}},
         },
-        ["issuer", "jwks_uri", "token_endpoint", "grant_types_supported", "token_endpoint_auth_methods_supported"],
+        [
+            "issuer",
+            "jwks_uri",
+            "token_endpoint",
+            "response_types_supported",
+            "grant_types_supported",
+            "token_endpoint_auth_methods_supported",
+        ],
         closed=False,  # RFC 8414 §2: metadata may grow
     ),
     "KeyStatus": _obj(

@@ -34,7 +34,7 @@ def _key_rows(keysets: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    with runtime(args) as rt:
+    with runtime(args, read_only=True) as rt:
         rows = _key_rows(views.keysets_view(rt.settings.keysets, rt.keys.snapshot.keysets))
     if args.json:
         print(json.dumps({"keys": rows}, indent=2))
@@ -98,7 +98,7 @@ def _secret_age(client: dict[str, Any], now: float) -> str:
 
 
 def cmd_clients_list(args: argparse.Namespace) -> int:
-    with runtime(args) as rt:
+    with runtime(args, read_only=True) as rt:
         now, max_age = rt.clock.now(), rt.settings.client_secret_max_age
         listed = [views.client_view(c, now, max_age) for c in rt.clients.read_all()]
     if args.json:
@@ -127,7 +127,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_show(args: argparse.Namespace) -> int:
-    with runtime(args) as rt:
+    with runtime(args, read_only=True) as rt:
         client, now = rt.clients.read(args.client_id), rt.clock.now()
         shown = {
             **views.client_view(client, now, rt.settings.client_secret_max_age),

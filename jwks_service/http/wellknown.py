@@ -16,6 +16,8 @@ from ..jwks import etag_matches
 from ..lifecycle import next_rotation_at
 from ..model import KeyState
 from ..runtime import Runtime
+from ..snapshot import NOT_CREATED
+from ..vaultapi import PUBLIC_CAUSE
 from .responses import JSONResponse
 
 log = logging.getLogger("jwks_service")
@@ -185,8 +187,11 @@ def public_problems(problems: Mapping[str, str]) -> dict[str, str]:
             out[name] = "cannot sign"
         elif detail == "no current key":
             out[name] = "no current key"
-        elif detail == "keyset not created yet":
-            out[name] = "not created yet"
+        elif detail.startswith(NOT_CREATED):
+            # A cause worded for anyone (vaultapi.PUBLIC_CAUSE: "vault: transit engine not mounted at
+            # transit/") is named; any other stays private (it may name hosts or paths).
+            cause = detail[len(NOT_CREATED) :].removeprefix(": ")
+            out[name] = f"not created yet ({cause})" if cause.startswith(PUBLIC_CAUSE) else "not created yet"
         else:
             out[name] = "not ready"
     return out

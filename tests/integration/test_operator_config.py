@@ -8,6 +8,7 @@ import base64
 import os
 import secrets
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,32 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_1(capsys: pytest.CaptureFixtu
         " HOST:PORT elsewhere"
     ]
     assert list(workdir.iterdir()) == []  # nothing made before the refusal
+
+
+# ----- a Redis outage in the log ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_redis_outage_is_one_line_then_a_recovery_not_lines_per_second(tmp_path: Path) -> None:
+    """Before: 2-3 lines a second per replica for as long as Redis was down. Now the first failure,
+    (a count a minute later), and one line when it recovers."""
+    from replicas import Fleet, Policy
+
+    with Fleet(tmp_path, Policy(rotation_period="1d", prepublish="1h", token_ttl="5m"), replicas=1) as fleet:
+        [replica] = fleet.replicas
+        start = replica.log_path.stat().st_size
+
+        def down() -> None:
+            time.sleep(4.0)  # 16 reloads, 4 ticks
+
+        fleet.redis.restart(while_down=down)
+        deadline = time.monotonic() + 10
+        while "background refresh recovered after" not in replica.log_path.read_text()[start:]:
+            assert time.monotonic() < deadline, replica.tail()
+            time.sleep(0.1)
+        log = replica.log_path.read_text()[start:]
+    failed = [line for line in log.splitlines() if "background refresh failed" in line]
+    assert len(failed) == 1, log
+    assert "still failing" not in log  # no summary before a minute has passed
+    recovered = next(line for line in log.splitlines() if "recovered after" in line)
+    assert int(recovered.split("recovered after ")[1].split()[0]) >= 4

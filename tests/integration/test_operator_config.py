@@ -204,3 +204,33 @@ def test_a_redis_outage_is_one_line_then_a_recovery_not_lines_per_second(tmp_pat
     assert "still failing" not in log  # no summary before a minute has passed
     recovered = next(line for line in log.splitlines() if "recovered after" in line)
     assert int(recovered.split("recovered after ")[1].split()[0]) >= 4
+
+
+@pytest.mark.slow
+def test_serve_listen_moves_the_default_issuer_of_a_real_server(workdir: Path) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    from bench.baoserver import stop_process
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JWKS_")}
+    serve = [str(Path(sys.executable).parent / "jwks-service"), "serve", "--listen", f"127.0.0.1:{port}"]
+    with (workdir / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(serve, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                metadata = httpx.get(f"http://127.0.0.1:{port}/.well-known/openid-configuration", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, (workdir / "serve.log").read_text()
+                time.sleep(0.1)
+    finally:
+        stop_process(proc)
+    assert metadata["issuer"] == f"http://127.0.0.1:{port}"
+    assert metadata["jwks_uri"] == f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    assert "does not point at" not in (workdir / "serve.log").read_text()

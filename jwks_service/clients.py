@@ -438,6 +438,52 @@ class ClientRegistry:
         audit.log_events(events)
         self._cache.pop(client_id, None)
 
+    def update(
+        self,
+        client_id: str,
+        *,
+        name: str | None = None,
+        scopes: Iterable[str] | None = None,
+        audiences: Iterable[str] | None = None,
+        token_ttl: int | None = None,
+        actor: str = "cli",
+    ) -> tuple[Client, dict[str, Any]]:
+        """Change a client's name, scopes, audiences or token lifetime (what is None stays): the client
+        as stored, and what changed ({field: {"from", "to"}}, audited as `client.update`).
+
+        Compare-and-set on the client's revision, as `rotate_secret`. The store's revision moves with
+        the write, so every replica drops its cached clients at its next refresh (within 1 s): a scope
+        taken away is refused everywhere from then on. Tokens issued before keep their claims until
+        they expire."""
+        for _ in range(CAS_ATTEMPTS):
+            client = self._store.get_client(client_id)
+            if client is None:
+                raise NotFoundError(f"no client {client_id}")
+            new_name, new_scopes, new_audiences, _, new_ttl = self.validate(
+                client.name if name is None else name,
+                client.scopes if scopes is None else scopes,
+                client.audiences if audiences is None else audiences,
+                client.keyset,
+                client.token_ttl if token_ttl is None else token_ttl,
+            )
+            updated = replace(client, name=new_name, scopes=new_scopes, audiences=new_audiences, token_ttl=new_ttl)
+            changes = {
+                field: {"from": _plain(getattr(client, field)), "to": _plain(getattr(updated, field))}
+                for field in ("name", "scopes", "audiences", "token_ttl")
+                if getattr(client, field) != getattr(updated, field)
+            }
+            if not changes:
+                return client, {}
+            events = [audit.event(self._clock.now(), actor, "client.update", client_id, changes=changes)]
+            try:
+                updated = self._store.save_client(updated, client.revision, events)
+            except RevisionConflictError:
+                continue
+            audit.log_events(events)
+            self._cache.pop(client_id, None)
+            return updated, changes
+        raise ConflictError(f"client {client_id} kept changing under us; try again")
+
     def rotate_secret(self, client_id: str, grace: int, *, actor: str = "cli") -> tuple[Client, str]:
         """A new secret; the old ones keep working for `grace` seconds (at most MAX_SECRET_GRACE).
 
@@ -467,3 +513,8 @@ class ClientRegistry:
             self._cache.pop(client_id, None)
             return updated, secret
         raise ConflictError(f"client {client_id} kept changing under us; try again")
+
+
+def _plain(value: object) -> object:
+    """A client field as JSON has it (tuples as lists), for the audit log."""
+    return list(value) if isinstance(value, tuple) else value

@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -77,6 +77,8 @@ class VaultSettings:
     secret_id_file: str = ""  # AppRole secret_id, re-read at every login; else VAULT_SECRET_ID
     auth_mount: str = "approle"
     max_batch: int = 256  # most signatures per Transit call (micro-batching); 1: one call per token
+    ca_file: str = ""  # PEM CA bundle that Vault's certificate is verified against; else VAULT_CACERT
+    namespace: str = ""  # Vault / OpenBao namespace (X-Vault-Namespace); else VAULT_NAMESPACE
 
     @property
     def approle(self) -> bool:
@@ -103,6 +105,8 @@ class Settings:
     events_max_streams_per_source: int = DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE
     # [http] trusted_proxies: addresses / networks whose X-Forwarded-For is believed (none by default)
     trusted_proxies: tuple[str, ...] = ()
+    issuer_configured: bool = False  # False: the embedded default, http://<listen> (follows serve --listen)
+    from_environment: tuple[str, ...] = ()  # the JWKS_* / VAULT_* variables that set a value, by name
 
     @property
     def store_display(self) -> str:
@@ -143,7 +147,17 @@ _SECTION_KEYS = {
     "events": {"max_streams", "max_streams_per_source"},
     "http": {"trusted_proxies"},
     "store": {"url"},
-    "vault": {"addr", "token_file", "transit_mount", "role_id", "secret_id_file", "auth_mount", "max_batch"},
+    "vault": {
+        "addr",
+        "token_file",
+        "transit_mount",
+        "role_id",
+        "secret_id_file",
+        "auth_mount",
+        "max_batch",
+        "ca_file",
+        "namespace",
+    },
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
     "clients": {"secret_max_age"},
@@ -229,10 +243,13 @@ def load_settings(config_file: str | None = None, environ: Mapping[str, str] | N
             ", ".join(foreign),
         )
     raw = _merge(raw, overrides)
+    used = [name for name in env if name.startswith("JWKS_") and name != "JWKS_CONFIG" and name not in foreign]
     for variable, key in (("VAULT_ADDR", "addr"), ("VAULT_ROLE_ID", "role_id")):
         if env.get(variable) and not (isinstance(raw.get("vault"), Mapping) and raw["vault"].get(key)):
             raw = _merge(raw, {"vault": {key: env[variable]}})  # Vault's own variables are honoured
-    return build_settings(raw, config_file=path, environ=env)
+            used.append(variable)
+    settings = build_settings(raw, config_file=path, environ=env)
+    return replace(settings, from_environment=tuple(sorted(used)))
 
 
 def _max_batch(value: Any, problems: list[str]) -> int:
@@ -321,15 +338,14 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
             if key not in allowed:
                 problems.append(f"{section}.{key}: unknown setting (known: {', '.join(sorted(allowed))})")
 
-    issuer = want_str(raw.get("issuer", DEFAULT_ISSUER), "issuer")
+    listen = want_str(raw.get("listen", DEFAULT_LISTEN), "listen")
+    if isinstance(raw.get("listen", DEFAULT_LISTEN), str) and not valid_listen(listen):
+        problems.append(f"listen: must be HOST:PORT with a port from 1 to 65535 (got {listen!r})")
+    issuer = want_str(raw.get("issuer", default_issuer(listen)), "issuer")
     parts = urlsplit(issuer)
     bad_url = parts.scheme not in ("http", "https") or not parts.netloc or bool(parts.query or parts.fragment)
     if isinstance(raw.get("issuer", DEFAULT_ISSUER), str) and bad_url:
         problems.append(f"issuer: must be an http(s) URL without query or fragment (got {issuer!r})")
-
-    listen = want_str(raw.get("listen", DEFAULT_LISTEN), "listen")
-    if isinstance(raw.get("listen", DEFAULT_LISTEN), str) and not _valid_listen(listen):
-        problems.append(f"listen: must be HOST:PORT with a port from 1 to 65535 (got {listen!r})")
 
     store_url = want_str(sections["store"].get("url", DEFAULT_STORE_URL), "store.url")
     scheme = store_url.split(":", 1)[0]
@@ -352,7 +368,13 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         secret_id_file=want_str(vault_table.get("secret_id_file", ""), "vault.secret_id_file"),
         auth_mount=want_str(vault_table.get("auth_mount", "approle"), "vault.auth_mount").strip("/"),
         max_batch=_max_batch(vault_table.get("max_batch", 256), problems),
+        ca_file=want_str(vault_table.get("ca_file", ""), "vault.ca_file").strip(),
+        namespace=want_str(vault_table.get("namespace", ""), "vault.namespace").strip().strip("/"),
     )
+    if vault.namespace and not _MOUNT_PATH.fullmatch(vault.namespace):
+        problems.append(
+            f"vault.namespace: must be a namespace path such as team-a or org/team-a (got {vault.namespace!r})"
+        )
     if vault.role_id and vault.token_file:
         problems.append("vault.role_id: log in either with vault.token_file or with AppRole (vault.role_id), not both")
     if vault.secret_id_file and not vault_table.get("role_id"):
@@ -502,6 +524,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         events_max_streams=max_streams,
         events_max_streams_per_source=max_streams_per_source,
         trusted_proxies=trusted_proxies,
+        issuer_configured="issuer" in raw,
     )
 
 
@@ -560,7 +583,12 @@ def redact_url(url: str) -> str:
         return "<unparsable Redis URL>"
 
 
-def _valid_listen(listen: str) -> bool:
+def default_issuer(listen: str) -> str:
+    """The embedded default issuer for a listen address: http://HOST:PORT."""
+    return f"http://{listen}" if valid_listen(listen) else DEFAULT_ISSUER
+
+
+def valid_listen(listen: str) -> bool:
     host, sep, port = listen.rpartition(":")
     return bool(sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536)
 

@@ -38,10 +38,11 @@ class TransitWrapper:
         """One request on <mount>/<operation>/<key>; refusals become ConfigError."""
         hint = f" (is the transit engine mounted at {self._mount}?)"
         path = f"{self._mount}/{operation}/{self.key_name}"
+        engine = ("transit", self._mount)
         if method == "POST":
-            request = VaultRequest.post(path, capability, data, missing=hint, **options)
+            request = VaultRequest.post(path, capability, data, missing=hint, engine=engine, **options)
         else:
-            request = VaultRequest.get(path, capability, missing=hint, **options)
+            request = VaultRequest.get(path, capability, missing=hint, engine=engine, **options)
         try:
             return self._client.call(request)
         except (VaultPermissionError, KeyValidationError) as exc:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
+from logging import ERROR
 from typing import Any
 
 from . import audit
@@ -25,6 +26,7 @@ from .errors import ConflictError, JwksServiceError, KeyValidationError, NotFoun
 from .jws import VerificationKey
 from .lifecycle import Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
 from .model import AuditEvent, Keyset, KeysetPolicy, KeyState, KeyVersion, NewKey
+from .repeats import RepeatedFailure
 from .snapshot import ServedKeys
 from .stores import Store
 from .tokens import access_token_claims, encode_header, encode_token, verify_access_token
@@ -56,6 +58,7 @@ class Rotation:
         self.canary_failures = 0
         self._write_lock = threading.Lock()
         self._adoption_checked: dict[str, float] = {}
+        self._tick_failures: dict[str, RepeatedFailure] = {}
 
     def tick(self) -> list[Transition]:
         """The scheduler: apply whatever the lifecycle says is due now, for every keyset."""
@@ -67,11 +70,17 @@ class Rotation:
             # Plan on the in-memory copy first: most ticks have nothing to do and touch no store.
             if cached is not None and plan_tick(policy, cached, now).empty:
                 continue
+            failures = self._tick_failures.get(name)
+            if failures is None:
+                failures = self._tick_failures[name] = RepeatedFailure(log, f"keyset {name}: maintenance", level=ERROR)
             try:
                 _, transitions = self._transition(name, partial(self._plan_tick, policy), wait=False)
             except JwksServiceError as exc:
-                log.error("scheduled maintenance of keyset %s failed: %s", name, exc.description)
+                failures.failed(exc.description, now)  # once, then a count: the tick runs every second
+                self.served.maintenance_problems[name] = exc.description
                 continue
+            failures.succeeded(now)
+            self.served.maintenance_problems.pop(name, None)
             done.extend(transitions)
         return done
 

@@ -13,7 +13,7 @@ from .backends.local import LocalBackend
 from .clients import ClientRegistry
 from .clock import Clock, SystemClock
 from .config import Settings, sqlite_path
-from .errors import ConfigError, JwksServiceError, KeyValidationError, UnavailableError
+from .errors import ConfigError, JwksServiceError, KeyValidationError, NotFoundError, UnavailableError
 from .kek import LoadedKek, load_kek, load_wrapped_kek
 from .model import Keyset
 from .service import KeyService
@@ -83,7 +83,7 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def _vault_users(settings: Settings) -> str:
+def vault_users(settings: Settings) -> str:
     """Who needs Vault, for messages."""
     users = [f"keysets.{p.name} uses backend = vault" for p in settings.keysets.values() if p.backend == "vault"]
     if settings.kek_transit_key:
@@ -96,7 +96,7 @@ def open_vault_auth(settings: Settings) -> VaultAuth:
     unreachable Vault is an error; Vault-backed keysets alone start degraded and recover."""
     from .vault_auth import VaultAuth
 
-    auth = VaultAuth(settings.vault, needed_by=_vault_users(settings))
+    auth = VaultAuth(settings.vault, needed_by=vault_users(settings))
     try:
         auth.login(strict=bool(settings.kek_transit_key))
     except UnavailableError as exc:
@@ -165,12 +165,29 @@ def sealed_under_another_kek(keysets: Iterable[Keyset], backend: LocalBackend, k
     return partial
 
 
-def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool = True) -> Runtime:
-    """Open the store and backends; with `start`, create missing keys and load them."""
+def store_exists(settings: Settings) -> bool:
+    """Whether the store is there to read; opening a SQLite store that is not creates it."""
+    if settings.store_url.startswith("sqlite:"):
+        return sqlite_path(settings.store_url).exists()
+    return True  # a store server: opening it creates nothing
+
+
+def build_runtime(
+    settings: Settings, clock: Clock | None = None, *, start: bool = True, read_only: bool = False
+) -> Runtime:
+    """Open the store and backends; with `start`, create missing keys and load them. `read_only`
+    (`keys list`, `clients list|show`): create nothing, neither a store nor a KEK nor a key; load
+    what the store holds (NotFoundError when there is no store)."""
+    if read_only and not store_exists(settings):
+        path = sqlite_path(settings.store_url)
+        raise NotFoundError(
+            f"no store at {path.absolute()} (store.url {settings.store_url}, relative to this directory): nothing"
+            " to read. Run this where the server runs, or with its --config; nothing was created"
+        )
     clock = clock or SystemClock()
     vault = open_vault_auth(settings) if settings.uses_vault else None
     try:
-        kek = open_kek(settings, vault, create=settings.embedded)
+        kek = open_kek(settings, vault, create=settings.embedded and not read_only)
         store = open_store(settings)
     except BaseException:
         if vault is not None:
@@ -185,7 +202,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None, *, start: bool
                 backends["vault"] = open_vault(settings, vault)
         keys = KeyService(settings, store, backends, clock)
         clients = ClientRegistry(store, kek.derive("client-secret-pepper"), clock, settings.keysets)
-        if start:
+        if read_only:
+            keys.check_store_against_config()  # refused as a start would refuse it
+            keys.refresh(force=True)
+        elif start:
             # Before start(): a start under the wrong KEK would also seal new keys under it.
             stored = [ks for ks in store.list_keysets() if ks.name in settings.keysets]
             try:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import anyio
 
 from .errors import JwksServiceError
+from .repeats import RepeatedFailure
 from .runtime import Runtime
 from .stores import ChangeFeed
 
@@ -62,25 +64,32 @@ def _maintain(runtime: Runtime) -> None:
 
 
 async def _refresh_loop(runtime: Runtime, after_refresh: Callable[[], None], wake: asyncio.Event) -> None:
-    await _run("loading the clients", runtime.clients.remember_all)
+    await _run(RepeatedFailure(log, "loading the clients"), runtime.clients.remember_all)
+    failures = RepeatedFailure(log, "background refresh")  # a store outage: one line, then a count
     while True:
         with anyio.move_on_after(POLL_SECONDS):
             await wake.wait()
         wake.clear()
-        await _run("background refresh", _refresh, runtime)
+        await _run(failures, _refresh, runtime)
         after_refresh()
 
 
 async def _tick_loop(runtime: Runtime) -> None:
+    failures = RepeatedFailure(log, "scheduled maintenance")
     while True:
         await anyio.sleep(TICK_SECONDS)
-        await _run("scheduled maintenance", _maintain, runtime)
+        await _run(failures, _maintain, runtime)
 
 
-async def _run(what: str, call: Callable[..., object], *args: object) -> None:
+async def _run(failures: RepeatedFailure, call: Callable[..., object], *args: object) -> None:
+    """`call` in a worker thread; its failures logged through `failures` (first, counts, recovery)."""
     try:
         await anyio.to_thread.run_sync(call, *args)
     except JwksServiceError as exc:
-        log.warning("%s failed: %s", what, exc.description)
-    except Exception:
-        log.exception("%s failed", what)
+        failures.failed(exc.description, time.monotonic())
+    except Exception as exc:
+        if not failures.failures:  # a bug: its traceback once
+            log.exception("%s failed", failures.what)
+        failures.failed(f"unexpected {type(exc).__name__}: {exc}", time.monotonic())
+    else:
+        failures.succeeded(time.monotonic())

@@ -27,6 +27,8 @@ from .model import Keyset, KeyState, KeyVersion
 from .stores import Store
 from .tokens import encode_header
 
+NOT_CREATED = "keyset not created yet"
+
 log = logging.getLogger("jwks_service")
 
 
@@ -67,6 +69,9 @@ class ServedKeys:
         self.revoked_loaded_at = float("-inf")  # the last refresh that read the store successfully
         # Keysets whose remote backend failed their last signature (cleared by the next success).
         self.degraded: dict[str, str] = {}
+        # Why the scheduler's last maintenance of a keyset failed (rotation.Rotation.tick), e.g. why a
+        # keyset could not be created: readiness names it.
+        self.maintenance_problems: dict[str, str] = {}
         self._seen_revision = -1
         self._store_problem = ""  # why the last refresh could not read the store ("" when it could)
         self._installs = 0  # bumped by every install, so a slow refresh does not install older keysets
@@ -207,7 +212,7 @@ class ServedKeys:
                 problems[name] = "no current key"
         for name in self.settings.keysets:
             if name not in keysets:
-                problems[name] = "keyset not created yet"
+                problems[name] = NOT_CREATED
         self.snapshot = Snapshot(keysets, signing, verify_keys, kid_keyset, render_jwks(keysets.values()), problems)
 
     def summary(self, name: str, previous: str | None = None) -> dict[str, Any]:
@@ -232,7 +237,9 @@ class ServedKeys:
         problems: dict[str, str] = {}
         if self._store_problem:
             problems["store"] = self._store_problem
-        problems.update(self.snapshot.problems)
+        for name, problem in self.snapshot.problems.items():
+            cause = self.maintenance_problems.get(name)
+            problems[name] = f"{problem}: {cause}" if cause and problem == NOT_CREATED else problem
         problems.update({name: f"degraded: {why}" for name, why in self.degraded.items()})
         return problems
 

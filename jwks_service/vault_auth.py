@@ -79,7 +79,9 @@ class VaultAuth:
                 f"vault.token_file: {needed_by}; give Vault credentials: vault.token_file or VAULT_TOKEN (a token),"
                 " or vault.role_id with vault.secret_id_file or VAULT_SECRET_ID (AppRole)"
             )
-        self.client = VaultClient.from_environment(settings.addr, timeout=timeout, environ=self._env)
+        self.client = VaultClient.from_environment(
+            settings.addr, timeout=timeout, environ=self._env, ca_file=settings.ca_file, namespace=settings.namespace
+        )
         self.logins = 0  # successful AppRole logins (and tokens adopted from vault.token_file)
         self.renewals = 0  # successful renewals
         self._expires: float | None = None  # time.monotonic() when the token expires; None: never

@@ -21,8 +21,10 @@ A replayable request (one that changes nothing in Vault: sign, hmac, verify, rea
 because a kept-alive connection was closed under it is sent once more, on a new connection. A
 redirect (a standby node naming the active one) is followed.
 
-TLS: Vault's certificate is verified against certifi's bundle, or the CA a `VaultAuth` finds in
-VAULT_CACERT / VAULT_CAPATH (with VAULT_CLIENT_CERT / VAULT_CLIENT_KEY), as Vault's CLI reads them.
+TLS: Vault's certificate is verified against certifi's bundle, or `[vault] ca_file`, or the CA in
+VAULT_CACERT / VAULT_CAPATH (with VAULT_CLIENT_CERT / VAULT_CLIENT_KEY), as Vault's CLI reads them;
+both drivers use the one `ssl.SSLContext`. A namespace (`[vault] namespace`, else VAULT_NAMESPACE)
+is sent as X-Vault-Namespace on every request of both.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import certifi
 import httpx
 import orjson
 
-from .errors import JwksServiceError, KeyValidationError, UnavailableError
+from .errors import ConfigError, JwksServiceError, KeyValidationError, UnavailableError
 
 RETRY_AFTER_UNAVAILABLE = 5  # seconds: Vault down, sealed or slow
 RETRY_AFTER_PERMISSION = 30  # seconds: a policy fix needs a human
@@ -52,6 +54,16 @@ _KEY_PROBLEMS = ("key version", "requested version", "no such key", "key not fou
 _REDIRECTS = (307, 308)  # what Vault answers (a standby node); they keep the method and body
 # Connections: the batcher keeps a few busy per key, worker threads (the naive path) more.
 MAX_CONNECTIONS, MAX_IDLE, IDLE_SECONDS = 100, 32, 60.0
+
+
+# Messages that start so name only what the operator configured (a mount path), never an address or
+# Vault's own text: /readyz may show them to anyone.
+PUBLIC_CAUSE = "vault: "
+_UNMOUNTED = "no handler for route"  # what Vault says to a path under no mount
+
+
+class VaultMountError(KeyValidationError):
+    """The secrets engine a request needs is not mounted where the configuration says."""
 
 
 class VaultPermissionError(UnavailableError):
@@ -74,6 +86,7 @@ class VaultRequest:
     refused_ok: bool = False  # 400 answers None (a verification Vault refuses: retired version)
     replayable: bool = False  # changes nothing in Vault: may be sent again on a new connection
     anonymous: bool = False  # sent without the token (a login)
+    engine: tuple[str, str] = ("", "")  # (kind, mount) of the secrets engine, e.g. ("transit", "transit")
 
     @classmethod
     def get(cls, path: str, capability: str = "read", **options: Any) -> VaultRequest:
@@ -110,6 +123,11 @@ def status_error(url: str, request: VaultRequest, status: int, detail: str) -> J
         )
     if status == 401:
         return VaultPermissionError(f"Vault refused the token on {where}: it is missing, invalid or expired")
+    if status == 404 and _UNMOUNTED in detail and request.engine[0]:
+        kind, mount = request.engine
+        return VaultMountError(
+            f"{PUBLIC_CAUSE}{kind} engine not mounted at {mount}/ (enable it: bao secrets enable -path={mount} {kind})"
+        )
     if status == 404:
         return KeyValidationError(f"Vault has no {where}{request.missing}")
     if status in (400, 405):
@@ -189,9 +207,11 @@ class Exchange:
                     f"Vault answered {request.path} with something other than JSON", RETRY_AFTER_UNAVAILABLE
                 ) from None
             return
-        if (status == 404 and request.absent_ok) or (status == 400 and request.refused_ok):
+        detail = _detail(status, content_type, body)
+        absent = status == 404 and request.absent_ok and _UNMOUNTED not in detail  # no key, not no engine
+        if absent or (status == 400 and request.refused_ok):
             return
-        raise status_error(self._client.url, request, status, _detail(status, content_type, body))
+        raise status_error(self._client.url, request, status, detail)
 
     def fail(self, exc: Exception, *, timed_out: bool = False, stale: bool = False) -> None:
         """No answer came. `stale`: the connection was one kept alive, closed under the request
@@ -251,12 +271,23 @@ class VaultClient:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_environment(cls, url: str, *, timeout: float, environ: Mapping[str, str]) -> VaultClient:
-        """A client with the TLS settings Vault's own CLI reads: VAULT_CACERT (or VAULT_CAPATH) and
-        VAULT_CLIENT_CERT / VAULT_CLIENT_KEY."""
-        ca = environ.get("VAULT_CACERT") or environ.get("VAULT_CAPATH") or ""
+    def from_environment(
+        cls, url: str, *, timeout: float, environ: Mapping[str, str], ca_file: str = "", namespace: str = ""
+    ) -> VaultClient:
+        """A client with `ca_file` and `namespace` (`[vault]` settings), else what Vault's own CLI
+        reads: VAULT_CACERT (or VAULT_CAPATH), VAULT_CLIENT_CERT / VAULT_CLIENT_KEY, VAULT_NAMESPACE.
+        ConfigError when the CA or client certificate cannot be loaded."""
+        from_env = environ.get("VAULT_CACERT") or environ.get("VAULT_CAPATH") or ""
+        ca = ca_file or from_env
         cert, key = environ.get("VAULT_CLIENT_CERT", ""), environ.get("VAULT_CLIENT_KEY", "")
-        return cls(url, timeout=timeout, verify=tls_context(ca, cert, key) if ca or cert else True)
+        try:
+            verify = tls_context(ca, cert, key) if ca or cert else True
+        except (OSError, ssl.SSLError) as exc:
+            name = "vault.ca_file" if ca_file else "VAULT_CACERT / VAULT_CLIENT_CERT"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"{name}: cannot load {ca or cert}: {reason}") from None
+        namespace = namespace or environ.get("VAULT_NAMESPACE", "").strip().strip("/")
+        return cls(url, timeout=timeout, verify=verify, namespace=namespace)
 
     def headers(self, request: VaultRequest) -> dict[str, str]:
         """Vault's headers for `request`, with the current token."""

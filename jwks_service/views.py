@@ -42,6 +42,11 @@ def created_client_view(client: Client, secret: str, now: float, secret_max_age:
     return {**client_view(client, now, secret_max_age), "client_secret": secret}
 
 
+def updated_client_view(client: Client, changes: Mapping[str, Any], now: float, secret_max_age: int) -> dict[str, Any]:
+    """A client after an update, and the names of the fields that changed (none: it was already so)."""
+    return {**client_view(client, now, secret_max_age), "changed": sorted(changes)}
+
+
 def client_secrets_view(client: Client, now: float) -> list[dict[str, Any]]:
     """Each of a client's secrets (never the secret nor its digest): when it was issued, when it
     stops working (None: never), whether it works now."""

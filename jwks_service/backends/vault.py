@@ -145,9 +145,10 @@ class VaultBackend:
     def _request(self, method: str, path: str, capability: str, data: Any = None, **options: Any) -> VaultRequest:
         """A request on <mount>/`path`."""
         hint = f" (is the key missing, or the transit engine not mounted at {self._mount}?)"
+        engine = ("transit", self._mount)
         if method == "GET":
-            return VaultRequest.get(f"{self._mount}/{path}", capability, missing=hint, **options)
-        return VaultRequest.post(f"{self._mount}/{path}", capability, data, missing=hint, **options)
+            return VaultRequest.get(f"{self._mount}/{path}", capability, missing=hint, engine=engine, **options)
+        return VaultRequest.post(f"{self._mount}/{path}", capability, data, missing=hint, engine=engine, **options)
 
     def _post(self, path: str, body: Any, capability: str = "update", **options: Any) -> dict[str, Any]:
         resp = self._client.call(self._request("POST", path, capability, body, **options))

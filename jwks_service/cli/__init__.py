@@ -15,6 +15,7 @@ from .manage import (
     cmd_clients_list,
     cmd_clients_rotate_secret,
     cmd_clients_show,
+    cmd_clients_update,
     cmd_keys_list,
     cmd_keys_revoke,
     cmd_keys_rotate,
@@ -111,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("client_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clients_show)
+    p = clients.add_parser("update", parents=[common], help="change a client's scopes, audiences, ttl or name")
+    p.add_argument("client_id")
+    p.add_argument("--scope", action="append", help="the new scopes (repeat for several); replaces them all")
+    p.add_argument("--audience", action="append", help="the new audiences (repeat); the first is default")
+    p.add_argument("--ttl", help="token lifetime, e.g. 15m (at most the keyset's token_ttl)")
+    p.add_argument("--name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_update)
     p = clients.add_parser("rotate-secret", parents=[common], help="new secret; the old one works during --grace")
     p.add_argument("client_id")
     p.add_argument("--grace", default="24h")

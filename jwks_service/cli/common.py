@@ -54,9 +54,10 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 @contextmanager
-def runtime(args: argparse.Namespace) -> Iterator[Runtime]:
-    """The runtime the server would start with (keys created if missing), closed afterwards."""
-    rt = build_runtime(settings_of(args))
+def runtime(args: argparse.Namespace, *, read_only: bool = False) -> Iterator[Runtime]:
+    """The runtime the server would start with (keys created if missing), closed afterwards; with
+    `read_only`, what the store holds, creating nothing (no store, no KEK, no key: API.md §8)."""
+    rt = build_runtime(settings_of(args), read_only=read_only)
     try:
         if rt.kek.generated:
             stderr(generated_kek(rt.kek))

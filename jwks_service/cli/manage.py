@@ -34,7 +34,7 @@ def _key_rows(keysets: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    with runtime(args) as rt:
+    with runtime(args, read_only=True) as rt:
         rows = _key_rows(views.keysets_view(rt.settings.keysets, rt.keys.snapshot.keysets))
     if args.json:
         print(json.dumps({"keys": rows}, indent=2))
@@ -98,7 +98,7 @@ def _secret_age(client: dict[str, Any], now: float) -> str:
 
 
 def cmd_clients_list(args: argparse.Namespace) -> int:
-    with runtime(args) as rt:
+    with runtime(args, read_only=True) as rt:
         now, max_age = rt.clock.now(), rt.settings.client_secret_max_age
         listed = [views.client_view(c, now, max_age) for c in rt.clients.read_all()]
     if args.json:
@@ -127,7 +127,7 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_show(args: argparse.Namespace) -> int:
-    with runtime(args) as rt:
+    with runtime(args, read_only=True) as rt:
         client, now = rt.clients.read(args.client_id), rt.clock.now()
         shown = {
             **views.client_view(client, now, rt.settings.client_secret_max_age),
@@ -149,6 +149,37 @@ def cmd_clients_show(args: argparse.Namespace) -> int:
             state = f"{'valid until' if sec['valid'] else 'expired'} {sec['expires_at']}"
         print(f"  created {sec['created_at']}: {state}")
     return 0
+
+
+def cmd_clients_update(args: argparse.Namespace) -> int:
+    if args.scope is None and args.audience is None and args.ttl is None and args.name is None:
+        raise InvalidRequestError("nothing to change: give --scope, --audience, --ttl or --name")
+    try:
+        ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
+    except ConfigError as exc:
+        raise InvalidRequestError(exc.description) from None
+    with runtime(args) as rt:
+        client, changes = rt.clients.update(
+            args.client_id, name=args.name, scopes=args.scope, audiences=args.audience, token_ttl=ttl, actor=actor()
+        )
+        updated = views.updated_client_view(client, changes, rt.clock.now(), rt.settings.client_secret_max_age)
+    if args.json:
+        print(json.dumps(updated))
+    elif not changes:
+        print(f"client {args.client_id}: nothing changed")
+    else:
+        for field, change in changes.items():
+            print(f"{field}: {_shown(change['from'])} -> {_shown(change['to'])}")
+        print(
+            "In force on every running replica within 1 s (tokens issued before keep their claims until they expire)."
+        )
+    return 0
+
+
+def _shown(value: object) -> str:
+    return (
+        " ".join(value) if isinstance(value, list) else format_duration(value) if isinstance(value, int) else str(value)
+    )
 
 
 def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:

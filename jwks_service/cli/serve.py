@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
+import socket
 from typing import Any
 
 from .. import __version__
 from ..config import Settings, parse_duration, split_listen
 from ..errors import InvalidRequestError
+from ..issuer import issuer_mismatch, listening_on
 from ..runtime import build_runtime
-from .common import generated_kek, settings_of
+from .common import generated_kek, settings_of, stderr
 
 # On SIGTERM, requests in flight get this long to finish; open /keys/events streams are then cut
 # (their clients reconnect elsewhere with Last-Event-ID).
@@ -50,6 +53,21 @@ def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
     return {"proxy_headers": True, "forwarded_allow_ips": list(settings.trusted_proxies)}
 
 
+def _address_in_use(host: str, port: int) -> str:
+    """Why the server could not listen on host:port ("" when it can), found before anything starts, so
+    a busy port is one line rather than a start-up banner followed by uvicorn's traceback-like logs."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is in use by another process; stop it, or serve --listen HOST:PORT elsewhere"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return ""
+
+
 def _welcome(settings: Settings, listen: str) -> None:
     """Validate, create keys, and tell the user what happened and how to begin."""
     rt = build_runtime(settings)
@@ -75,13 +93,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # takes SIGHUP over and restarts the workers one by one).
     signal.signal(signal.SIGHUP, _sighup)
     settings = settings_of(args)
-    listen = args.listen or settings.listen
+    if args.listen:  # with the embedded default issuer, the issuer follows (API.md §8)
+        settings = listening_on(settings, args.listen)
+    listen = settings.listen
     host, port = split_listen(listen)
+    if busy := _address_in_use(host, port):
+        stderr(f"jwks-service: listen: {busy}")  # one line, exit 1 (README: 2 is a refused configuration)
+        return 1
     drain_seconds = parse_duration(args.drain, "--drain")
     if drain_seconds and args.workers > 1:
         raise InvalidRequestError("--drain works with one worker per process: run one replica per worker instead")
     _welcome(settings, listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if mismatch := issuer_mismatch(settings):
+        logging.getLogger("jwks_service").warning("%s", mismatch)
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         logging.getLogger("jwks_service").warning(
             "FORWARDED_ALLOW_IPS is ignored: name the proxies whose X-Forwarded-For is believed in [http]"
@@ -100,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if settings.config_file:
             os.environ["JWKS_CONFIG"] = settings.config_file
+        os.environ["JWKS_LISTEN"] = listen  # the workers derive the same default issuer
         uvicorn.run("jwks_service.http.app:app_from_env", factory=True, workers=args.workers, **options)
         return 0
     from ..http.app import create_app

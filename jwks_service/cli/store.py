@@ -12,21 +12,27 @@ from .. import operations
 from ..clock import rfc3339
 from ..config import format_duration, policy_warnings
 from ..errors import ConfigError, ConflictError
+from ..issuer import issuer_mismatch
 from ..lifecycle import next_rotation_at
 from .common import actor, human, print_table, progress, settings_of, stderr
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    # Also refuses an alg or backend change while keys exist.
-    stored = operations.stored_keysets(settings, lambda line: stderr(f"warning: {line}"))
     source = settings.config_file or "embedded defaults"
-    print(f"configuration OK ({source})")
+    if settings.from_environment:  # what the environment set, by variable name (never a value)
+        source += ", with " + ", ".join(settings.from_environment) + " from the environment"
+    print(f"configuration: {source}")
+    # Every check serve makes before it serves (API.md §8), creating nothing; a refusal exits non-zero.
+    stored = operations.check_deployment(settings, lambda line: print(f"  {line}"), lambda w: stderr(f"warning: {w}"))
+    print("configuration OK: serve would start")
     print(
-        f"issuer {settings.issuer}, store {settings.store_display},"
+        f"issuer {settings.issuer}, listen {settings.listen}, store {settings.store_display},"
         f" jwks.max_age {format_duration(settings.jwks_max_age)}"
         f", stale-if-error {format_duration(settings.stale_if_error)}"
     )
+    if mismatch := issuer_mismatch(settings):
+        stderr(f"warning: {mismatch}")
     windows = ("rotation_period", "prepublish", "token_ttl", "leeway", "verify_window")
     print_table(
         [
@@ -37,11 +43,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     )
     now = time.time()
     for name, policy in settings.keysets.items():
-        ks = stored.get(name) if stored is not None else None
+        ks = stored.get(name)
         at = next_rotation_at(policy, ks) if ks is not None else None
-        if stored is None:
-            print(f"{name}: next rotation: (unknown: the store cannot be read)")
-        elif at is None:
+        if at is None:
             print(f"{name}: next rotation: (no keys yet)")
         elif at <= now:
             print(f"{name}: next rotation: {rfc3339(at)} (due now: the running service rotates it)")

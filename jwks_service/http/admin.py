@@ -288,19 +288,37 @@ async def list_clients(request: Request, runtime: Runtime, actor: str) -> tuple[
     return JSONResponse({"clients": [_client_view(runtime, c) for c in clients]}), "clients", ""
 
 
+_CLIENT_FIELDS = ("name", "scopes", "audiences", "token_ttl")
+
+
+def _client_fields(
+    runtime: Runtime, data: dict[str, Any]
+) -> tuple[str | None, list[str] | None, list[str] | None, int | None]:
+    """A client's name, scopes, audiences and token_ttl from a request body, None where absent
+    (then ClientRegistry.validate checks them against the keysets)."""
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequestError("name must be a string")
+    scopes = _string_list(data["scopes"], "scopes") if "scopes" in data else None
+    audiences = _string_list(data["audiences"], "audiences") if "audiences" in data else None
+    longest = max((p.token_ttl for p in runtime.settings.keysets.values()), default=0)
+    ttl = _duration(data["token_ttl"], "token_ttl", at_most=longest) if "token_ttl" in data else None
+    return name, scopes, audiences, ttl
+
+
 @admin("clients.create")
 async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
-    data = await _json_body(request, {"name", "scopes", "audiences", "keyset", "token_ttl"})
-    name = data.get("name")
-    if not isinstance(name, str):
+    data = await _json_body(request, {*_CLIENT_FIELDS, "keyset"})
+    if not isinstance(data.get("name"), str):
         raise InvalidRequestError("name is required (a string)")
-    scopes = _string_list(data.get("scopes"), "scopes")
-    audiences = _string_list(data.get("audiences"), "audiences")
+    # scopes and audiences are required here: absent, they are refused as not lists of strings.
+    name, scopes, audiences, ttl = _client_fields(runtime, {"scopes": None, "audiences": None, **data})
+    assert name is not None
+    assert scopes is not None
+    assert audiences is not None
     keyset = data.get("keyset", "default")
     if not isinstance(keyset, str):
         raise InvalidRequestError("keyset must be a string")
-    longest = max((p.token_ttl for p in runtime.settings.keysets.values()), default=0)
-    ttl = _duration(data["token_ttl"], "token_ttl", at_most=longest) if "token_ttl" in data else None
     client, secret = await anyio.to_thread.run_sync(
         lambda: runtime.clients.create(name, scopes, audiences, keyset=keyset, token_ttl=ttl, actor=actor)
     )
@@ -313,6 +331,23 @@ async def show_client(request: Request, runtime: Runtime, actor: str) -> tuple[R
     client_id = request.path_params["client_id"]
     client = await anyio.to_thread.run_sync(runtime.clients.read, client_id)
     return JSONResponse(_client_view(runtime, client)), f"client:{client_id}", ""
+
+
+@admin("clients.update")
+async def update_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    """PATCH: the fields given change, the others stay; in force on every replica within 1 s."""
+    client_id = request.path_params["client_id"]
+    data = await _json_body(request, set(_CLIENT_FIELDS))
+    if not data:
+        raise InvalidRequestError(f"nothing to change: give at least one of {', '.join(_CLIENT_FIELDS)}")
+    name, scopes, audiences, ttl = _client_fields(runtime, data)
+    client, changes = await anyio.to_thread.run_sync(
+        lambda: runtime.clients.update(
+            client_id, name=name, scopes=scopes, audiences=audiences, token_ttl=ttl, actor=actor
+        )
+    )
+    body = views.updated_client_view(client, changes, runtime.clock.now(), runtime.settings.client_secret_max_age)
+    return JSONResponse(body), f"client:{client_id}", ""
 
 
 @admin("clients.delete")

@@ -83,6 +83,17 @@ def _path_param(name: str, description: str) -> Schema:
 
 
 _ADMIN_ERRORS = ("401-bearer", "403", "503")
+_CORS = {"Access-Control-Allow-Origin": header("CORS")}
+
+
+def _preflight(operation_id: str) -> Schema:
+    return {
+        **_PUBLIC,
+        "operationId": operation_id,
+        "summary": "CORS preflight: any origin may GET this document, with If-None-Match.",
+        "responses": {"204": {"description": "Allowed.", "headers": _CORS}},
+    }
+
 
 PATHS: dict[str, Schema] = {
     "/.well-known/jwks.json": {
@@ -96,15 +107,16 @@ PATHS: dict[str, Schema] = {
             "responses": {
                 "200": {
                     "description": "The JWK Set.",
-                    "headers": {"ETag": header("ETag"), "Cache-Control": header("Cache-Control")},
+                    "headers": {"ETag": header("ETag"), "Cache-Control": header("Cache-Control"), **_CORS},
                     "content": {"application/jwk-set+json": {"schema": ref("JWKS")}},
                 },
                 "304": {
                     "description": "`If-None-Match` matched the current ETag.",
-                    "headers": {"ETag": header("ETag"), "Cache-Control": header("Cache-Control")},
+                    "headers": {"ETag": header("ETag"), "Cache-Control": header("Cache-Control"), **_CORS},
                 },
             },
-        }
+        },
+        "options": _preflight("preflightJwks"),
     },
     **{
         path: {
@@ -112,8 +124,11 @@ PATHS: dict[str, Schema] = {
                 **_PUBLIC,
                 "operationId": operation_id,
                 "summary": "Authorization server metadata (RFC 8414, OpenID Connect Discovery).",
-                "responses": _ok("The metadata.", ref("Metadata"), Cache_Control="Cache-Control"),
-            }
+                "responses": _ok(
+                    "The metadata.", ref("Metadata"), Cache_Control="Cache-Control", Access_Control_Allow_Origin="CORS"
+                ),
+            },
+            "options": _preflight("preflight" + operation_id[3:]),
         }
         for path, operation_id in (
             ("/.well-known/openid-configuration", "getOpenIdConfiguration"),
@@ -321,6 +336,21 @@ PATHS: dict[str, Schema] = {
             "operationId": "showClient",
             "summary": "One client (never its secret).",
             "responses": _responses(_ok("The client.", ref("Client")), *_ADMIN_ERRORS, "404"),
+        },
+        "patch": {
+            **_ADMIN,
+            "operationId": "updateClient",
+            "summary": "Change a client's name, scopes, audiences or token_ttl (the fields given; the others stay). "
+            "In force on every replica within 1 s; tokens issued before keep their claims until they expire.",
+            "requestBody": {"required": True, "content": json_content(ref("ClientUpdate"))},
+            "responses": _responses(
+                _ok("The client as it is now, and the fields that changed.", ref("UpdatedClient")),
+                "400",
+                *_ADMIN_ERRORS,
+                "404",
+                "409",
+                "413",
+            ),
         },
         "delete": {
             **_ADMIN,

@@ -66,6 +66,33 @@ def _error(description: str, codes: list[str], *headers: str) -> Schema:
     return out
 
 
+_CLIENT_REQUEST_FIELDS: Schema = {
+    "name": {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_NAME},
+    "scopes": {
+        "description": "a list, or one space-separated string",
+        "oneOf": [
+            {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SCOPE_TOKEN}},
+            {"type": "string", "pattern": "\\S"},
+        ],
+    },
+    "audiences": {
+        "description": "a list, or one space-separated string",
+        "oneOf": [
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_AUDIENCE},
+            },
+            {"type": "string", "pattern": "\\S"},
+        ],
+    },
+    "token_ttl": {
+        "allOf": [ref("Duration")],
+        "description": "at most the keyset's token_ttl (its default)",
+    },
+}
+
+
 # Error responses, shared by reference. The codes are the ones errors.py and app.py produce.
 RESPONSES: dict[str, Schema] = {
     "BadRequest": _error(
@@ -124,6 +151,7 @@ HEADERS: dict[str, Schema] = {
         "schema": {"type": "string", "const": "no-store"},
     },
     "WWW-Authenticate": {"description": "The authentication challenge.", "schema": {"type": "string"}},
+    "CORS": {"description": "`*`: any origin may read the document (CORS).", "schema": {"const": "*"}},
 }
 
 _ALGS = sorted(ALGORITHMS)
@@ -165,16 +193,21 @@ SCHEMAS: dict[str, Schema] = {
             "introspection_endpoint": {"type": "string", "format": "uri"},
             "revocation_endpoint": {"type": "string", "format": "uri"},
             "grant_types_supported": {"type": "array", "items": {"const": "client_credentials"}},
-            "response_types_supported": {"type": "array", "items": {"type": "string"}},
+            "response_types_supported": {"type": "array", "maxItems": 0, "description": "no authorization endpoint"},
             "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "introspection_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "revocation_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "access_token_signing_alg_values_supported": {"type": "array", "items": {"enum": _ALGS}},
-            "id_token_signing_alg_values_supported": {"type": "array", "items": {"enum": _ALGS}},
-            "subject_types_supported": {"type": "array", "items": {"type": "string"}},
             "scopes_supported": {"type": "array", "items": {"type": "string"}},
         },
-        ["issuer", "jwks_uri", "token_endpoint", "grant_types_supported", "token_endpoint_auth_methods_supported"],
+        [
+            "issuer",
+            "jwks_uri",
+            "token_endpoint",
+            "response_types_supported",
+            "grant_types_supported",
+            "token_endpoint_auth_methods_supported",
+        ],
         closed=False,  # RFC 8414 §2: metadata may grow
     ),
     "KeyStatus": _obj(
@@ -357,34 +390,35 @@ SCHEMAS: dict[str, Schema] = {
         ["keyset", "revoked", "current", "next"],
     ),
     "ClientRequest": _obj(
-        {
-            "name": {"type": "string", "minLength": 1, "maxLength": MAX_CLIENT_NAME},
-            "scopes": {
-                "description": "a list, or one space-separated string",
-                "oneOf": [
-                    {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SCOPE_TOKEN}},
-                    {"type": "string", "pattern": "\\S"},
-                ],
-            },
-            "audiences": {
-                "description": "a list, or one space-separated string",
-                "oneOf": [
-                    {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"type": "string", "minLength": 1, "maxLength": MAX_AUDIENCE},
-                    },
-                    {"type": "string", "pattern": "\\S"},
-                ],
-            },
-            "keyset": {"type": "string", "default": "default"},
-            "token_ttl": {
-                "allOf": [ref("Duration")],
-                "description": "at most the keyset's token_ttl (its default)",
-            },
-        },
+        {**_CLIENT_REQUEST_FIELDS, "keyset": {"type": "string", "default": "default"}},
         ["name", "scopes", "audiences"],
     ),
+    "ClientUpdate": {
+        **_obj(
+            {
+                name: {**schema, "description": "replaces the client's " + name}
+                for name, schema in _CLIENT_REQUEST_FIELDS.items()
+            },
+            [],
+        ),
+        "minProperties": 1,
+    },
+    "UpdatedClient": {
+        "allOf": [
+            ref("Client"),
+            {
+                "type": "object",
+                "properties": {
+                    "changed": {
+                        "type": "array",
+                        "items": {"enum": ["audiences", "name", "scopes", "token_ttl"]},
+                        "description": "the fields this call changed (none: they were already so)",
+                    }
+                },
+                "required": ["changed"],
+            },
+        ]
+    },
     "Client": _obj(
         {
             "client_id": {"type": "string"},

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .limits import BodyLimitMiddleware
@@ -46,16 +46,30 @@ def _route(spec: RouteSpec) -> Route:
     if len(spec.methods) == 1:
         ((method, endpoint),) = spec.methods.items()
         return Route(spec.path, endpoint, methods=[method])
-    endpoints: dict[str, Endpoint] = {}
-    for method, endpoint in spec.methods.items():
-        if not _is_request_endpoint(endpoint):
-            raise TypeError(f"{spec.path}: a plain ASGI endpoint must have its path to itself")
-        endpoints[method] = endpoint  # type: ignore[assignment]
+    if not all(_is_request_endpoint(e) for e in spec.methods.values()):
+        return Route(spec.path, _ByMethod(spec.methods), methods=list(spec.methods))
+    endpoints: dict[str, Endpoint] = dict(spec.methods)  # type: ignore[arg-type]
 
     async def dispatch(request: Request) -> Response:
         return await endpoints["GET" if request.method == "HEAD" else request.method](request)
 
     return Route(spec.path, dispatch, methods=list(endpoints))
+
+
+class _ByMethod:
+    """A path with a plain ASGI endpoint among its methods (the JWKS and its CORS preflight): one ASGI
+    app that hands each method to its endpoint (Route has said 405 to the others already)."""
+
+    def __init__(self, methods: Mapping[str, Endpoint | ASGIApp]) -> None:
+        self.apps: dict[str, ASGIApp] = {
+            method: request_response(e) if _is_request_endpoint(e) else e  # type: ignore[arg-type,misc]
+            for method, e in methods.items()
+        }
+        if "GET" in self.apps:
+            self.apps["HEAD"] = self.apps["GET"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.apps[scope["method"]](scope, receive, send)
 
 
 def starlette_routes(table: Sequence[RouteSpec]) -> list[Route]:

@@ -16,12 +16,40 @@ from ..jwks import etag_matches
 from ..lifecycle import next_rotation_at
 from ..model import KeyState
 from ..runtime import Runtime
+from ..snapshot import NOT_CREATED
+from ..vaultapi import PUBLIC_CAUSE
 from .responses import JSONResponse
 
 log = logging.getLogger("jwks_service")
 
 
+# The JWKS and the metadata answer cross-origin reads (API.md §8): a browser app may fetch them. The
+# header bytes are made once; the JWKS adds them to its pre-built heads, at no cost per request.
+CORS_ORIGIN = (b"access-control-allow-origin", b"*")
+CORS_EXPOSE_ETAG = (b"access-control-expose-headers", b"ETag")
+
+
+class Preflight:
+    """OPTIONS on a public document: the CORS preflight a browser sends before a GET with a header of
+    its own (If-None-Match), answered 204 with headers made once."""
+
+    def __init__(self) -> None:
+        self.headers = [
+            CORS_ORIGIN,
+            (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+            (b"access-control-allow-headers", b"If-None-Match"),
+            (b"access-control-max-age", b"86400"),
+            (b"content-length", b"0"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": self.headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
 def metadata(settings: Settings) -> dict[str, Any]:
+    """RFC 8414 metadata of what exists: a token endpoint for client_credentials, introspection and
+    revocation; no authorization endpoint (so no response types), no ID tokens."""
     algs = sorted({p.alg for p in settings.keysets.values()})
     auth_methods = ["client_secret_basic", "client_secret_post"]
     return {
@@ -31,13 +59,12 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint": settings.url("/oauth/introspect"),
         "revocation_endpoint": settings.url("/oauth/revoke"),
         "grant_types_supported": ["client_credentials"],
-        "response_types_supported": ["token"],
+        # REQUIRED by RFC 8414 §2; there is no authorization endpoint, so no response type either.
+        "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "access_token_signing_alg_values_supported": algs,
-        "id_token_signing_alg_values_supported": algs,
-        "subject_types_supported": ["public"],
         "scopes_supported": sorted({"introspect"}),
     }
 
@@ -68,7 +95,7 @@ class JwksEndpoint:
         rendered = self.runtime.keys.snapshot.jwks
         if rendered.etag != self._etag:
             etag = rendered.etag.encode()
-            common = [(b"cache-control", self.cache_control), (b"etag", etag)]
+            common = [(b"cache-control", self.cache_control), (b"etag", etag), CORS_ORIGIN, CORS_EXPOSE_ETAG]
             self._head_200 = [
                 *common,
                 (b"content-type", b"application/jwk-set+json"),
@@ -96,7 +123,10 @@ class JwksEndpoint:
 
 async def discovery(request: Request) -> Response:
     body: bytes = request.app.state.metadata_body
-    return Response(body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"})
+    return Response(body, media_type="application/json", headers=_DISCOVERY_HEADERS)
+
+
+_DISCOVERY_HEADERS = {"Cache-Control": "public, max-age=3600", "Access-Control-Allow-Origin": "*"}
 
 
 async def key_status(request: Request) -> Response:
@@ -157,8 +187,11 @@ def public_problems(problems: Mapping[str, str]) -> dict[str, str]:
             out[name] = "cannot sign"
         elif detail == "no current key":
             out[name] = "no current key"
-        elif detail == "keyset not created yet":
-            out[name] = "not created yet"
+        elif detail.startswith(NOT_CREATED):
+            # A cause worded for anyone (vaultapi.PUBLIC_CAUSE: "vault: transit engine not mounted at
+            # transit/") is named; any other stays private (it may name hosts or paths).
+            cause = detail[len(NOT_CREATED) :].removeprefix(": ")
+            out[name] = f"not created yet ({cause})" if cause.startswith(PUBLIC_CAUSE) else "not created yet"
         else:
             out[name] = "not ready"
     return out

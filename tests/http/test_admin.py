@@ -35,6 +35,7 @@ ENDPOINTS = [
     ("GET", "/admin/clients", None),
     ("POST", "/admin/clients", {"name": "x", "scopes": ["a"], "audiences": ["b"]}),
     ("GET", "/admin/clients/abc", None),
+    ("PATCH", "/admin/clients/abc", {"scopes": ["a"]}),
     ("DELETE", "/admin/clients/abc", None),
     ("POST", "/admin/clients/abc/secret", {}),
     ("GET", "/admin/audit", None),
@@ -429,3 +430,64 @@ def test_refused_calls_are_audited_through_the_gate_for_strangers(runtime: Runti
     assert [e.details.get("address") for e in runtime.store.list_audit() if e.outcome == "denied"] == [
         "2001:db8:5:6::7"
     ]
+
+
+def test_patch_changes_scopes_audiences_ttl_and_name_at_once(
+    http: TestClient, runtime: Runtime, admin: dict[str, str]
+) -> None:
+    client, secret = runtime.clients.create("svc", ["read", "write"], ["api"])
+    cid = client.client_id
+    assert http.post("/oauth/token", data={**GRANT, "scope": "write"}, headers=basic(cid, secret)).status_code == 200
+    r = http.patch(
+        f"/admin/clients/{cid}",
+        json={"scopes": ["read"], "audiences": ["api", "other"], "token_ttl": "1m", "name": "svc2"},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scopes"] == ["read"] and body["audiences"] == ["api", "other"]
+    assert body["token_ttl"] == "1m" and body["name"] == "svc2"
+    assert body["changed"] == ["audiences", "name", "scopes", "token_ttl"]
+    assert "client_secret" not in body
+    # In force at once on this replica: the scope taken away is refused, the new audience granted.
+    r = http.post("/oauth/token", data={**GRANT, "scope": "write"}, headers=basic(cid, secret))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
+    r = http.post("/oauth/token", data={**GRANT, "audience": "other"}, headers=basic(cid, secret))
+    assert r.status_code == 200 and r.json()["expires_in"] == 60
+    # Audited with the admin client as actor, naming what changed from what to what.
+    updates = [e for e in runtime.store.list_audit() if e.action == "client.update"]
+    assert len(updates) == 1 and updates[0].actor.startswith("client:")
+    assert updates[0].details["changes"]["scopes"] == {"from": ["read", "write"], "to": ["read"]}
+    # The same again changes nothing and writes no event.
+    again = http.patch(f"/admin/clients/{cid}", json={"scopes": "read"}, headers=admin)
+    assert again.status_code == 200 and again.json()["changed"] == []
+    assert len([e for e in runtime.store.list_audit() if e.action == "client.update"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 400),
+        ({"scopes": []}, 400),
+        ({"scopes": ["bad scope\\"]}, 400),
+        ({"audiences": [""]}, 400),
+        ({"token_ttl": "1h"}, 400),  # longer than the keyset's token_ttl
+        ({"token_ttl": "soon"}, 400),
+        ({"name": 5}, 400),
+        ({"keyset": "other"}, 400),  # a client's keyset does not change
+        ({"secret": "x"}, 400),
+    ],
+)
+def test_patch_refuses_bad_input_with_invalid_request(
+    http: TestClient, runtime: Runtime, admin: dict[str, str], body: dict[str, Any], status: int
+) -> None:
+    client, _ = runtime.clients.create("svc", ["read"], ["api"])
+    r = http.patch(f"/admin/clients/{client.client_id}", json=body, headers=admin)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == "invalid_request"
+    assert runtime.clients.read(client.client_id) == client
+
+
+def test_patch_of_an_unknown_client_is_404(http: TestClient, admin: dict[str, str]) -> None:
+    r = http.patch("/admin/clients/nope", json={"scopes": ["read"]}, headers=admin)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"

@@ -87,5 +87,10 @@ def test_the_app_answers_its_fast_routes_ahead_of_routing(runtime: Runtime) -> N
     app = app_module.create_app(runtime=runtime, background=False)
     table = app_module.route_table(runtime)
     fast = {(spec.path, method) for spec in table if spec.fast for method in spec.methods}
-    assert fast == {("/oauth/token", "POST"), ("/oauth/introspect", "POST"), ("/.well-known/jwks.json", "GET")}
+    assert fast == {
+        ("/oauth/token", "POST"),
+        ("/oauth/introspect", "POST"),
+        ("/.well-known/jwks.json", "GET"),
+        ("/.well-known/jwks.json", "OPTIONS"),  # the CORS preflight
+    }
     assert [r.path for r in app.routes] == [spec.path for spec in table]  # type: ignore[attr-defined]

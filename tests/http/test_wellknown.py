@@ -26,7 +26,40 @@ def test_discovery_documents(http: TestClient) -> None:
         assert body["revocation_endpoint"] == f"{ISSUER}/oauth/revoke"
         assert body["grant_types_supported"] == ["client_credentials"]
         assert set(body["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post"}
-        assert body["id_token_signing_alg_values_supported"] == ["ES256"]
+        assert body["access_token_signing_alg_values_supported"] == ["ES256"]
+        # RFC 8414 §2: response_types_supported is REQUIRED; with no authorization endpoint, none.
+        assert body["response_types_supported"] == []
+        # Nothing that does not exist: no ID tokens, no authorization endpoint.
+        assert not {"id_token_signing_alg_values_supported", "subject_types_supported", "authorization_endpoint"} & set(
+            body
+        )
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
+)
+def test_public_documents_answer_cross_origin_reads(http: TestClient, path: str) -> None:
+    origin = {"Origin": "https://app.example"}
+    r = http.get(path, headers=origin)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+    assert http.head(path, headers=origin).headers["access-control-allow-origin"] == "*"
+    preflight = http.options(
+        path,
+        headers={**origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "if-none-match"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "GET" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"].lower() == "if-none-match"
+    # Writes stay refused.
+    assert http.post(path).status_code == 405
+
+
+def test_a_304_carries_the_cors_header_and_the_etag_is_readable(http: TestClient) -> None:
+    first = http.get("/.well-known/jwks.json")
+    assert first.headers["access-control-expose-headers"] == "ETag"
+    r = http.get("/.well-known/jwks.json", headers={"If-None-Match": first.headers["etag"]})
+    assert r.status_code == 304 and r.headers["access-control-allow-origin"] == "*"
 
 
 def test_jwks_has_only_public_members(runtime_factory: Callable[..., Runtime]) -> None:

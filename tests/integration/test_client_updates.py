@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from replicas import Fleet, Policy
 from support import make_settings
 
 from jwks_service.clients import ClientRegistry
@@ -174,3 +176,68 @@ def test_a_read_that_raced_an_invalidation_is_not_served_afterwards(
     slow.between = deleted_meanwhile
     assert here.get(client.client_id) == client  # this request read it before the deletion
     assert here.get(client.client_id) is None  # later ones see the deletion
+
+
+def test_an_update_racing_a_secret_rotation_keeps_both(
+    open_store: Callable[[], Store], clock: ManualClock, tmp_path: Path
+) -> None:
+    """PATCH compare-and-sets like a rotation: neither write undoes the other."""
+    a_store = Interleave(open_store())
+    a, b = registry(a_store, clock, tmp_path), registry(open_store(), clock, tmp_path)
+    client, _ = a.create("svc", ["read", "write"], ["api"])
+    rotated: list[str] = []
+    a_store.between = lambda: rotated.append(b.rotate_secret(client.client_id, 0)[1])
+    updated, changes = a.update(client.client_id, scopes=["read"])
+    assert changes == {"scopes": {"from": ["read", "write"], "to": ["read"]}}
+    stored = open_store().get_client(client.client_id)
+    assert stored is not None and stored.scopes == ("read",)
+    assert stored.revision == updated.revision
+    assert works(registry(open_store(), clock, tmp_path), client.client_id, rotated[0])
+
+
+def test_an_update_racing_a_deletion_does_not_bring_the_client_back(
+    open_store: Callable[[], Store], clock: ManualClock, tmp_path: Path
+) -> None:
+    a_store = Interleave(open_store())
+    a, b = registry(a_store, clock, tmp_path), registry(open_store(), clock, tmp_path)
+    client, _ = a.create("svc", ["read"], ["api"])
+    a_store.between = lambda: b.delete(client.client_id)
+    with pytest.raises(NotFoundError):
+        a.update(client.client_id, name="renamed")
+    assert open_store().get_client(client.client_id) is None
+
+
+@pytest.mark.slow
+def test_a_scope_taken_away_on_one_replica_is_refused_by_the_other_within_a_second(tmp_path: Path) -> None:
+    """Two replicas on one Redis: PATCH on the first; the second refuses the scope within 1 s (its
+    cached client record is dropped at the next reload after the store's revision moved)."""
+    with Fleet(tmp_path, Policy(rotation_period="1d", prepublish="1h", token_ttl="5m"), replicas=2) as fleet:
+        first, second = fleet.replicas
+        # The second replica has the client cached, with its admin scope.
+        assert fleet.token_response(second, scope="admin", audience=fleet.issuer).status_code == 200
+        token = fleet.admin_token(first)
+        r = fleet.http.patch(
+            first.url(f"/admin/clients/{fleet.client_id}"),
+            json={"scopes": ["read", "introspect"]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        changed_at = time.monotonic()
+        while True:
+            refused = fleet.token_response(second, scope="admin", audience=fleet.issuer)
+            if refused.status_code == 400:
+                break
+            assert refused.status_code == 200, refused.text
+            assert time.monotonic() - changed_at < 1.0, "the second replica still grants the scope after 1 s"
+            time.sleep(0.02)
+        assert time.monotonic() - changed_at < 1.0
+        assert refused.json()["error"] == "invalid_scope"
+        # The admin token issued before the change no longer opens the admin API on either replica.
+        for replica in fleet.replicas:
+            listed = fleet.http.get(replica.url("/admin/clients"), headers={"Authorization": f"Bearer {token}"})
+            assert listed.status_code == 403, listed.text
+        # And the CLI changes it back, in force on both.
+        fleet.cli("clients", "update", fleet.client_id, "--scope", "read", "--scope", "admin", "--json")
+        time.sleep(1.0)
+        for replica in fleet.replicas:
+            assert fleet.token_response(replica, scope="admin", audience=fleet.issuer).status_code == 200

@@ -69,7 +69,9 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Pope
 
 
 def test_serve_refuses_to_start_when_the_kek_unseals_no_live_key(env: dict[str, str], tmp_path: Path) -> None:
-    assert cli(env, "keys", "list").returncode == 0  # store and KEK made, two live keys sealed under it
+    assert (
+        cli(env, "clients", "create", "boot", "--scope", "s", "--audience", "a").returncode == 0
+    )  # store and KEK made, two live keys sealed under it
     write_kek(tmp_path / "var" / "kek")  # a valid KEK file, but not the one the keys were sealed under
     port = env["JWKS_LISTEN"].rsplit(":", 1)[1]
     proc = subprocess.Popen([JWKS_SERVICE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,7 +91,7 @@ def test_serve_refuses_to_start_when_the_kek_unseals_no_live_key(env: dict[str, 
 
 
 def test_check_config_refuses_the_same_wrong_kek(env: dict[str, str], tmp_path: Path) -> None:
-    assert cli(env, "keys", "list").returncode == 0
+    assert cli(env, "clients", "create", "boot", "--scope", "s", "--audience", "a").returncode == 0
     assert cli(env, "check-config").returncode == 0
     write_kek(tmp_path / "var" / "kek")
     result = cli(env, "check-config")
@@ -110,7 +112,7 @@ def test_keys_under_another_kek_are_logged_and_keep_the_replica_unready(
 ) -> None:
     """Some live keys unseal, some do not (e.g. made by a replica with another KEK file): the start
     goes on, logs an error naming those keys, and readiness says why."""
-    assert cli(env, "keys", "list").returncode == 0
+    assert cli(env, "clients", "create", "boot", "--scope", "s", "--audience", "a").returncode == 0
     settings = load_settings()
     other = LocalBackend(secrets.token_bytes(32)).generate("default", ALGORITHMS["ES256"], 256)
     rt = build_runtime(settings)
@@ -135,7 +137,7 @@ def test_keys_under_another_kek_are_logged_and_keep_the_replica_unready(
 
 
 def test_runtime_refusal_names_the_keyset(env: dict[str, str], tmp_path: Path) -> None:
-    assert cli(env, "keys", "list").returncode == 0
+    assert cli(env, "clients", "create", "boot", "--scope", "s", "--audience", "a").returncode == 0
     write_kek(tmp_path / "var" / "kek")
     with pytest.raises(ConfigError, match="unseals none of the 2 live keys of keyset default"):
         build_runtime(load_settings())

@@ -135,7 +135,7 @@ def test_unreachable_vault_at_start_is_a_clear_error_and_a_failed_exit(
         f'[secrets]\nkek = "vault-transit:{KEK_KEY}"\nkek_file = "{tmp_path}/kek.wrapped"\n'
         f'[vault]\naddr = "{addr}"\n'
     )
-    assert cli.main(["keys", "list", "--config", str(config)]) != 0
+    assert cli.main(["clients", "create", "c", "--scope", "s", "--audience", "a", "--config", str(config)]) != 0
     err = capsys.readouterr().err
     assert "secrets.kek: cannot log in to Vault" in err and "unreachable" in err
 

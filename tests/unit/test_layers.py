@@ -38,6 +38,8 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.jwks": CORE,
     "jwks_service.lifecycle": CORE,
     "jwks_service.events": CORE,
+    "jwks_service.repeats": CORE,
+    "jwks_service.issuer": CORE,
     # 2 adapters: the ports (Protocols) to the world outside, and what implements them.
     "jwks_service.stores": ADAPTERS,
     "jwks_service.backends": ADAPTERS,

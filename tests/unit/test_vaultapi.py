@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from jwks_service.errors import KeyValidationError, UnavailableError
-from jwks_service.vaultapi import Exchange, VaultClient, VaultPermissionError, VaultRequest, _stale
+from jwks_service.vaultapi import Exchange, VaultClient, VaultMountError, VaultPermissionError, VaultRequest, _stale
 
 URL = "http://vault.test:8200"
 
@@ -215,3 +215,28 @@ def test_redirects_are_followed_a_few_times(client: VaultClient) -> None:
         assert exchange.next_request() is not None
     with pytest.raises(UnavailableError, match="failed on transit/sign/jwks-a"):
         answer(exchange, 307, b"", "/v1/transit/sign/jwks-a")
+
+
+def test_no_engine_at_the_mount_is_named_even_where_an_absent_key_is_an_answer(client: VaultClient) -> None:
+    """Vault answers 404 both for a key that does not exist and for a path under no mount; only the
+    wording tells them apart. A missing engine is never "no such key"."""
+    unmounted = {"errors": ['no handler for route "transit/keys/k". route entry not found.']}
+    for request in (
+        VaultRequest.get("transit/keys/k", absent_ok=True, engine=("transit", "transit")),
+        VaultRequest.post("transit/keys/k", "update", {}, engine=("transit", "transit")),
+    ):
+        exchange = Exchange(client, request)
+        exchange.next_request()
+        with pytest.raises(VaultMountError, match=r"^vault: transit engine not mounted at transit/ \(enable it"):
+            answer(exchange, 404, unmounted)
+
+
+def test_namespace_header_is_sent_when_configured() -> None:
+    spaced = VaultClient.from_environment(URL, timeout=1, environ={}, namespace="team-a")
+    from_env = VaultClient.from_environment(URL, timeout=1, environ={"VAULT_NAMESPACE": "org/team-b/"})
+    try:
+        assert spaced.headers(VaultRequest.get("x"))["X-Vault-Namespace"] == "team-a"
+        assert from_env.headers(VaultRequest.get("x"))["X-Vault-Namespace"] == "org/team-b"
+    finally:
+        spaced.close()
+        from_env.close()

@@ -57,14 +57,8 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     return {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key} if settings.tls else {}
 
 
-def _check_listeners(settings: Settings, listen: str, workers: int) -> None:
-    if not settings.admin_listen:
-        return
-    if workers > 1:
-        raise InvalidRequestError(
-            "[http] admin_listen works with one worker per process: run one replica per worker instead"
-        )
-    if split_listen(settings.admin_listen)[1] == split_listen(listen)[1]:
+def _check_listeners(settings: Settings, listen: str) -> None:
+    if settings.admin_listen and split_listen(settings.admin_listen)[1] == split_listen(listen)[1]:
         raise ConfigError(f"http.admin_listen: must use another port than the one served ({listen})")
 
 
@@ -101,8 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     drain_seconds = parse_duration(args.drain, "--drain")
     if drain_seconds and args.workers > 1:
         raise InvalidRequestError("--drain works with one worker per process: run one replica per worker instead")
-    _check_listeners(settings, listen, args.workers)
-    from ..http.listeners import serve, tls_reload
+    _check_listeners(settings, listen)
+    from ..http.listeners import serve, serve_workers, tls_reload
 
     reload = tls_reload(settings)  # the files checked before anything starts
     _welcome(settings, listen)
@@ -126,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if settings.config_file:
             os.environ["JWKS_CONFIG"] = settings.config_file
-        uvicorn.run("jwks_service.http.app:app_from_env", factory=True, workers=args.workers, **options)
+        app = "jwks_service.http.app:app_from_env"
+        serve_workers(settings, uvicorn.Config(app, factory=True, workers=args.workers, **options))
         return 0
     from ..http.app import create_app
     from ..http.drain import Drain

@@ -12,10 +12,12 @@ certificate in place, and the error is logged.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import socket
 import ssl
+from typing import Any
 
 import uvicorn
 
@@ -81,14 +83,19 @@ def tls_reload(settings: Settings) -> TlsReload | None:
     return TlsReload(*tls.server_context(settings)) if settings.tls else None
 
 
-def serve(
-    settings: Settings, config: uvicorn.Config, reload: TlsReload | None, drain: Drain, drain_seconds: float
-) -> bool:
-    """Run the server on `config`'s address, and on the admin listener if there is one, until it
-    stops; False if it did not start (uvicorn logged why)."""
+def _sockets(settings: Settings, config: uvicorn.Config) -> list[socket.socket]:
+    """`config`'s address, and the admin listener's if there is one."""
     sockets = [config.bind_socket()]
     if settings.admin_listen:
         sockets.append(bind(config, settings.admin_listen))
+    return sockets
+
+
+def serve(
+    settings: Settings, config: uvicorn.Config, reload: TlsReload | None, drain: Drain, drain_seconds: float
+) -> bool:
+    """Run the server until it stops; False if it did not start (uvicorn logged why)."""
+    sockets = _sockets(settings, config)
     server = Server(config, drain, drain_seconds, reload)
     try:
         server.run(sockets=sockets)
@@ -96,3 +103,21 @@ def serve(
         for sock in sockets:
             sock.close()
     return server.started
+
+
+def serve_workers(settings: Settings, config: uvicorn.Config) -> None:
+    """`--workers N`: uvicorn's supervisor and its N worker processes, each serving both sockets
+    (`config` names the app by import string; each worker loads it, and the TLS files, itself)."""
+    from uvicorn.supervisors import Multiprocess
+
+    sockets = _sockets(settings, config)
+    options: dict[str, Any] = {"sockets": sockets}
+    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn before 0.5x took the worker's target
+        options["target"] = uvicorn.Server(config).run
+    try:
+        Multiprocess(config, **options).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -64,6 +64,15 @@ def write_config(workdir: Path, port: int, admin_port: int) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TlsServer]:
+    yield from serving(tmp_path)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[TlsServer]:
+    yield from serving(tmp_path, "--workers", "2")
+
+
+def serving(tmp_path: Path, *args: str) -> Iterator[TlsServer]:
     ca = make_ca(tmp_path)
     cert = issue(ca, tmp_path)
     port, admin_port = free_port(), free_port()
@@ -71,7 +80,7 @@ def server(tmp_path: Path) -> Iterator[TlsServer]:
     log = tmp_path / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [*CLI, "--config", "jwks.toml", "serve"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+            [*CLI, "--config", "jwks.toml", "serve", *args], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
         )
     srv = TlsServer(tmp_path, proc, f"https://127.0.0.1:{port}", f"https://127.0.0.1:{admin_port}", port, ca, cert, log)
     try:
@@ -105,7 +114,9 @@ def test_tokens_and_jwks_over_https_verified_against_the_test_ca(server: TlsServ
         httpx.get(f"{server.base}/healthz")
 
 
-def test_admin_routes_and_metrics_only_on_the_admin_listener(server: TlsServer) -> None:
+@pytest.mark.parametrize("processes", ["server", "workers"])
+def test_admin_routes_and_metrics_only_on_the_admin_listener(processes: str, request: pytest.FixtureRequest) -> None:
+    server: TlsServer = request.getfixturevalue(processes)
     with server.client() as http:
         issuer = http.get(f"{server.base}/.well-known/openid-configuration").json()["issuer"]
         created = json.loads(server.cli("clients", "create", "ops", "--scope", "admin", "--audience", issuer, "--json"))
@@ -183,6 +194,26 @@ def test_sighup_serves_a_new_certificate_and_keeps_open_connections(server: TlsS
     assert server.proc.poll() is None
     with server.client() as client:
         assert client.get(f"{server.base}/healthz").status_code == 200
+
+
+def test_sighup_to_several_workers_serves_the_new_certificate(workers: TlsServer) -> None:
+    """With --workers, uvicorn's supervisor replaces the workers one by one; each new one loads the
+    files, so new connections get the new certificate, on both listeners."""
+    renewed = issue(workers.ca, workers.workdir, common_name="jwks-service renewed")
+    workers.proc.send_signal(signal.SIGHUP)
+
+    def served(port: int) -> bytes:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=workers.trust(), timeout=10)
+        try:
+            assert _get(conn, "/metrics") in (200, 404)
+            return _peer(conn)
+        finally:
+            conn.close()
+
+    ports = (workers.port, int(workers.admin.rsplit(":", 1)[1]))
+    # Each of the two workers, at random, takes a connection: ask until only the new one answers.
+    wait_until(lambda: all(served(port) == renewed.der for port in ports for _ in range(8)), timeout=60)
+    assert workers.proc.poll() is None
 
 
 @pytest.mark.parametrize(

@@ -245,3 +245,21 @@ def test_bad_tls_configuration_is_refused_in_one_line(
     assert reason.startswith(f"  {message}"), reason
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "var").exists()  # refused before a store or a KEK was made
+
+
+def test_serve_refuses_a_listen_override_on_the_admin_port(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "jwks.toml").write_text(f'[http]\nadmin_listen = "127.0.0.1:{port}"\n')
+    result = subprocess.run(
+        [*CLI, "--config", "jwks.toml", "serve", "--listen", f"127.0.0.1:{port}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    assert (
+        result.stderr.splitlines()[1]
+        == f"  http.admin_listen: must use another port than the one served (127.0.0.1:{port})"
+    )
+    assert not (tmp_path / "var").exists()

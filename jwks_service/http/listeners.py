@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import ssl
+import time
 from typing import Any
 
 import uvicorn
@@ -36,10 +37,22 @@ class TlsReload:
         self.context = context
         self.cert = cert
         self._task: asyncio.Task[None] | None = None
+        self._again = False
+        _warn_if_expired(cert)
 
     def signalled(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.reload())
+        """SIGHUP: reload now; during a reload, once more after it (the files may have changed since)."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._again = False
+        self._task = asyncio.get_running_loop().create_task(self._reloads())
+
+    async def _reloads(self) -> None:
+        await self.reload()
+        while self._again:
+            self._again = False
+            await self.reload()
 
     async def reload(self) -> None:
         try:
@@ -49,7 +62,13 @@ class TlsReload:
             log.error("SIGHUP: the TLS certificate was not reloaded, the previous one is still served: %s", exc)
             return
         self.cert = cert
-        log.warning("SIGHUP: reloaded the TLS certificate: %s", cert.summary)
+        log.info("SIGHUP: reloaded the TLS certificate: %s", cert.summary)
+        _warn_if_expired(cert)
+
+
+def _warn_if_expired(cert: tls.Certificate) -> None:
+    if cert.not_after <= time.time():
+        log.warning("http.tls_cert: the certificate served has expired: %s", cert.summary)
 
 
 class Server(DrainingServer):

@@ -3,10 +3,14 @@
 for both (`[http] tls_cert`, `tls_key`), and SIGHUP, which loads the certificate files again.
 
 A reload reads and checks the files in a worker thread (`tls.check`), then loads them into the
-same context on the event loop: handshakes run there, so none can start between the certificate
-and its key being replaced. Handshakes after it present the new certificate; connections already
-open, kept-alive ones included, are not touched. Files that fail the check leave the previous
-certificate in place, and the error is logged.
+same context on the event loop (OpenSSL reads the two small files once more there; it takes only
+paths): handshakes run on the loop, so none can start between the certificate and its key being
+replaced. Handshakes after it present the new certificate; connections already open, kept-alive
+ones included, are not touched. Files that fail the check leave the previous certificate in
+place, and the error is logged.
+
+With `--workers N` (`serve_workers`), uvicorn's supervisor hands both sockets to every worker,
+and SIGHUP is the supervisor's: it replaces the workers one at a time, each loading the files.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ In process: signing per algorithm (bench/sign.py: ours, PyJWT, joserfc, the raw 
 verification (bench/verify.py: the SDK, PyJWT, joserfc, raw), JWKS rendering (ours against
 joserfc exporting the same key set). Over HTTP on loopback (bench/httpbench.py): issuance, JWKS and
 introspection against OpenBao's identity token issuer, Vault-backed issuance batched against naive,
-1 and 2 workers, latency against concurrency, and a worker's memory over many tokens.
+1 and 2 workers, the token endpoint and the JWKS over HTTPS (against OpenBao -dev-tls), latency
+against concurrency, and a worker's memory over many tokens.
 
 Writes ``bench/results/<date>-<host>.json``, a Markdown report beside it (``.md``) and PNG charts
 (matplotlib, ``bench/results/<date>-<host>-*.png``).

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -71,16 +72,19 @@ def bao_version() -> str:
 
 
 class OpenBaoServer:
-    """`bao server -dev` on a free loopback port with transit enabled: `.addr`, `.root_token`, `.client()`."""
+    """`bao server -dev` on a free loopback port with transit enabled: `.addr`, `.root_token`, `.client()`.
+    With `tls`, `-dev-tls`: HTTPS with a CA and certificate OpenBao makes (`.ca_file`, `.verify`)."""
 
     STARTUP_TIMEOUT = 30.0
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, *, tls: bool = False) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="jwks-bao-") if workdir is None else None
         self.workdir = Path(self._tmp.name) if self._tmp is not None else workdir
         assert self.workdir is not None
         self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.addr = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.ca_file = self.workdir / "vault-ca.pem"  # with tls: written by `bao server -dev-tls`
         self.root_token = "root-" + secrets.token_urlsafe(16)
         self.log = self.workdir / "bao.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,6 +107,8 @@ class OpenBaoServer:
             f"-dev-listen-address=127.0.0.1:{self.port}",
             "-dev-no-store-token",
         ]
+        if self.tls:
+            args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir}"]
         # A private HOME: nothing of the user's (token helper, ~/.vault-token) is read or written.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         env["HOME"] = str(self.workdir)
@@ -119,10 +125,17 @@ class OpenBaoServer:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=1) as resp:  # noqa: S310 - loopback
+            context = ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else None
+            url = f"{self.addr}/v1/sys/health"
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:  # noqa: S310 - loopback
                 return int(resp.status) == 200
         except OSError:
             return False
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client is to trust (httpx's `verify`): the dev CA with tls, else the defaults."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else True
 
     @property
     def pid(self) -> int | None:
@@ -132,7 +145,8 @@ class OpenBaoServer:
         """An hvac client for this server (the root token unless another is given)."""
         import hvac
 
-        return hvac.Client(url=self.addr, token=token or self.root_token, timeout=timeout)  # type: ignore[no-untyped-call]
+        verify = str(self.ca_file) if self.tls else True
+        return hvac.Client(url=self.addr, token=token or self.root_token, timeout=timeout, verify=verify)  # type: ignore[no-untyped-call]
 
     def vault_client(self, token: str | None = None, timeout: float = 5) -> Any:
         """The service's own Vault client for this server (`jwks_service.vaultapi.VaultClient`)."""

@@ -6,6 +6,8 @@ What is loaded (each for ``--duration`` seconds with ``--connections`` open conn
   1 and 2 uvicorn workers, against OpenBao's ``GET /v1/identity/oidc/token/:role`` (an ES256 named
   key, the same TTL, a userpass token with an entity: a Vault user's built-in token issuer);
 - JWKS: ``GET /.well-known/jwks.json`` against OpenBao's ``GET /v1/identity/oidc/.well-known/keys``;
+- HTTPS: issuance and the JWKS again over TLS on kept-alive connections (``[http] tls_cert`` with a
+  certificate made for the run, one worker), against a second OpenBao started with ``-dev-tls``;
 - introspection: ``POST /oauth/introspect`` of a valid token;
 - Vault-backed issuance (a Transit ES256 keyset on the same OpenBao): micro-batched
   (``vault.max_batch = 256``) against naive (``vault.max_batch = 1``: one Transit call per token);
@@ -29,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/baoserver.py
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from baoserver import OpenBaoServer, bao_version, free_port, stop_process
+from certs import ServerCert, issue, make_ca
 
 CLI = [sys.executable, "-m", "jwks_service"]
 ROLE = "bench"
@@ -59,6 +63,7 @@ class Request:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
+    ca_file: str = ""  # https: the CA the Python generator trusts (wrk does not check certificates)
 
 
 @dataclass
@@ -146,7 +151,8 @@ async def _python_load(
     errors = 0
     clock = time.perf_counter
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+    verify = ssl.create_default_context(cafile=request.ca_file) if request.ca_file else True
+    async with httpx.AsyncClient(limits=limits, timeout=10, verify=verify) as client:
         start = clock()
         deadline = start + seconds
 
@@ -235,12 +241,19 @@ class OurServer:
     """`jwks-service serve` (SQLite store, an ES256 keyset; optionally a Vault Transit keyset)."""
 
     def __init__(
-        self, workdir: Path, *, workers: int = 1, bao: OpenBaoServer | None = None, max_batch: int = 256
+        self,
+        workdir: Path,
+        *,
+        workers: int = 1,
+        bao: OpenBaoServer | None = None,
+        max_batch: int = 256,
+        tls: tuple[ServerCert, Path] | None = None,  # HTTPS: the certificate and the CA that signed it
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.ca_file = str(tls[1]) if tls else ""
         self.workers = workers
         self.config = workdir / "jwks.toml"
         vault = ""
@@ -251,9 +264,10 @@ class OurServer:
             token_file.write_text(bao.root_token)
             vault = f'[vault]\naddr = "{bao.addr}"\ntoken_file = "{token_file}"\nmax_batch = {max_batch}\n'
             keysets += f'[keysets.vaulted]\nalg = "ES256"\nbackend = "vault"\ntoken_ttl = "{TTL}"\n'
+        https = f'[http]\ntls_cert = "{tls[0].cert_file}"\ntls_key = "{tls[0].key_file}"\n' if tls else ""
         self.config.write_text(
             f'issuer = "{self.base}"\n[store]\nurl = "sqlite:///{workdir}/jwks.db"\n'
-            f'[secrets]\nkek_file = "{workdir}/kek"\n{vault}{keysets}',
+            f'[secrets]\nkek_file = "{workdir}/kek"\n{https}{vault}{keysets}',
             encoding="utf-8",
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -291,7 +305,7 @@ class OurServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jwks-service serve exited:\n{self.log.read_text(errors='replace')[-2000:]}")
             try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.base + "/readyz", timeout=2, verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -317,6 +331,10 @@ class OurServer:
             )
         )
         return created["client_id"], created["client_secret"]
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     @property
     def pid(self) -> int:
@@ -352,7 +370,7 @@ def token_request(ours: OurServer, client_id: str, secret: str) -> tuple[dict[st
     """The form headers (client_secret_basic) and a client_credentials token request for a client."""
     basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     form = {"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic}
-    return form, Request("POST", ours.base + "/oauth/token", form, "grant_type=client_credentials")
+    return form, Request("POST", ours.base + "/oauth/token", form, "grant_type=client_credentials", ours.ca_file)
 
 
 def setup_openbao_oidc(bao: OpenBaoServer) -> str:
@@ -363,7 +381,7 @@ def setup_openbao_oidc(bao: OpenBaoServer) -> str:
     root = {"X-Vault-Token": bao.root_token}
 
     def post(path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-        r = httpx.post(f"{bao.addr}/v1/{path}", headers=headers or root, json=body, timeout=10)
+        r = httpx.post(f"{bao.addr}/v1/{path}", headers=headers or root, json=body, timeout=10, verify=bao.verify)
         if r.status_code >= 300:
             raise RuntimeError(f"OpenBao {path}: {r.status_code} {r.text}")
         return r
@@ -375,7 +393,9 @@ def setup_openbao_oidc(bao: OpenBaoServer) -> str:
     post(f"auth/userpass/users/{ROLE}", {"password": "bench-password-1", "token_policies": "bench-oidc"})
     login = post(f"auth/userpass/login/{ROLE}", {"password": "bench-password-1"}, headers={})
     token = str(login.json()["auth"]["client_token"])
-    probe = httpx.get(f"{bao.addr}/v1/identity/oidc/token/{ROLE}", headers={"X-Vault-Token": token}, timeout=10)
+    probe = httpx.get(
+        f"{bao.addr}/v1/identity/oidc/token/{ROLE}", headers={"X-Vault-Token": token}, timeout=10, verify=bao.verify
+    )
     if probe.status_code != 200 or "token" not in probe.json().get("data", {}):
         raise RuntimeError(f"OpenBao identity token endpoint: {probe.status_code} {probe.text}")
     return token
@@ -432,6 +452,11 @@ class HttpResults:
         ratio("issuance_1w_vs_openbao", self.find("issuance", "ours", 1, c), bao)
         ratio("issuance_2w_vs_openbao", self.find("issuance", "ours", 2, c), bao)
         ratio("jwks_vs_openbao", self.find("jwks", "ours", 1), self.find("jwks", "openbao"))
+        ours_https = self.find("issuance-https", "ours")
+        ratio("https_issuance_vs_openbao", ours_https, self.find("issuance-https", "openbao"))
+        ratio("https_jwks_vs_openbao", self.find("jwks-https", "ours"), self.find("jwks-https", "openbao"))
+        ratio("issuance_https_vs_http", ours_https, self.find("issuance", "ours", 1, c))
+        ratio("jwks_https_vs_http", self.find("jwks-https", "ours"), self.find("jwks", "ours", 1))
         ratio("vault_batched_vs_naive", self.find("vault-batched", "ours"), self.find("vault-naive", "ours"))
         return out
 
@@ -517,6 +542,26 @@ def run_http(
                     if conns != connections:
                         load("issuance", "ours", 1, token_req, pids, conns)
 
+        # HTTPS, kept-alive connections: ours with a certificate made now, OpenBao with -dev-tls.
+        ca = make_ca(work)
+        tls = (issue(ca, work), ca.file)
+        with our_server(work / "ours-https", tls=tls) as ours:
+            ours.start()
+            form, token_req = token_request(ours, *ours.client())
+            warm_up(token_req)
+            load("issuance-https", "ours", 1, token_req, [ours.pid], connections)
+            jwks_req = Request("GET", ours.base + "/.well-known/jwks.json", ca_file=ours.ca_file)
+            load("jwks-https", "ours", 1, jwks_req, [ours.pid], connections)
+        with OpenBaoServer(tls=True) as bao_tls:
+            token = setup_openbao_oidc(bao_tls)
+            ca_file = str(bao_tls.ca_file)
+            req = Request("GET", f"{bao_tls.addr}/v1/identity/oidc/token/{ROLE}", {"X-Vault-Token": token}, "", ca_file)
+            assert bao_tls.pid is not None
+            warm_up(req)
+            load("issuance-https", "openbao", 0, req, [bao_tls.pid], connections)
+            keys_req = Request("GET", f"{bao_tls.addr}/v1/identity/oidc/.well-known/keys", ca_file=ca_file)
+            load("jwks-https", "openbao", 0, keys_req, [bao_tls.pid], connections)
+
         warm_up(bao_token_req)
         load("issuance", "openbao", 0, bao_token_req, [bao_pid], connections)
         load("jwks", "openbao", 0, bao_keys_req, [bao_pid], connections)
@@ -540,7 +585,9 @@ def run_http(
             results.memory = _memory_run(ours, token_req, memory_tokens, gen, work, connections, say)
         results.notes.append(
             "OpenBao's workers: one Go process using every core (GOMAXPROCS = CPUs); ours: 1 or 2 uvicorn workers. "
-            "Vault-backed rows count the CPU of both our worker and OpenBao."
+            "Vault-backed rows count the CPU of both our worker and OpenBao. "
+            "The -https rows: TLS 1.3 on kept-alive connections (one handshake per connection), ours with a "
+            "P-256 certificate made for the run, OpenBao's from -dev-tls; wrk does not check certificates."
         )
     return results
 

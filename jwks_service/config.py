@@ -105,8 +105,13 @@ class Settings:
     events_max_streams_per_source: int = DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE
     # [http] trusted_proxies: addresses / networks whose X-Forwarded-For is believed (none by default)
     trusted_proxies: tuple[str, ...] = ()
-    issuer_configured: bool = False  # False: the embedded default, http://<listen> (follows serve --listen)
+    issuer_configured: bool = False  # False: the embedded default, http(s)://<listen> (follows serve --listen)
     from_environment: tuple[str, ...] = ()  # the JWKS_* / VAULT_* variables that set a value, by name
+    # [http] tls_cert / tls_key: serve HTTPS with these PEM files (re-read on SIGHUP); admin_listen:
+    # HOST:PORT where /admin/* and /metrics are served instead of on `listen`
+    tls_cert: str = ""
+    tls_key: str = ""
+    admin_listen: str = ""
 
     @property
     def store_display(self) -> str:
@@ -122,6 +127,10 @@ class Settings:
     def uses_vault(self) -> bool:
         """Whether the service needs a Vault login: a keyset with backend = vault, or a wrapped KEK."""
         return bool(self.kek_transit_key) or any(p.backend == "vault" for p in self.keysets.values())
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def embedded(self) -> bool:
@@ -145,7 +154,7 @@ class Settings:
 _TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets", "audit", "events", "http"}
 _SECTION_KEYS = {
     "events": {"max_streams", "max_streams_per_source"},
-    "http": {"trusted_proxies"},
+    "http": {"trusted_proxies", "tls_cert", "tls_key", "admin_listen"},
     "store": {"url"},
     "vault": {
         "addr",
@@ -341,10 +350,18 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     listen = want_str(raw.get("listen", DEFAULT_LISTEN), "listen")
     if isinstance(raw.get("listen", DEFAULT_LISTEN), str) and not valid_listen(listen):
         problems.append(f"listen: must be HOST:PORT with a port from 1 to 65535 (got {listen!r})")
-    issuer = want_str(raw.get("issuer", default_issuer(listen)), "issuer")
+    http = sections["http"]
+    tls_cert = want_str(http.get("tls_cert", ""), "http.tls_cert").strip()
+    tls_key = want_str(http.get("tls_key", ""), "http.tls_key").strip()
+    if bool(tls_cert) != bool(tls_key):
+        given, missing = ("tls_cert", "tls_key") if tls_cert else ("tls_key", "tls_cert")
+        problems.append(f"http.{missing}: http.{given} is set; HTTPS needs both the certificate and its key")
+    # The embedded default issuer follows the address and the scheme served; a configured one is never changed.
+    embedded_issuer = default_issuer(listen, tls=bool(tls_cert and tls_key))
+    issuer = want_str(raw.get("issuer", embedded_issuer), "issuer")
     parts = urlsplit(issuer)
     bad_url = parts.scheme not in ("http", "https") or not parts.netloc or bool(parts.query or parts.fragment)
-    if isinstance(raw.get("issuer", DEFAULT_ISSUER), str) and bad_url:
+    if isinstance(raw.get("issuer", embedded_issuer), str) and bad_url:
         problems.append(f"issuer: must be an http(s) URL without query or fragment (got {issuer!r})")
 
     store_url = want_str(sections["store"].get("url", DEFAULT_STORE_URL), "store.url")
@@ -428,7 +445,12 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         min(DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE, max_streams),
         problems,
     )
-    trusted_proxies = _trusted_proxies(sections["http"].get("trusted_proxies", []), problems)
+    trusted_proxies = _trusted_proxies(http.get("trusted_proxies", []), problems)
+    admin_listen = want_str(http.get("admin_listen", ""), "http.admin_listen").strip()
+    if admin_listen and not valid_listen(admin_listen):
+        problems.append(f"http.admin_listen: must be HOST:PORT with a port from 1 to 65535 (got {admin_listen!r})")
+    elif admin_listen and valid_listen(listen) and split_listen(admin_listen)[1] == split_listen(listen)[1]:
+        problems.append(f"http.admin_listen: must use another port than listen ({listen})")
 
     keysets_raw = want_table(raw.get("keysets", {"default": {"alg": "ES256"}}), "keysets")
     if not keysets_raw:
@@ -525,6 +547,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         events_max_streams_per_source=max_streams_per_source,
         trusted_proxies=trusted_proxies,
         issuer_configured="issuer" in raw,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        admin_listen=admin_listen,
     )
 
 
@@ -583,9 +608,10 @@ def redact_url(url: str) -> str:
         return "<unparsable Redis URL>"
 
 
-def default_issuer(listen: str) -> str:
-    """The embedded default issuer for a listen address: http://HOST:PORT."""
-    return f"http://{listen}" if valid_listen(listen) else DEFAULT_ISSUER
+def default_issuer(listen: str, *, tls: bool = False) -> str:
+    """The embedded default issuer for a listen address: http://HOST:PORT, or https:// when serving TLS."""
+    issuer = f"http://{listen}" if valid_listen(listen) else DEFAULT_ISSUER
+    return "https" + issuer[len("http") :] if tls else issuer
 
 
 def valid_listen(listen: str) -> bool:

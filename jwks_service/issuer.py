@@ -16,7 +16,7 @@ def listening_on(settings: Settings, listen: str) -> Settings:
     issuer, the issuer http://HOST:PORT (a configured issuer is never changed; API.md §8)."""
     if not valid_listen(listen):
         raise ConfigError(f"--listen: must be HOST:PORT with a port from 1 to 65535 (got {listen!r})")
-    issuer = settings.issuer if settings.issuer_configured else default_issuer(listen)
+    issuer = settings.issuer if settings.issuer_configured else default_issuer(listen, tls=settings.tls)
     return replace(settings, listen=listen, issuer=issuer)
 
 

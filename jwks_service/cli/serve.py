@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Settings, parse_duration, split_listen
-from ..errors import InvalidRequestError
+from ..errors import ConfigError, InvalidRequestError
 from ..issuer import issuer_mismatch, listening_on
 from ..runtime import build_runtime
 from .common import generated_kek, settings_of, stderr
@@ -33,8 +33,9 @@ def _http_protocol() -> Any:
 
 
 def _sighup(signum: int, frame: object) -> None:
-    # `systemctl reload` sends SIGHUP, whose default action ends the process. Nothing needs it:
-    # keys, clients and revocations are re-read from the store as they change.
+    # `systemctl reload` sends SIGHUP, whose default action ends the process. Without TLS nothing
+    # needs it: keys, clients and revocations are re-read from the store as they change. With TLS
+    # the running server takes SIGHUP over to reload the certificate (http/listeners.py).
     logging.getLogger("jwks_service").warning(
         "SIGHUP: nothing to reload (keys, clients and revocations follow the store by themselves; a changed"
         " configuration needs a restart); still serving"
@@ -68,6 +69,17 @@ def _address_in_use(host: str, port: int) -> str:
     return ""
 
 
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's HTTPS options: with --workers each worker loads the files itself; one process
+    serves them from a context of its own (http/listeners.py), and uvicorn only logs https."""
+    return {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key} if settings.tls else {}
+
+
+def _check_listeners(settings: Settings, listen: str) -> None:
+    if settings.admin_listen and split_listen(settings.admin_listen)[1] == split_listen(listen)[1]:
+        raise ConfigError(f"http.admin_listen: must use another port than the one served ({listen})")
+
+
 def _welcome(settings: Settings, listen: str) -> None:
     """Validate, create keys, and tell the user what happened and how to begin."""
     rt = build_runtime(settings)
@@ -79,11 +91,14 @@ def _welcome(settings: Settings, listen: str) -> None:
         rt.close()
     keysets = ", ".join(f"{n} ({p.alg})" for n, p in settings.keysets.items())
     print(f"jwks-service {__version__}: issuer {settings.issuer}, store {settings.store_display}, keysets {keysets}")
-    print(f"JWKS:  http://{listen}/.well-known/jwks.json")
+    scheme = "https" if settings.tls else "http"
+    print(f"JWKS:  {scheme}://{listen}/.well-known/jwks.json")
+    if settings.admin_listen:
+        print(f"Admin API and metrics: {scheme}://{settings.admin_listen}/admin/..., /metrics")
     if n_clients == 0:
         print("No clients yet. Create one and get a token:")
         print("  jwks-service clients create demo --scope read --audience api")
-        print(f"  curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials http://{listen}/oauth/token")
+        print(f"  curl -s -u CLIENT_ID:CLIENT_SECRET -d grant_type=client_credentials {scheme}://{listen}/oauth/token")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -103,6 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     drain_seconds = parse_duration(args.drain, "--drain")
     if drain_seconds and args.workers > 1:
         raise InvalidRequestError("--drain works with one worker per process: run one replica per worker instead")
+    _check_listeners(settings, listen)
+    from ..http.listeners import serve, serve_workers, tls_reload
+
+    reload = tls_reload(settings)  # the files checked before anything starts
     _welcome(settings, listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if mismatch := issuer_mismatch(settings):
@@ -121,17 +140,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "http": _http_protocol(),
         **uvicorn_proxy_options(settings),
+        **tls_options(settings),
     }
     if args.workers > 1:
         if settings.config_file:
             os.environ["JWKS_CONFIG"] = settings.config_file
         os.environ["JWKS_LISTEN"] = listen  # the workers derive the same default issuer
-        uvicorn.run("jwks_service.http.app:app_from_env", factory=True, workers=args.workers, **options)
+        app = "jwks_service.http.app:app_from_env"
+        serve_workers(settings, uvicorn.Config(app, factory=True, workers=args.workers, **options))
         return 0
     from ..http.app import create_app
-    from ..http.drain import Drain, DrainingServer
+    from ..http.drain import Drain
 
     drain = Drain()
-    server = DrainingServer(uvicorn.Config(create_app(settings, drain=drain), **options), drain, drain_seconds)
-    server.run()
-    return 0 if server.started else 1  # not started: uvicorn logged why (the address is in use, ...)
+    config = uvicorn.Config(create_app(settings, drain=drain), **options)
+    started = serve(settings, config, reload, drain, drain_seconds)
+    return 0 if started else 1  # not started: uvicorn logged why

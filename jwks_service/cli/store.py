@@ -8,9 +8,9 @@ import os
 import time
 
 from .. import backup as backups
-from .. import operations
+from .. import operations, tls
 from ..clock import rfc3339
-from ..config import format_duration, policy_warnings
+from ..config import Settings, format_duration, policy_warnings
 from ..errors import ConfigError, ConflictError
 from ..issuer import issuer_mismatch
 from ..lifecycle import next_rotation_at
@@ -19,6 +19,7 @@ from .common import actor, human, print_table, progress, settings_of, stderr
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = settings_of(args)
+    cert = tls.check(settings.tls_cert, settings.tls_key) if settings.tls else None  # as `serve` checks it
     source = settings.config_file or "embedded defaults"
     if settings.from_environment:  # what the environment set, by variable name (never a value)
         source += ", with " + ", ".join(settings.from_environment) + " from the environment"
@@ -52,9 +53,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         else:
             print(f"{name}: next rotation: {rfc3339(at)} (in {human(at - now)})")
     print(f"client secrets: due for rotation {format_duration(settings.client_secret_max_age)} after they were issued")
+    _listeners(settings, cert, now)
     for warning in policy_warnings(settings):
         stderr(f"warning: {warning}")
     return 0
+
+
+def _listeners(settings: Settings, cert: tls.Certificate | None, now: float) -> None:
+    """HTTPS and where the admin API is served."""
+    if cert is not None:
+        print(f"TLS: {cert.summary}, key {cert.key_file}; re-read on SIGHUP")
+        if cert.not_after <= now:
+            stderr(f"warning: http.tls_cert: the certificate in {cert.cert_file} has expired")
+    else:
+        print("TLS: off (plain HTTP; set [http] tls_cert and tls_key, or terminate TLS in a proxy)")
+    if settings.admin_listen:
+        print(f"admin API and /metrics: only on {settings.admin_listen} (the public listener answers 404)")
+    else:
+        print("admin API and /metrics: on the public listener ([http] admin_listen moves them)")
 
 
 def cmd_kek_rewrap(args: argparse.Namespace) -> int:

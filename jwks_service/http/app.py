@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from .. import scheduler
 from ..clock import Clock
-from ..config import Settings, load_settings
+from ..config import Settings, load_settings, split_listen
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from . import admin, oauth, openapi, wellknown
@@ -28,7 +28,7 @@ from .events import events as events_endpoint
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, metrics_endpoint
 from .responses import error_body, error_response
-from .routes import ExceptionHandler, FastRoutes, RouteSpec, starlette_routes
+from .routes import AdminSplit, ExceptionHandler, FastRoutes, RouteSpec, starlette_routes
 
 log = logging.getLogger("jwks_service")
 
@@ -86,20 +86,21 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/keys/events", {"GET": events_endpoint}),
         RouteSpec("/healthz", {"GET": wellknown.healthz}),
         RouteSpec("/readyz", {"GET": wellknown.readyz}),
-        RouteSpec("/metrics", {"GET": metrics_endpoint}),
+        RouteSpec("/metrics", {"GET": metrics_endpoint}, admin=True),
         RouteSpec("/openapi.json", {"GET": _openapi}),
         RouteSpec("/oauth/introspect", {"POST": oauth.introspect}, fast=True),
         RouteSpec("/oauth/revoke", {"POST": oauth.revoke}),
-        RouteSpec("/admin/keysets", {"GET": admin.list_keysets}),
-        RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}),
-        RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}),
-        RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}),
+        RouteSpec("/admin/keysets", {"GET": admin.list_keysets}, admin=True),
+        RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}, admin=True),
+        RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}, admin=True),
+        RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}, admin=True),
         RouteSpec(
             "/admin/clients/{client_id}",
             {"GET": admin.show_client, "PATCH": admin.update_client, "DELETE": admin.delete_client},
+            admin=True,
         ),
-        RouteSpec("/admin/clients/{client_id}/secret", {"POST": admin.rotate_secret}),
-        RouteSpec("/admin/audit", {"GET": admin.list_audit}),
+        RouteSpec("/admin/clients/{client_id}/secret", {"POST": admin.rotate_secret}, admin=True),
+        RouteSpec("/admin/audit", {"GET": admin.list_audit}, admin=True),
     ]
 
 
@@ -129,9 +130,13 @@ def create_app(
             tg.cancel_scope.cancel()
 
     table = route_table(rt)
+    split = []  # with an admin listener: admin routes there, the others on the public port
+    if rt.settings.admin_listen:
+        split = [Middleware(AdminSplit, table=table, admin_port=split_listen(rt.settings.admin_listen)[1])]
     app = Starlette(
         routes=starlette_routes(table),
         middleware=[
+            *split,
             Middleware(FastRoutes, table=table, handlers=EXCEPTION_HANDLERS),
             Middleware(BodyLimitMiddleware),
         ],

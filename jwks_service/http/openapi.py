@@ -419,7 +419,9 @@ DOCUMENT: dict[str, Any] = {
         f"{MAX_BODY_BYTES} bytes get 413, unknown paths 404 and other methods 405, each with that body. "
         "OAuth endpoints take client_secret_basic (the `clientSecretBasic` scheme) or client_secret_post "
         "(`client_id` and `client_secret` in the form), never both. Admin endpoints take a bearer access "
-        "token of this service with scope `admin` and audience = the issuer.",
+        "token of this service with scope `admin` and audience = the issuer. With `[http] admin_listen` "
+        "configured, the admin endpoints and /metrics are served only on that listener, and only they are "
+        "(404 elsewhere).",
         "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
     },
     "tags": [

@@ -26,6 +26,7 @@ from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .limits import BodyLimitMiddleware
+from .responses import error_body
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
@@ -36,6 +37,7 @@ class RouteSpec:
     path: str
     methods: Mapping[str, Endpoint | ASGIApp]  # "GET" also answers HEAD
     fast: bool = False  # answered by FastRoutes ahead of routing (an exact path: no {parameters})
+    admin: bool = False  # served only on the admin listener when there is one (AdminSplit)
 
 
 def _is_request_endpoint(endpoint: Endpoint | ASGIApp) -> bool:
@@ -131,4 +133,32 @@ class FastRoutes:
                 handler = methods.get(scope["method"])
                 if handler is not None:
                     return handler(scope, receive, send)
+        return self.app(scope, receive, send)
+
+
+class AdminSplit:
+    """With `[http] admin_listen`: the admin routes are answered only on the admin listener, and
+    only they are; anything else is a 404, as for a path that does not exist.
+
+    Which listener a request came in on is the port of its socket (the ASGI scope's `server`): the
+    two listeners of a process never share a port (config.py refuses it). A path is an admin one
+    when it is an admin route's path, or begins as an admin route with parameters does
+    (`/admin/clients/`); other paths under `/admin/` are not found anywhere."""
+
+    def __init__(self, app: ASGIApp, table: Sequence[RouteSpec], admin_port: int) -> None:
+        self.app = app
+        self.admin_port = admin_port
+        admin = [spec.path for spec in table if spec.admin]
+        self.exact = frozenset(p for p in admin if "{" not in p)
+        self.prefixes = tuple(sorted({p.split("{", 1)[0] for p in admin if "{" in p}))
+
+    def is_admin(self, path: str) -> bool:
+        return path in self.exact or path.startswith(self.prefixes)
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            on_admin = server is not None and server[1] == self.admin_port
+            if self.is_admin(scope["path"]) != on_admin:
+                return error_body(404, "not_found", "Not Found")(scope, receive, send)
         return self.app(scope, receive, send)

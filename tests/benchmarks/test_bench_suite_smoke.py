@@ -53,6 +53,10 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
         ("introspect", "ours"),
         ("vault-batched", "ours"),
         ("vault-naive", "ours"),
+        ("issuance-https", "ours"),
+        ("issuance-https", "openbao"),
+        ("jwks-https", "ours"),
+        ("jwks-https", "openbao"),
     } <= names
     assert {x["workers"] for x in loads if x["name"] == "issuance" and x["server"] == "ours"} == {1, 2}
     assert {x["connections"] for x in loads if x["name"] == "issuance" and x["server"] == "ours"} == {1, 8, 32, 128}
@@ -66,6 +70,10 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
         "issuance_2w_vs_openbao",
         "jwks_vs_openbao",
         "vault_batched_vs_naive",
+        "https_issuance_vs_openbao",
+        "https_jwks_vs_openbao",
+        "issuance_https_vs_http",
+        "jwks_https_vs_http",
     }
     memory = doc["http"]["memory"]
     assert memory["tokens"] >= 2000 and memory["peak_mib"] > 0 and len(memory["samples"]) >= 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,7 +16,7 @@ from jwks_service.errors import InvalidRequestError
 from jwks_service.http import app as app_module
 from jwks_service.http import oauth
 from jwks_service.http.limits import MAX_BODY_BYTES, BodyLimitMiddleware
-from jwks_service.http.routes import FastRoutes, RouteSpec, starlette_routes
+from jwks_service.http.routes import AdminSplit, FastRoutes, RouteSpec, starlette_routes
 from jwks_service.runtime import Runtime
 
 FAILURES: dict[str, Exception] = {
@@ -94,3 +96,35 @@ def test_the_app_answers_its_fast_routes_ahead_of_routing(runtime: Runtime) -> N
         ("/.well-known/jwks.json", "OPTIONS"),  # the CORS preflight
     }
     assert [r.path for r in app.routes] == [spec.path for spec in table]  # type: ignore[attr-defined]
+
+
+def test_with_an_admin_listener_admin_routes_and_metrics_answer_only_there(
+    runtime_factory: Callable[..., Runtime],
+) -> None:
+    """The port a request came in on (the scope's `server`) decides: admin routes and /metrics on
+    the admin port only, everything else on the others; the rest is 404, as for an unknown path."""
+    rt = runtime_factory(http={"admin_listen": "127.0.0.1:8001"})
+    app = app_module.create_app(runtime=rt, background=False)
+    with (
+        TestClient(app, base_url="http://127.0.0.1:8000") as public,
+        TestClient(app, base_url="http://127.0.0.1:8001") as admin,
+    ):
+        for path in ("/metrics", "/admin/keysets", "/admin/clients/abc", "/admin/audit"):
+            r = public.get(path)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", path
+            assert admin.get(path).status_code == (200 if path == "/metrics" else 401), path
+        assert public.post("/admin/keysets/default/rotate").status_code == 404
+        assert admin.post("/admin/keysets/default/rotate").status_code == 401
+        for path in ("/.well-known/jwks.json", "/healthz", "/openapi.json", "/admin"):
+            assert admin.get(path).status_code == 404, path
+            assert public.get(path).status_code == (404 if path == "/admin" else 200), path
+    split = AdminSplit(hello, app_module.route_table(rt), 8001)  # type: ignore[arg-type]
+    assert split.is_admin("/admin/clients/x/secret") and split.is_admin("/metrics")
+    assert not split.is_admin("/metrics/x") and not split.is_admin("/admin") and not split.is_admin("/oauth/token")
+
+
+def test_without_an_admin_listener_every_route_answers_on_the_one_port(runtime: Runtime) -> None:
+    app = app_module.create_app(runtime=runtime, background=False)
+    with TestClient(app, base_url="http://127.0.0.1:8001") as client:
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/.well-known/jwks.json").status_code == 200

@@ -762,3 +762,44 @@ def test_parsing_the_configuration_loads_no_io_library() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_https_and_admin_listener_settings_from_the_file_and_the_environment() -> None:
+    plain = build_settings({})
+    assert (plain.tls, plain.tls_cert, plain.tls_key, plain.admin_listen) == (False, "", "", "")
+    s = load_settings(
+        None,
+        environ={
+            "JWKS_HTTP__TLS_CERT": "/etc/jwks/tls.crt",
+            "JWKS_HTTP__TLS_KEY": "/etc/jwks/tls.key",
+            "JWKS_HTTP__ADMIN_LISTEN": "127.0.0.1:8001",
+        },
+    )
+    assert (s.tls, s.tls_cert, s.tls_key, s.admin_listen) == (
+        True,
+        "/etc/jwks/tls.crt",
+        "/etc/jwks/tls.key",
+        "127.0.0.1:8001",
+    )
+    # The embedded default issuer takes the scheme served; a configured issuer is never changed.
+    assert s.issuer == "https://" + DEFAULT_ISSUER.split("://", 1)[1]
+    assert s.url("/oauth/token").startswith("https://")
+    tls = {"tls_cert": "a.crt", "tls_key": "a.key"}
+    assert build_settings({"issuer": "http://proxy.example", "http": tls}).issuer == "http://proxy.example"
+
+
+@pytest.mark.parametrize(
+    ("http", "problem"),
+    [
+        ({"tls_cert": "a.crt"}, "http.tls_key: http.tls_cert is set; HTTPS needs both the certificate and its key"),
+        ({"tls_key": "a.key"}, "http.tls_cert: http.tls_key is set; HTTPS needs both the certificate and its key"),
+        ({"tls_cert": 1, "tls_key": "a.key"}, "http.tls_cert: must be a string"),
+        ({"admin_listen": "8001"}, "http.admin_listen: must be HOST:PORT with a port from 1 to 65535 (got '8001')"),
+        ({"admin_listen": "0.0.0.0:8000"}, "http.admin_listen: must use another port than listen (127.0.0.1:8000)"),
+        ({"tls_ca": "x"}, "http.tls_ca: unknown setting (known: admin_listen, tls_cert, tls_key, trusted_proxies)"),
+    ],
+)
+def test_https_and_admin_listener_settings_are_validated(http: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_settings({"http": http})
+    assert problem in info.value.description.splitlines()

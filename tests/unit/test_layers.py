@@ -50,6 +50,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.batching": ADAPTERS,
     "jwks_service.files": ADAPTERS,
     "jwks_service.audit_sinks": ADAPTERS,
+    "jwks_service.tls": ADAPTERS,
     # 3 services: where the core meets the adapters.
     "jwks_service.audit": SERVICES,
     "jwks_service.clients": SERVICES,

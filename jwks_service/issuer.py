@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from .config import Settings, default_issuer, split_listen, valid_listen
+from .addresses import default_issuer, split_listen, valid_listen
+from .config import Settings
 from .errors import ConfigError
 
 

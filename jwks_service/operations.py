@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 from . import audit
 from . import backup as backups
+from .addresses import sqlite_path
 from .algorithms import ALGORITHMS
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .backup_checks import check_config, check_keys, check_target
 from .backup_merge import restore
 from .clock import SystemClock
-from .config import Settings, sqlite_path
+from .config import Settings
 from .errors import ConfigError, InvalidRequestError, KeyValidationError, NotFoundError
 from .kek import LoadedKek
 from .model import Keyset

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import audit, audit_sinks
+from .addresses import sqlite_path
 from .backends import KeyBackend
 from .backends.local import LocalBackend
 from .clients import ClientRegistry
 from .clock import Clock, SystemClock
-from .config import Settings, sqlite_path
+from .config import Settings
 from .errors import ConfigError, JwksServiceError, KeyValidationError, NotFoundError, UnavailableError
 from .kek import LoadedKek, load_kek, load_wrapped_kek
 from .model import Keyset

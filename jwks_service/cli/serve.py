@@ -11,7 +11,8 @@ import socket
 from typing import Any
 
 from .. import __version__
-from ..config import Settings, parse_duration, split_listen
+from ..addresses import split_listen
+from ..config import Settings, parse_duration
 from ..errors import ConfigError, InvalidRequestError
 from ..issuer import issuer_mismatch, listening_on
 from ..runtime import build_runtime

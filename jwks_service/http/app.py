@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import scheduler
+from ..addresses import split_listen
 from ..clock import Clock
-from ..config import Settings, load_settings, split_listen
+from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from . import admin, oauth, openapi, wellknown

@@ -27,7 +27,8 @@ from typing import Any
 import uvicorn
 
 from .. import tls
-from ..config import Settings, split_listen
+from ..addresses import split_listen
+from ..config import Settings
 from ..errors import ConfigError
 from .drain import Drain, DrainingServer
 

@@ -51,7 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..config import redact_url
+from ..addresses import redact_url
 from ..errors import ConfigError, RevisionConflictError, StoreError
 from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 from . import AuditTap, chain, clamp_limit, prunable

@@ -28,8 +28,9 @@ import pytest
 import yaml
 from support import PROJECT_ROOT, free_port, wait_until
 
+from jwks_service.addresses import split_listen
 from jwks_service.cli import GRACEFUL_SHUTDOWN_SECONDS, build_parser, cmd_serve, uvicorn_proxy_options
-from jwks_service.config import Settings, load_settings, parse_duration, split_listen
+from jwks_service.config import Settings, load_settings, parse_duration
 from jwks_service.http import create_app
 from jwks_service.kek import KEK_BYTES, load_kek
 from jwks_service.runtime import Runtime

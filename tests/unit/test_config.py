@@ -13,17 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import algorithms
 
+from jwks_service.addresses import DEFAULT_ISSUER, DEFAULT_LISTEN, split_listen, sqlite_path
 from jwks_service.config import (
-    DEFAULT_ISSUER,
-    DEFAULT_LISTEN,
     DEFAULT_STORE_URL,
     build_settings,
     env_overrides,
     format_duration,
     load_settings,
     parse_duration,
-    split_listen,
-    sqlite_path,
 )
 from jwks_service.errors import ConfigError
 

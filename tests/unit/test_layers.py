@@ -31,6 +31,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.model": CORE,
     "jwks_service.algorithms": CORE,
     "jwks_service.config": CORE,
+    "jwks_service.addresses": CORE,
     "jwks_service.crypto": CORE,
     "jwks_service.jws": CORE,
     "jwks_service.claims": CORE,

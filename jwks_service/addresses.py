@@ -1,0 +1,47 @@
+"""Addresses in the settings: HOST:PORT listen addresses, the embedded default issuer they imply, store
+URLs (a SQLite path; a Redis URL with its password hidden). Pure: strings in, strings out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_ISSUER = "http://127.0.0.1:8000"
+DEFAULT_LISTEN = "127.0.0.1:8000"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<unparsable Redis URL>"
+
+
+def default_issuer(listen: str, *, tls: bool = False) -> str:
+    """The embedded default issuer for a listen address: http://HOST:PORT, or https:// when serving TLS."""
+    issuer = f"http://{listen}" if valid_listen(listen) else DEFAULT_ISSUER
+    return "https" + issuer[len("http") :] if tls else issuer
+
+
+def valid_listen(listen: str) -> bool:
+    host, sep, port = listen.rpartition(":")
+    return bool(sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def sqlite_path(store_url: str) -> Path:
+    """``sqlite:///var/jwks.db`` is relative (``var/jwks.db``); ``sqlite:////srv/jwks.db`` absolute."""
+    return Path(store_url[len("sqlite:///") :])

@@ -31,33 +31,50 @@ class RenderedJWKS:
     kids: tuple[str, ...]
 
 
+# Per asymmetric alg: the kty and curve its key must have, and the members published of it.
+_PUBLISHED: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    name: (alg.kty, alg.curve, PUBLIC_MEMBERS[alg.kty]) for name, alg in ALGORITHMS.items() if not alg.symmetric
+}
+
+
 def public_members(alg_name: str, jwk: Mapping[str, Any]) -> dict[str, str] | None:
     """The members of `jwk` that make up an `alg_name` public key, or None when it is not one: an
     unknown or symmetric alg (HMAC keys are never published), another kty or curve, a member missing."""
-    alg = ALGORITHMS.get(alg_name)
-    if alg is None or alg.symmetric or jwk.get("kty") != alg.kty:
+    spec = _PUBLISHED.get(alg_name)
+    if spec is None:
         return None
-    if alg.curve and jwk.get("crv") != alg.curve:
+    kty, curve, names = spec
+    if jwk.get("kty") != kty or (curve and jwk.get("crv") != curve):
         return None
-    members = {name: jwk.get(name) for name in PUBLIC_MEMBERS[alg.kty]}
-    if not all(isinstance(value, str) and value for value in members.values()):
-        return None
-    return {name: str(value) for name, value in members.items()}
+    members: dict[str, str] = {}
+    for name in names:
+        value = jwk.get(name)
+        if type(value) is not str or not value:  # exactly str: a subclass could carry anything
+            return None
+        members[name] = value
+    return members
 
 
 def public_keys(keysets: Iterable[Keyset]) -> list[dict[str, Any]]:
     out: list[tuple[tuple[str, int, float], dict[str, Any]]] = []
     for ks in keysets:
         for key in ks.keys:
-            if key.state not in _ORDER or key.public_jwk is None:
+            order = _ORDER.get(key.state)
+            if order is None or key.public_jwk is None:
                 continue  # HMAC keys have no public JWK and are never published
-            members = public_members(key.alg, key.public_jwk)
-            if members is None:
+            jwk: dict[str, Any] | None = public_members(key.alg, key.public_jwk)
+            if jwk is None:
                 continue
-            jwk: dict[str, Any] = {**members, "kid": key.kid, "alg": key.alg, "use": "sig"}
-            out.append(((ks.name, _ORDER[key.state], -key.created_at), jwk))
-    out.sort(key=lambda item: item[0])
+            jwk["kid"] = key.kid
+            jwk["alg"] = key.alg
+            jwk["use"] = "sig"
+            out.append(((ks.name, order, -key.created_at), jwk))
+    out.sort(key=_first)
     return [jwk for _, jwk in out]
+
+
+def _first(item: tuple[tuple[str, int, float], dict[str, Any]]) -> tuple[str, int, float]:
+    return item[0]
 
 
 def render_jwks(keysets: Iterable[Keyset]) -> RenderedJWKS:

@@ -33,7 +33,7 @@ bench: $(STAMP)
 
 ## sdk-dist: the SDK alone, as the wheel dist/jwks_service_sdk-<version>-py3-none-any.whl (sdk-dist/README.md)
 sdk-dist: $(STAMP)
-	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist sdk-dist
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist ./sdk-dist
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info dist

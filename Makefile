@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench clean
+.PHONY: run test lint types unit bench sdk-dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,9 @@ types: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+## sdk-dist: the SDK alone, as the wheel dist/jwks_service_sdk-<version>-py3-none-any.whl (sdk-dist/README.md)
+sdk-dist: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist ./sdk-dist
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info dist

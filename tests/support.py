@@ -15,6 +15,8 @@ ISSUER = "http://127.0.0.1:8000"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Wycheproof vectors vendored with their license (tests/vectors/wycheproof/README.md); a missing file fails.
 VECTORS = PROJECT_ROOT / "tests" / "vectors" / "wycheproof"
+# The SDK's own distribution, jwks-service-sdk: its pyproject.toml and build backend.
+SDK_DIST = PROJECT_ROOT / "sdk-dist"
 
 
 def algorithms(*families: Family) -> list[str]:
@@ -71,3 +73,16 @@ def es256_keypair() -> tuple[Any, dict[str, Any]]:
     private = generate_private_key(alg, alg.default_key_bits)
     jwk, thumbprint = public_jwk(alg, private)  # type: ignore[arg-type]
     return private, {**jwk, "kid": thumbprint, "alg": "ES256", "use": "sig"}
+
+
+def sdk_distribution_files() -> dict[str, Path]:
+    """The files of the jwks-service-sdk wheel's package, by path in the wheel, and their sources in the
+    repository: what sdk-dist/sdk_build.py copies for a build."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sdk_build", SDK_DIST / "sdk_build.py")
+    assert spec is not None and spec.loader is not None
+    sdk_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sdk_build)
+    files: dict[str, Path] = sdk_build.files(PROJECT_ROOT)
+    return files

@@ -2,17 +2,22 @@
 
 A module imports only from its own layer or lower ones, the SDK is a stack of its own that imports only the
 core, and no imports form a circle. Imports inside functions and under ``if TYPE_CHECKING:`` count as well:
-a lazy import is how a circle hides.
+a lazy import is how a circle hides. The SDK's own distribution (sdk-dist/) holds exactly the SDK and the
+core modules it imports, and those import nothing but the standard library and its dependencies.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import SDK_DIST, sdk_distribution_files
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "jwks_service"
@@ -242,6 +247,72 @@ def test_known_exceptions_are_still_needed() -> None:
         assert layer_breaks(imports, set()), f"{pair} no longer breaks a layer: remove it from KNOWN_EXCEPTIONS"
 
 
+# ----- the jwks-service-sdk distribution (sdk-dist/): the SDK and the core modules it imports ---------------
+
+# Besides the standard library and the distribution's dependencies, what a module of it may import: the
+# middleware needs the `starlette` extra.
+SDK_EXTRA_IMPORTS = {"jwks_service.sdk.starlette": {"starlette"}}
+
+
+def sdk_distribution() -> set[str]:
+    """The modules that sdk-dist/sdk_build.py puts into the wheel (its [tool.jwks-service-sdk] list)."""
+    shipped = {path.resolve() for path in sdk_distribution_files().values()}
+    return {name for name, path in MODULES.items() if path in shipped}
+
+
+def imported_by(roots: Iterable[str], imports: Iterable[Import]) -> set[str]:
+    """`roots` and what they import, transitively, with the packages that hold each (imported first)."""
+    graph: dict[str, list[str]] = {}
+    for imp in imports:
+        graph.setdefault(imp.source, []).append(imp.target)
+    found: set[str] = set()
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        if module not in found:
+            found.add(module)
+            parts = module.split(".")
+            todo += [".".join(parts[:end]) for end in range(1, len(parts))]
+            todo += graph.get(module, [])
+    return found
+
+
+def sdk_distribution_gaps(own: list[Import], shipped: set[str]) -> list[str]:
+    """What the SDK imports (naming each import) that the distribution lacks, and what it holds for nothing."""
+    needed = imported_by([name for name in MODULES if layer_of(name) == SDK], own)
+    gaps = []
+    for name in sorted(needed - shipped):
+        why = list(dict.fromkeys(str(imp) for imp in own if imp.target == name and imp.source in needed))
+        why = why or ["a package of its modules"]
+        gaps += [f"{reason}: {name} is not in jwks-service-sdk (sdk-dist/pyproject.toml)" for reason in why]
+    unused = sorted(shipped - needed)
+    return gaps + [f"{name} is in jwks-service-sdk, yet the SDK does not import it" for name in unused]
+
+
+SDK_SHIPPED = sdk_distribution()
+
+
+def test_the_sdk_distribution_holds_what_the_sdk_imports() -> None:
+    gaps = sdk_distribution_gaps(OWN, SDK_SHIPPED)
+    assert not gaps, "the SDK's distribution and its imports disagree:\n" + "\n".join(gaps)
+    assert "jwks_service.sdk.verifier" in SDK_SHIPPED
+    assert "jwks_service.jws" in SDK_SHIPPED
+
+
+def test_the_sdk_distribution_imports_only_its_dependencies() -> None:
+    project = tomllib.loads((SDK_DIST / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    # Their import names are their distribution names: httpx, cryptography, joserfc.
+    dependencies = {re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0] for dep in project["dependencies"]}
+    loads = [
+        str(imp)
+        for imp in FOREIGN
+        if imp.source in SDK_SHIPPED
+        and (top := imp.target.split(".")[0]) not in sys.stdlib_module_names
+        and top not in dependencies | SDK_EXTRA_IMPORTS.get(imp.source, set())
+    ]
+    assert not loads, f"jwks-service-sdk depends on {sorted(dependencies)} only, yet:\n" + "\n".join(loads)
+
+
 # ----- the checker itself, on the package with one import added to one module (in memory) -----------------
 
 
@@ -289,3 +360,11 @@ def test_an_io_library_in_the_core_is_named() -> None:
     _, foreign = edited("config.py", "import hvac")
     loads = [f"{imp}" for imp in foreign if layer_of(imp.source) == CORE and imp.target in IO_LIBRARIES]
     assert len(loads) == 1 and loads[0].startswith("jwks_service/config.py:") and loads[0].endswith(": import hvac")
+
+
+def test_a_core_import_new_to_the_sdk_is_named() -> None:
+    line = "from ..tokens import encode_token"
+    own, _ = edited("sdk/rules.py", f"def later() -> None:\n    {line}")
+    gaps = sdk_distribution_gaps(own, SDK_SHIPPED)
+    named = [gap for gap in gaps if gap.startswith("jwks_service/sdk/rules.py:") and line in gap]
+    assert len(named) == 1 and "jwks_service.tokens is not in jwks-service-sdk" in named[0], gaps

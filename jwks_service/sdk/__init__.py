@@ -5,10 +5,10 @@
     verifier = Verifier(issuer="https://auth.example.com", audience="api")  # finds jwks_uri by RFC 8414
     claims = verifier.verify(token)          # raises an InvalidTokenError subclass on any failure
 
-It needs only httpx, cryptography and joserfc (``pip install 'jwks-service[sdk]'`` names them), none
-of the server's dependencies; the Starlette middleware (``jwks_service.sdk.starlette``) needs
-Starlette. The exceptions and claim rules import without httpx (the server uses them); the HTTP
-parts load on first use.
+It needs only httpx, cryptography and joserfc, none of the server's dependencies: the
+``jwks-service-sdk`` distribution (``make sdk-dist``; sdk-dist/README.md) installs it alone; the
+Starlette middleware (``jwks_service.sdk.starlette``) needs Starlette. The exceptions and claim
+rules import without httpx (the server uses them); the HTTP parts load on first use.
 """
 
 from __future__ import annotations

@@ -41,6 +41,8 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.events": CORE,
     "jwks_service.repeats": CORE,
     "jwks_service.issuer": CORE,
+    "jwks_service.keycache": CORE,
+    "jwks_service.jwkset": CORE,
     # 2 adapters: the ports (Protocols) to the world outside, and what implements them.
     "jwks_service.stores": ADAPTERS,
     "jwks_service.backends": ADAPTERS,

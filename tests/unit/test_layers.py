@@ -43,6 +43,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.issuer": CORE,
     "jwks_service.keycache": CORE,
     "jwks_service.jwkset": CORE,
+    "jwks_service.assertions": CORE,
     # 2 adapters: the ports (Protocols) to the world outside, and what implements them.
     "jwks_service.stores": ADAPTERS,
     "jwks_service.backends": ADAPTERS,

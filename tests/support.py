@@ -87,7 +87,14 @@ class ClientKey:
         self._sign = make_signer(algorithm, self.private)
 
     def assertion(
-        self, client_id: str, aud: str | list[str], now: float, /, *, header: dict[str, Any] | None = None, **claims: Any
+        self,
+        client_id: str,
+        aud: str | list[str],
+        now: float,
+        /,
+        *,
+        header: dict[str, Any] | None = None,
+        **claims: Any,
     ) -> str:
         """A client assertion (RFC 7523): iss = sub = client_id, exp a minute ahead, a fresh jti;
         `claims` replace or add claims (None removes one), `header` replaces the header."""

@@ -55,9 +55,11 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.files": ADAPTERS,
     "jwks_service.audit_sinks": ADAPTERS,
     "jwks_service.tls": ADAPTERS,
+    "jwks_service.jwks_fetch": ADAPTERS,
     # 3 services: where the core meets the adapters.
     "jwks_service.audit": SERVICES,
     "jwks_service.clients": SERVICES,
+    "jwks_service.client_keys": SERVICES,
     "jwks_service.snapshot": SERVICES,
     "jwks_service.rotation": SERVICES,
     "jwks_service.issuance": SERVICES,

@@ -262,7 +262,7 @@ def _client(data: dict[str, Any], where: str) -> Client:
             "created_at": _NUMBER,
             "secrets": list,
         },
-        {},
+        {"token_endpoint_auth_method": str, "jwks": dict, "jwks_uri": str},
     )
     for field_name in ("scopes", "audiences"):
         if not all(isinstance(v, str) for v in data[field_name]):

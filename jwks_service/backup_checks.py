@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Mapping
 
 from .algorithms import ALGORITHMS
+from .assertions import PRIVATE_KEY_JWT, check_client_keys
 from .backends import KeyBackend
 from .backup import Backup
 from .clients import valid_scope_token
@@ -53,7 +54,7 @@ def check_config(backup: Backup, settings: Settings) -> None:
         for key in ks.keys:
             check_key_record(key)
     for i, client in enumerate(backup.clients):
-        _check_client(client, f"clients[{i}]", settings.keysets)
+        _check_client(client, f"clients[{i}]", settings.keysets, settings.clients_allow_http_jwks_uri)
 
 
 def check_key_record(key: KeyVersion) -> None:
@@ -105,7 +106,7 @@ def check_key_record(key: KeyVersion) -> None:
             )
 
 
-def _check_client(client: Client, where: str, keysets: Mapping[str, KeysetPolicy]) -> None:
+def _check_client(client: Client, where: str, keysets: Mapping[str, KeysetPolicy], allow_http: bool) -> None:
     """The rules a registration follows (ClientRegistry.validate), for a client read from a file."""
 
     def refuse(problem: str) -> InvalidRequestError:
@@ -132,6 +133,12 @@ def _check_client(client: Client, where: str, keysets: Mapping[str, KeysetPolicy
         raise refuse(f"keyset: unknown keyset {client.keyset!r} (configured: {', '.join(keysets)})")
     if not 0 < client.token_ttl <= policy.token_ttl:
         raise refuse(f"token_ttl: between 1s and the keyset's token_ttl ({policy.token_ttl}s), not {client.token_ttl}")
+    try:
+        check_client_keys(client.auth_method, client.jwks, client.jwks_uri, allow_http)
+    except InvalidRequestError as exc:
+        raise refuse(exc.description) from None
+    if client.auth_method == PRIVATE_KEY_JWT and client.secrets:
+        raise refuse("secrets: a private_key_jwt client has none")
 
 
 def check_keys(backup: Backup, backends: Mapping[str, KeyBackend]) -> dict[str, int]:

@@ -14,19 +14,23 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import anyio
 
 from . import audit
+from .assertions import PRIVATE_KEY_JWT, check_assertion, check_client_keys, claimed_client
+from .client_keys import ClientKeys
 from .clock import Clock
 from .config import format_duration
 from .errors import (
     ConflictError,
     InvalidClientError,
     InvalidRequestError,
+    JoseError,
     NotFoundError,
     RevisionConflictError,
     StoreError,
@@ -178,8 +182,16 @@ class StrangerGate:
 
 
 class ClientRegistry:
-    def __init__(self, store: Store, pepper: bytes, clock: Clock, keysets: Mapping[str, KeysetPolicy]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        pepper: bytes,
+        clock: Clock,
+        keysets: Mapping[str, KeysetPolicy],
+        keys: ClientKeys | None = None,
+    ) -> None:
         self._store = store
+        self.client_keys = keys or ClientKeys(clock)
         self._pepper = pepper
         self._clock = clock
         self._keysets = keysets
@@ -268,14 +280,7 @@ class ClientRegistry:
         now = self._clock.now()
         keys = failure_keys(client_id, address)
         if self._clean.get(keys, 0.0) <= now:
-            counts: dict[str, tuple[int, float]] = {}
-            if now >= self._counters_retry_at:
-                read = self._store.auth_failures
-                try:
-                    counts = dict(await self._shared(("counts", *keys), address, read, keys, now - FAILURE_WINDOW))
-                except UnavailableError as exc:
-                    self._counters_failed(exc, now)
-            self._admit(keys, self._with_local(counts, keys, now), now)
+            await self._throttle(keys, address, now)
         client = self._cache.get(client_id, _MISSING)
         if client is _MISSING:
             client = await self._shared(("client", client_id), address, self.get, client_id)
@@ -286,6 +291,55 @@ class ClientRegistry:
             self._clean.pop(keys, None)
             await self._record_failure_async(keys, now, address)
             raise
+
+    async def authenticate_assertion_async(
+        self, assertion: str, client_id: str | None, audiences: Collection[str], address: str
+    ) -> Client:
+        """A private_key_jwt client by its assertion (RFC 7523 §2.2; `client_id` is the form's, when
+        sent), or InvalidClientError. The client is the one the assertion's ``iss`` names; its keys
+        (`client_keys`, a jwks_uri fetched through `gate`) verify it by `assertions.check_assertion`, and
+        then its ``jti`` must be new to the store (`Store.remember_jti`), so a replay is refused on
+        every replica. Failures count in the same throttle as secrets', for the claimed client id."""
+        now = self._clock.now()
+        try:
+            claimed, kid = claimed_client(assertion)
+            problem = "" if client_id in (None, claimed) else "client_id differs from the assertion's iss"
+        except JoseError as exc:
+            claimed, kid, problem = client_id or "", None, exc.description
+        keys = failure_keys(claimed, address)
+        if self._clean.get(keys, 0.0) <= now:
+            await self._throttle(keys, address, now)
+        try:
+            if problem:
+                raise InvalidClientError(problem)
+            client = self._cache.get(claimed, _MISSING)
+            if client is _MISSING:
+                client = await self._shared(("client", claimed), address, self.get, claimed)
+            assert client is None or isinstance(client, Client)
+            if client is None or client.auth_method != PRIVATE_KEY_JWT:
+                raise InvalidClientError("client authentication failed")
+            run = partial(self._shared, ("jwks", claimed), address)
+            signers = await self.client_keys.keys_for(client, kid, run)
+            verified = check_assertion(assertion, claimed, signers, audiences, now)
+            remember = self._store.remember_jti
+            if not await self.gate.run(address, remember, claimed, verified.jti, verified.expires_at, now):
+                raise InvalidClientError("the assertion was used before (its jti is not new)")
+            return client
+        except (InvalidClientError, JoseError) as exc:
+            self._clean.pop(keys, None)
+            await self._record_failure_async(keys, now, address)
+            raise InvalidClientError(f"client assertion refused: {exc.description}") from None
+
+    async def _throttle(self, keys: tuple[str, str], address: str, now: float) -> None:
+        """TooManyRequestsError when the failure counters (the store's, and this process's) reach a limit."""
+        counts: dict[str, tuple[int, float]] = {}
+        if now >= self._counters_retry_at:
+            read = self._store.auth_failures
+            try:
+                counts = dict(await self._shared(("counts", *keys), address, read, keys, now - FAILURE_WINDOW))
+            except UnavailableError as exc:
+                self._counters_failed(exc, now)
+        self._admit(keys, self._with_local(counts, keys, now), now)
 
     async def _shared(self, key: tuple[str, ...], address: str, call: Callable[..., T], *args: object) -> T:
         """`gate.run(address, call, *args)`, made once for concurrent requests that need the same read
@@ -407,11 +461,17 @@ class ClientRegistry:
         keyset: str = "default",
         token_ttl: int | None = None,
         actor: str = "cli",
+        auth_method: str = "client_secret_basic",
+        jwks: Mapping[str, Any] | None = None,
+        jwks_uri: str | None = None,
     ) -> tuple[Client, str]:
-        """Register a client; the secret is returned once and only its digest is stored."""
+        """Register a client; the secret is returned once and only its digest is stored. A
+        private_key_jwt client (with `jwks` or `jwks_uri`) has no secret: "" is returned."""
         name, scope_list, aud_list, keyset, ttl = self.validate(name, scopes, audiences, keyset, token_ttl)
+        check_client_keys(auth_method, jwks, jwks_uri, self.client_keys.allow_http)
+        keyed = auth_method == PRIVATE_KEY_JWT
         now = self._clock.now()
-        secret = generate_secret()
+        secret = "" if keyed else generate_secret()
         client = Client(
             client_id=generate_client_id(),
             name=name,
@@ -420,9 +480,15 @@ class ClientRegistry:
             keyset=keyset,
             token_ttl=ttl,
             created_at=now,
-            secrets=(SecretHash(self.digest(secret), now),),
+            secrets=() if keyed else (SecretHash(self.digest(secret), now),),
+            auth_method=auth_method,
+            jwks=jwks,
+            jwks_uri=jwks_uri,
         )
-        events = [audit.event(now, actor, "client.create", client.client_id, name=name, scopes=list(scope_list))]
+        details: dict[str, Any] = {"name": name, "scopes": list(scope_list)}
+        if keyed:
+            details["auth_method"] = auth_method
+        events = [audit.event(now, actor, "client.create", client.client_id, **details)]
         client = self._store.save_client(client, 0, events)  # never over an existing client
         audit.log_events(events)
         self._cache.pop(client.client_id, None)
@@ -496,6 +562,8 @@ class ClientRegistry:
             client = self._store.get_client(client_id)
             if client is None:
                 raise NotFoundError(f"no client {client_id}")
+            if client.auth_method == PRIVATE_KEY_JWT:
+                raise InvalidRequestError(f"client {client_id} authenticates with private_key_jwt: it has no secret")
             now = self._clock.now()
             kept = [
                 s if s.expires_at is not None and s.expires_at <= now + grace else replace(s, expires_at=now + grace)

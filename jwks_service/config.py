@@ -93,6 +93,7 @@ class Settings:
     kek: str = ""
     jwks_max_age: int = 300
     client_secret_max_age: int = 90 * 86400  # when `clients list` says a secret is due for rotation
+    clients_allow_http_jwks_uri: bool = False  # [clients] allow_http_jwks_uri: any http:// jwks_uri
     audit_retention: int = 400 * 86400  # audit events older than this are pruned
     audit_file: str = ""  # [audit] file: also append each event here, one JSON object a line
     audit_syslog: bool = False  # [audit] syslog: also send each event to the local syslog
@@ -168,7 +169,7 @@ _SECTION_KEYS = {
     },
     "secrets": {"kek_file", "kek"},
     "jwks": {"max_age"},
-    "clients": {"secret_max_age"},
+    "clients": {"secret_max_age", "allow_http_jwks_uri"},
     "audit": {"retention", "file", "syslog"},
 }
 _KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
@@ -427,6 +428,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         problems.append(f"audit.file: a file name (got {audit_file!r})")
         audit_file = ""
     audit_syslog = _flag(sections["audit"].get("syslog", False), "audit.syslog", problems)
+    allow_http_jwks_uri = _flag(
+        sections["clients"].get("allow_http_jwks_uri", False), "clients.allow_http_jwks_uri", problems
+    )
 
     max_streams = _whole_number(
         sections["events"].get("max_streams", DEFAULT_EVENTS_MAX_STREAMS),
@@ -536,6 +540,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         kek=kek,
         jwks_max_age=max_age,
         client_secret_max_age=secret_max_age,
+        clients_allow_http_jwks_uri=allow_http_jwks_uri,
         audit_retention=audit_retention,
         audit_file=audit_file,
         audit_syslog=audit_syslog,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -126,6 +127,12 @@ class Client:
     token_ttl: int
     created_at: float
     secrets: tuple[SecretHash, ...] = field(default_factory=tuple)
+    # How it authenticates (RFC 7591 token_endpoint_auth_method): with a secret ("client_secret_basic",
+    # which takes client_secret_post too), or "private_key_jwt" with no secret, by assertions signed
+    # with one of the keys of its `jwks` (a JWK set, inline) or published at its `jwks_uri`.
+    auth_method: str = "client_secret_basic"
+    jwks: Mapping[str, Any] | None = None
+    jwks_uri: str | None = None
     # The store's compare-and-set counter: 0 for a client not stored yet, +1 on every write. Not part
     # of a client's value (two reads of the same client compare equal whatever their revision).
     revision: int = field(default=0, compare=False)
@@ -139,6 +146,9 @@ class Client:
             "keyset": self.keyset,
             "token_ttl": self.token_ttl,
             "created_at": self.created_at,
+            "token_endpoint_auth_method": self.auth_method,
+            **({"jwks": self.jwks} if self.jwks is not None else {}),
+            **({"jwks_uri": self.jwks_uri} if self.jwks_uri is not None else {}),
         }
 
 

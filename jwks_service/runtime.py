@@ -11,6 +11,7 @@ from . import audit, audit_sinks
 from .addresses import sqlite_path
 from .backends import KeyBackend
 from .backends.local import LocalBackend
+from .client_keys import ClientKeys
 from .clients import ClientRegistry
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -202,7 +203,13 @@ def build_runtime(
             if any(p.backend == "vault" for p in settings.keysets.values()):
                 backends["vault"] = open_vault(settings, vault)
         keys = KeyService(settings, store, backends, clock)
-        clients = ClientRegistry(store, kek.derive("client-secret-pepper"), clock, settings.keysets)
+        clients = ClientRegistry(
+            store,
+            kek.derive("client-secret-pepper"),
+            clock,
+            settings.keysets,
+            ClientKeys(clock, allow_http=settings.clients_allow_http_jwks_uri),
+        )
         if read_only:
             keys.check_store_against_config()  # refused as a start would refuse it
             keys.refresh(force=True)

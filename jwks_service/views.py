@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .assertions import PRIVATE_KEY_JWT
 from .clock import rfc3339
 from .config import format_duration
 from .lifecycle import next_rotation_at
@@ -24,12 +25,17 @@ def _works(secret: SecretHash, now: float) -> bool:
 def client_view(client: Client, now: float, secret_max_age: int) -> dict[str, Any]:
     """A client without its secrets: when its newest secret was issued, when that one is due for
     rotation (`secret_max_age` after), whether it is overdue, and how many secrets still work."""
-    newest = max((s.created_at for s in client.secrets), default=client.created_at)
-    due = newest + secret_max_age
-    return {
+    view = {
         **client.public_dict(),
         "created_at": rfc3339(client.created_at),
         "token_ttl": format_duration(client.token_ttl),
+    }
+    if client.auth_method == PRIVATE_KEY_JWT:  # no secret: nothing to rotate
+        return view
+    newest = max((s.created_at for s in client.secrets), default=client.created_at)
+    due = newest + secret_max_age
+    return {
+        **view,
         "secret_created_at": rfc3339(newest),
         "secret_due_at": rfc3339(due),
         "secret_overdue": now >= due,
@@ -38,8 +44,10 @@ def client_view(client: Client, now: float, secret_max_age: int) -> dict[str, An
 
 
 def created_client_view(client: Client, secret: str, now: float, secret_max_age: int) -> dict[str, Any]:
-    """A client just registered, with its secret: the only time the secret is shown."""
-    return {**client_view(client, now, secret_max_age), "client_secret": secret}
+    """A client just registered, with its secret: the only time the secret is shown (a private_key_jwt
+    client has none)."""
+    view = client_view(client, now, secret_max_age)
+    return {**view, "client_secret": secret} if secret else view
 
 
 def updated_client_view(client: Client, changes: Mapping[str, Any], now: float, secret_max_age: int) -> dict[str, Any]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 from jwks_service.algorithms import ALGORITHMS, Family
 from jwks_service.config import Settings, build_settings
-from jwks_service.crypto import generate_private_key, public_jwk
+from jwks_service.crypto import generate_private_key, make_signer, public_jwk
 
 ISSUER = "http://127.0.0.1:8000"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +88,41 @@ def sdk_distribution_files() -> dict[str, Path]:
     spec.loader.exec_module(sdk_build)
     files: dict[str, Path] = sdk_build.files(PROJECT_ROOT)
     return files
+
+
+class ClientKey:
+    """A private_key_jwt client's key pair: its public JWK (with `kid`) and assertions signed with it."""
+
+    def __init__(self, kid: str, alg: str = "ES256") -> None:
+        algorithm = ALGORITHMS[alg]
+        self.private = generate_private_key(algorithm, algorithm.default_key_bits)
+        jwk, _ = public_jwk(algorithm, self.private)  # type: ignore[arg-type]
+        self.kid, self.alg = kid, alg
+        self.jwk = {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+        self._sign = make_signer(algorithm, self.private)
+
+    def assertion(
+        self,
+        client_id: str,
+        aud: str | list[str],
+        now: float,
+        /,
+        *,
+        header: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """A client assertion (RFC 7523): iss = sub = client_id, exp a minute ahead, a fresh jti;
+        `claims` replace or add claims (None removes one), `header` replaces the header."""
+        body = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex}
+        body = {k: v for k, v in {**body, **claims}.items() if v is not None}
+        head = header if header is not None else {"alg": self.alg, "kid": self.kid, "typ": "JWT"}
+        return sign_compact(head, body, self._sign)
+
+
+def sign_compact(header: dict[str, Any], claims: dict[str, Any], sign: Any) -> str:
+    signing_input = b64url(json.dumps(header).encode()) + b"." + b64url(json.dumps(claims).encode())
+    return (signing_input + b"." + b64url(sign(signing_input))).decode()
+
+
+def b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
+from ..assertions import AUTH_METHODS as AUTH_CHOICES
 from ..errors import ConfigError, JwksServiceError
 from .manage import (
     cmd_clients_create,
@@ -103,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", action="append", required=True, help="repeat for several; the first is default")
     p.add_argument("--keyset", default="default")
     p.add_argument("--ttl", help="token lifetime, e.g. 15m (default: the keyset's token_ttl)")
+    p.add_argument(
+        "--auth",
+        choices=AUTH_CHOICES,
+        default="client_secret_basic",
+        help="client_secret_basic (a secret, printed once) or private_key_jwt (no secret: assertions signed by "
+        "the client's keys, given with --jwks or --jwks-uri)",
+    )
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", metavar="FILE", help="private_key_jwt: the client's public keys, a JWK set file")
+    keys.add_argument("--jwks-uri", metavar="URL", help="private_key_jwt: where the client publishes its JWK set")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clients_create)
     p = clients.add_parser("list", parents=[common], help="registered clients")

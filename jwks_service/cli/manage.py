@@ -73,20 +73,56 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return _transition(args, result, f"revoked {result['revoked']} in {result['keyset']}")
 
 
+def _jwks_file(path: str | None) -> Any:
+    """The JWK set in `path` (None: none given); the registry checks what it holds."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequestError(f"--jwks {path}: cannot read a JSON JWK set: {exc}") from None
+
+
 def cmd_clients_create(args: argparse.Namespace) -> int:
     ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
+    jwks = _jwks_file(args.jwks)
     with runtime(args) as rt:
         client, secret = rt.clients.create(
-            args.name, args.scope, args.audience, keyset=args.keyset, token_ttl=ttl, actor=actor()
+            args.name,
+            args.scope,
+            args.audience,
+            keyset=args.keyset,
+            token_ttl=ttl,
+            actor=actor(),
+            auth_method=args.auth,
+            jwks=jwks,
+            jwks_uri=args.jwks_uri,
         )
         created = views.created_client_view(client, secret, rt.clock.now(), rt.settings.client_secret_max_age)
     if args.json:
         print(json.dumps(created))
-    else:
+    elif secret:
         print(f"client_id:     {created['client_id']}")
         print(f"client_secret: {created['client_secret']}")
         print("The secret is shown only now; store it safely.")
+    else:
+        print(f"client_id:     {created['client_id']}")
+        print(f"authenticates: private_key_jwt, with the keys {_key_source(created)}")
     return 0
+
+
+def _key_source(client: dict[str, Any]) -> str:
+    if "jwks_uri" in client:
+        return f"at {client['jwks_uri']}"
+    return f"given inline ({len(client['jwks']['keys'])})"
+
+
+def _secret_columns(client: dict[str, Any], now: float) -> tuple[str, str, str]:
+    """SECRET_AGE, SECRET_DUE and SECRETS of `clients list`; a private_key_jwt client has no secret."""
+    if "secret_created_at" not in client:
+        return "-", "-", "private_key_jwt"
+    return _secret_age(client, now), _due_text(client), str(client["valid_secrets"])
 
 
 def _due_text(client: dict[str, Any]) -> str:
@@ -110,13 +146,13 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
                 *(c[name] for name in ("client_id", "name")),
                 *(" ".join(c[name]) for name in ("scopes", "audiences")),
                 *(c[name] for name in ("keyset", "token_ttl", "created_at")),
-                *(_secret_age(c, now), _due_text(c), str(c["valid_secrets"])),
+                *_secret_columns(c, now),
             ]
             for c in listed
         ],
         ["CLIENT_ID", "NAME", "SCOPES", "AUDIENCES", "KEYSET", "TTL", "CREATED", "SECRET_AGE", "SECRET_DUE", "SECRETS"],
     )
-    overdue = sum(1 for c in listed if c["secret_overdue"])
+    overdue = sum(1 for c in listed if c.get("secret_overdue"))
     if not overdue:
         return 0
     stderr(
@@ -140,6 +176,9 @@ def cmd_clients_show(args: argparse.Namespace) -> int:
         value = shown[label]
         print(f"{label + ':':<12} {' '.join(value) if isinstance(value, list) else value}")
     print(f"created:     {shown['created_at']}")
+    if "secret_created_at" not in shown:
+        print(f"auth:        private_key_jwt, with the keys {_key_source(shown)}")
+        return 0
     print(f"secret age:  {_secret_age(shown, now)} (rotation due {_due_text(shown)})")
     print(f"secrets:     {shown['valid_secrets']} valid")
     for sec in shown["secrets"]:

@@ -289,6 +289,7 @@ async def list_clients(request: Request, runtime: Runtime, actor: str) -> tuple[
 
 
 _CLIENT_FIELDS = ("name", "scopes", "audiences", "token_ttl")
+_KEY_AUTH_FIELDS = ("token_endpoint_auth_method", "jwks", "jwks_uri")  # private_key_jwt (RFC 7591 names)
 
 
 def _client_fields(
@@ -308,7 +309,7 @@ def _client_fields(
 
 @admin("clients.create")
 async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
-    data = await _json_body(request, {*_CLIENT_FIELDS, "keyset"})
+    data = await _json_body(request, {*_CLIENT_FIELDS, "keyset", *_KEY_AUTH_FIELDS})
     if not isinstance(data.get("name"), str):
         raise InvalidRequestError("name is required (a string)")
     # scopes and audiences are required here: absent, they are refused as not lists of strings.
@@ -319,8 +320,20 @@ async def create_client(request: Request, runtime: Runtime, actor: str) -> tuple
     keyset = data.get("keyset", "default")
     if not isinstance(keyset, str):
         raise InvalidRequestError("keyset must be a string")
+    method = data.get("token_endpoint_auth_method", "client_secret_basic")
+    jwks, jwks_uri = data.get("jwks"), data.get("jwks_uri")
     client, secret = await anyio.to_thread.run_sync(
-        lambda: runtime.clients.create(name, scopes, audiences, keyset=keyset, token_ttl=ttl, actor=actor)
+        lambda: runtime.clients.create(
+            name,
+            scopes,
+            audiences,
+            keyset=keyset,
+            token_ttl=ttl,
+            actor=actor,
+            auth_method=method,
+            jwks=jwks,
+            jwks_uri=jwks_uri,
+        )
     )
     body = views.created_client_view(client, secret, runtime.clock.now(), runtime.settings.client_secret_max_age)
     return JSONResponse(body, status_code=201, headers=NO_STORE), f"client:{client.client_id}", ""

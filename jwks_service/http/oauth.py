@@ -11,6 +11,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..assertions import ASSERTION_TYPE
 from ..clients import valid_scope_token
 from ..errors import (
     InvalidClientError,
@@ -66,15 +67,15 @@ def _address(request: Request) -> str:
 
 
 async def authenticate_client(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:
-    """client_secret_basic or client_secret_post, never both (RFC 6749 §2.3.1). No store call runs on
-    the event loop (see ClientRegistry.authenticate_async)."""
+    """client_secret_basic, client_secret_post or private_key_jwt, never two (RFC 6749 §2.3). No store
+    call runs on the event loop (see ClientRegistry.authenticate_async)."""
     authorization = request.headers.get("authorization")
     if authorization is not None:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() != "basic":
             raise ClientAuthError(basic=True, description="only Basic client authentication is accepted here")
-        if "client_secret" in form:
-            raise InvalidRequestError("use one client authentication method, not both Basic and client_secret")
+        if "client_secret" in form or "client_assertion" in form:
+            raise InvalidRequestError("use one client authentication method, not Basic and another")
         try:
             decoded = b64decode(credentials.strip(), validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
@@ -90,6 +91,8 @@ async def authenticate_client(runtime: Runtime, request: Request, form: dict[str
             return await runtime.clients.authenticate_async(client_id, secret, _address(request))
         except InvalidClientError:
             raise ClientAuthError(basic=True) from None
+    if "client_assertion" in form or "client_assertion_type" in form:
+        return await _authenticate_assertion(runtime, request, form)
     post_id = form.get("client_id")
     post_secret = form.get("client_secret")
     if not post_id or post_secret is None:
@@ -98,6 +101,26 @@ async def authenticate_client(runtime: Runtime, request: Request, form: dict[str
         return await runtime.clients.authenticate_async(post_id, post_secret, _address(request))
     except InvalidClientError:
         raise ClientAuthError(basic=False) from None
+
+
+async def _authenticate_assertion(runtime: Runtime, request: Request, form: dict[str, str]) -> Client:
+    """private_key_jwt (RFC 7523 §2.2): the assertion's aud may be the issuer, the token endpoint's URL
+    or the URL of the endpoint called."""
+    if "client_secret" in form:
+        raise InvalidRequestError("use one client authentication method, not client_secret and client_assertion")
+    if form.get("client_assertion_type") != ASSERTION_TYPE:
+        raise InvalidRequestError(f"client_assertion_type must be {ASSERTION_TYPE}")
+    assertion = form.get("client_assertion")
+    if not assertion:
+        raise InvalidRequestError("client_assertion is required with client_assertion_type")
+    settings = runtime.settings
+    audiences = {settings.issuer, settings.url("/oauth/token"), settings.url(request.url.path)}
+    try:
+        return await runtime.clients.authenticate_assertion_async(
+            assertion, form.get("client_id"), audiences, _address(request)
+        )
+    except InvalidClientError as exc:
+        raise ClientAuthError(basic=False, description=exc.description) from None
 
 
 async def client_auth_error(request: Request, exc: Exception) -> Response:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..algorithms import ALGORITHMS
+from ..assertions import ASSERTION_TYPE, AUTH_METHODS, MAX_JWKS_URI_CHARS
 from ..clients import _SCOPE_TOKEN
 from ..config import _DURATION
+from ..jwkset import MAX_KEYS
 from ..model import PUBLISHED_STATES
 from .admin import MAX_REASON
 from .limits import MAX_BODY_BYTES
@@ -92,6 +94,27 @@ _CLIENT_REQUEST_FIELDS: Schema = {
     },
 }
 
+# How a client authenticates (RFC 7591 names): a secret, or private_key_jwt with its keys inline or at a URL.
+_KEY_AUTH_FIELDS: Schema = {
+    "token_endpoint_auth_method": {
+        "enum": list(AUTH_METHODS),
+        "default": "client_secret_basic",
+        "description": "client_secret_basic (Basic or client_secret_post) or private_key_jwt (RFC 7523, no secret)",
+    },
+    "jwks": {
+        "type": "object",
+        "description": "private_key_jwt: the client's public keys, a JWK set (RFC 7517); or jwks_uri",
+        "properties": {"keys": {"type": "array", "minItems": 1, "maxItems": MAX_KEYS, "items": {"type": "object"}}},
+        "required": ["keys"],
+    },
+    "jwks_uri": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_JWKS_URI_CHARS,
+        "description": "private_key_jwt: where the client publishes its JWK set (https, or http on loopback)",
+    },
+}
+
 
 # Error responses, shared by reference. The codes are the ones errors.py and app.py produce.
 RESPONSES: dict[str, Schema] = {
@@ -101,7 +124,8 @@ RESPONSES: dict[str, Schema] = {
     ),
     "ClientUnauthorized": _error(
         "Client authentication failed: unknown client, wrong secret, or none given. Same body and timing for "
-        "each; `WWW-Authenticate: Basic` when Basic was tried (RFC 6749 §5.2).",
+        "each; `WWW-Authenticate: Basic` when Basic was tried (RFC 6749 §5.2). A refused private_key_jwt "
+        "assertion says why in error_description.",
         ["invalid_client"],
         "WWW-Authenticate",
     ),
@@ -198,6 +222,14 @@ SCHEMAS: dict[str, Schema] = {
             "introspection_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "revocation_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             "access_token_signing_alg_values_supported": {"type": "array", "items": {"enum": _ALGS}},
+            **{
+                f"{endpoint}_endpoint_auth_signing_alg_values_supported": {
+                    "type": "array",
+                    "items": {"enum": _ALGS},
+                    "description": "what private_key_jwt client assertions may be signed with",
+                }
+                for endpoint in ("token", "introspection", "revocation")
+            },
             "scopes_supported": {"type": "array", "items": {"type": "string"}},
         },
         [
@@ -255,6 +287,12 @@ SCHEMAS: dict[str, Schema] = {
         {
             "client_id": {"type": "string", "description": "client_secret_post; with Basic, it must match"},
             "client_secret": {"type": "string", "description": "client_secret_post; never together with Basic"},
+            "client_assertion_type": {"const": ASSERTION_TYPE, "description": "private_key_jwt (RFC 7523 §2.2)"},
+            "client_assertion": {
+                "type": "string",
+                "description": "private_key_jwt: a JWT signed with one of the client's keys: iss = sub = client_id, "
+                "aud = the issuer or this endpoint's URL, exp at most 5 minutes ahead, a jti never used before",
+            },
         },
         closed=False,
     ),
@@ -390,7 +428,7 @@ SCHEMAS: dict[str, Schema] = {
         ["keyset", "revoked", "current", "next"],
     ),
     "ClientRequest": _obj(
-        {**_CLIENT_REQUEST_FIELDS, "keyset": {"type": "string", "default": "default"}},
+        {**_CLIENT_REQUEST_FIELDS, "keyset": {"type": "string", "default": "default"}, **_KEY_AUTH_FIELDS},
         ["name", "scopes", "audiences"],
     ),
     "ClientUpdate": {
@@ -432,6 +470,7 @@ SCHEMAS: dict[str, Schema] = {
             "secret_due_at": _TIME,
             "secret_overdue": {"type": "boolean"},
             "valid_secrets": {"type": "integer", "minimum": 0},
+            **_KEY_AUTH_FIELDS,
         },
         ["client_id", "name", "scopes", "audiences", "keyset", "token_ttl", "created_at"],
         closed=False,
@@ -441,8 +480,13 @@ SCHEMAS: dict[str, Schema] = {
             ref("Client"),
             {
                 "type": "object",
-                "properties": {"client_secret": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43,}$"}},
-                "required": ["client_secret"],
+                "properties": {
+                    "client_secret": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9_-]{43,}$",
+                        "description": "shown this once; a private_key_jwt client has none",
+                    }
+                },
             },
         ],
     },

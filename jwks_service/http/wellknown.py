@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..assertions import ASSERTION_ALGORITHMS, AUTH_METHODS
 from ..clock import rfc3339
 from ..config import Settings
 from ..jwks import etag_matches
@@ -51,7 +52,8 @@ def metadata(settings: Settings) -> dict[str, Any]:
     """RFC 8414 metadata of what exists: a token endpoint for client_credentials, introspection and
     revocation; no authorization endpoint (so no response types), no ID tokens."""
     algs = sorted({p.alg for p in settings.keysets.values()})
-    auth_methods = ["client_secret_basic", "client_secret_post"]
+    auth_methods = list(AUTH_METHODS)
+    assertion_algs = sorted(ASSERTION_ALGORITHMS)  # what private_key_jwt assertions may be signed with
     return {
         "issuer": settings.issuer,
         "jwks_uri": settings.url("/.well-known/jwks.json"),
@@ -64,6 +66,9 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "access_token_signing_alg_values_supported": algs,
         "scopes_supported": sorted({"introspect"}),
     }

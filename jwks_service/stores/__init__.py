@@ -124,6 +124,13 @@ class Store(Protocol):
         """For each key with failures after `since`: (how many, when the oldest of them happened)."""
         ...
 
+    def remember_jti(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
+        """Remember the `jti` of `client_id`'s assertion (private_key_jwt) until `expires_at`: True the
+        first time, False while it is remembered (a replay), atomically, so that of replicas sharing the
+        store exactly one accepts an assertion. Entries go once expired (the caller bounds `expires_at`
+        to a few minutes ahead of `now`). Short-lived like the failure counters: no `revision` bump."""
+        ...
+
     def is_empty(self) -> bool:
         """No keysets, clients, revoked tokens or audit events (a backup may be imported)."""
         ...

@@ -76,6 +76,9 @@ def client_from_dict(d: dict[str, Any]) -> Client:
             SecretHash(_unb64(s["digest"]) or b"", s["created_at"], s.get("expires_at")) for s in d["secrets"]
         ),
         revision=int(d.get("revision", 1)),
+        auth_method=d.get("token_endpoint_auth_method", "client_secret_basic"),
+        jwks=d.get("jwks"),
+        jwks_uri=d.get("jwks_uri"),
     )
 
 

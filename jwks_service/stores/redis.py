@@ -17,6 +17,7 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:audit_first         string  "<id>:<prev>": the oldest event the chain covers and the prev it must
                                        carry (moved on by a prune)
     {jwks}:fail:<key>          zset    unique member -> time of a failed client authentication (EXPIRE 300 s)
+    {jwks}:jti:<client>:<jti>  string  a private_key_jwt assertion's jti, SET NX PX until it expires
     {jwks}:op:<uuid>           string  the reply of a write script, kept 60 s (EX) so that a write
                                        retried after a lost reply is applied once
     channel {jwks}:changes             PUBLISH of the new global revision after every write
@@ -460,6 +461,11 @@ class RedisStore:
             if count:
                 found[k] = (int(count), float(oldest[0][1]))
         return found
+
+    def remember_jti(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
+        ttl_ms = max(1, int((expires_at - now) * 1000) + 1)
+        with self._guard("remember an assertion's jti"):
+            return bool(self._r.set(f"{self._prefix}jti:{client_id}:{jti}", "1", nx=True, px=ttl_ms))
 
     def is_empty(self) -> bool:
         with self._guard("check for data"):

@@ -36,6 +36,9 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE TABLE IF NOT EXISTS audit_chain (name TEXT PRIMARY KEY, id INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_failures (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures (key, at);
+CREATE TABLE IF NOT EXISTS assertion_jtis (
+  client_id TEXT NOT NULL, jti TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (client_id, jti));
+CREATE INDEX IF NOT EXISTS assertion_jtis_expiry ON assertion_jtis (expires_at);
 """
 
 # Columns added to a table after its first release: a store made before them gets them when opened.
@@ -229,17 +232,32 @@ class SQLiteStore:
         rows = self._read("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ?", (now,))
         return {str(j): float(str(e)) for j, e in rows}
 
-    def record_auth_failure(self, keys: Sequence[str], now: float) -> None:
+    @contextmanager
+    def _housekeeping(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that leaves the revision alone (counters, the jti cache, pruning)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT INTO auth_failures (key, at) VALUES (?, ?)", [(k, now) for k in keys])
-                self._db.execute("DELETE FROM auth_failures WHERE at < ?", (now - AUTH_FAILURE_RETENTION,))
+                yield self._db
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"SQLite write failed: {exc}") from None
+
+    def record_auth_failure(self, keys: Sequence[str], now: float) -> None:
+        with self._housekeeping() as db:
+            db.executemany("INSERT INTO auth_failures (key, at) VALUES (?, ?)", [(k, now) for k in keys])
+            db.execute("DELETE FROM auth_failures WHERE at < ?", (now - AUTH_FAILURE_RETENTION,))
+
+    def remember_jti(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
+        with self._housekeeping() as db:
+            db.execute("DELETE FROM assertion_jtis WHERE expires_at <= ?", (now,))
+            added = db.execute(
+                "INSERT OR IGNORE INTO assertion_jtis (client_id, jti, expires_at) VALUES (?, ?, ?)",
+                (client_id, jti, expires_at),
+            ).rowcount
+        return added == 1
 
     def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
         if not keys:
@@ -316,24 +334,17 @@ class SQLiteStore:
     def prune_audit(self, before: float, limit: int = 1000) -> int:
         if limit <= 0:
             return 0
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                oldest = self._db.execute("SELECT id, data FROM audit ORDER BY id LIMIT ?", (clamp_limit(limit),))
-                run = prunable([_event(r) for r in oldest.fetchall()], before)
-                if run:
-                    newest = run[-1]
-                    self._db.execute("DELETE FROM audit WHERE id <= ?", (newest.id,))
-                    # The first event kept must carry the newest pruned one's hash (once the chain began).
-                    self._db.execute(
-                        "UPDATE audit_chain SET id = ?, hash = ? WHERE name = 'first' AND id <= ?",
-                        (newest.id + 1, event_hash(newest), newest.id),
-                    )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise StoreError(f"SQLite write failed: {exc}") from None
+        with self._housekeeping() as db:
+            oldest = db.execute("SELECT id, data FROM audit ORDER BY id LIMIT ?", (clamp_limit(limit),))
+            run = prunable([_event(r) for r in oldest.fetchall()], before)
+            if run:
+                newest = run[-1]
+                db.execute("DELETE FROM audit WHERE id <= ?", (newest.id,))
+                # The first event kept must carry the newest pruned one's hash (once the chain began).
+                db.execute(
+                    "UPDATE audit_chain SET id = ?, hash = ? WHERE name = 'first' AND id <= ?",
+                    (newest.id + 1, event_hash(newest), newest.id),
+                )
         return len(run)
 
     def close(self) -> None:

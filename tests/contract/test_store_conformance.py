@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -380,6 +381,43 @@ def test_auth_failures_count_per_key_within_a_window(make_store: Callable[[], St
     }
     assert a.auth_failures(["addr:1.2.3.4"], since=105.0) == {"addr:1.2.3.4": (3, 110.0)}
     assert a.auth_failures([], since=0.0) == {}
+
+
+def test_an_assertion_jti_is_remembered_once_across_replicas(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    r0 = a.revision()
+    assert a.remember_jti("c1", "j1", 1060.0, 1000.0) is True
+    assert b.remember_jti("c1", "j1", 1060.0, 1001.0) is False  # the other replica sees the replay
+    assert a.remember_jti("c1", "j1", 1060.0, 1002.0) is False
+    assert b.remember_jti("c2", "j1", 1060.0, 1000.0) is True  # a jti is per client
+    assert a.remember_jti("c1", "j2", 1060.0, 1000.0) is True
+    assert a.revision() == r0 and a.is_empty()  # housekeeping: no change for replicas to reload
+
+
+def test_assertion_jtis_are_forgotten_once_expired(store: Store) -> None:
+    now = time.time()
+    assert store.remember_jti("c1", "short", now + 0.2, now) is True
+    assert store.remember_jti("c1", "long", now + 60, now) is True
+    time.sleep(0.3)  # Redis expires by its own clock; SQLite prunes by `now`
+    assert store.remember_jti("c1", "short", now + 60.3, now + 0.3) is True
+    assert store.remember_jti("c1", "long", now + 60.3, now + 0.3) is False
+
+
+def test_concurrent_replays_of_one_jti_are_accepted_once(make_store: Callable[[], Store]) -> None:
+    stores = [make_store() for _ in range(4)]
+    results: list[bool] = []
+    barrier = threading.Barrier(len(stores))
+
+    def race(s: Store) -> None:
+        barrier.wait()
+        results.append(s.remember_jti("c1", "raced", 2000.0, 1000.0))
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
 
 
 def test_is_empty(store: Store) -> None:

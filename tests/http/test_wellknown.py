@@ -25,7 +25,8 @@ def test_discovery_documents(http: TestClient) -> None:
         assert body["introspection_endpoint"] == f"{ISSUER}/oauth/introspect"
         assert body["revocation_endpoint"] == f"{ISSUER}/oauth/revoke"
         assert body["grant_types_supported"] == ["client_credentials"]
-        assert set(body["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post"}
+        methods = {"client_secret_basic", "client_secret_post", "private_key_jwt"}
+        assert set(body["token_endpoint_auth_methods_supported"]) == methods
         assert body["access_token_signing_alg_values_supported"] == ["ES256"]
         # RFC 8414 §2: response_types_supported is REQUIRED; with no authorization endpoint, none.
         assert body["response_types_supported"] == []

@@ -21,7 +21,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
-from support import ISSUER, basic
+from support import ISSUER, ClientKey, basic
 
 from jwks_service import backup as backups
 from jwks_service.cli import main
@@ -350,6 +350,37 @@ def _key0(doc: dict[str, Any], **changes: Any) -> dict[str, Any]:
             lambda doc: {**doc, "clients": [{**doc["clients"][0], "secrets": [{"digest": "AAAA", "created_at": 1}]}]},
             "clients[0].secrets[0].digest must be 32 bytes",
         ),
+        (
+            lambda doc: {**doc, "clients": [{**doc["clients"][0], "token_endpoint_auth_method": "private_key_jwt"}]},
+            "clients[0].private_key_jwt: exactly one of jwks",
+        ),
+        (
+            lambda doc: {
+                **doc,
+                "clients": [
+                    {
+                        **doc["clients"][0],
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks_uri": "http://keys.example.com/jwks",
+                    }
+                ],
+            },
+            "clients[0].jwks_uri: http:// only on a loopback address",
+        ),
+        (
+            lambda doc: {
+                **doc,
+                "clients": [
+                    {
+                        **doc["clients"][0],
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks_uri": "https://keys.example.com/jwks",
+                    }
+                ],
+            },
+            "clients[0].secrets: a private_key_jwt client has none",
+        ),
+        (lambda doc: {**doc, "clients": [{**doc["clients"][0], "jwks": ["k"]}]}, "clients[0].jwks must be"),
         (lambda doc: _key0(doc, created_at="x"), "keys[0].created_at must be a number"),
         (lambda doc: _key0(doc, state="odd"), "keys[0] is malformed"),
         (lambda doc: {**doc, "revoked_tokens": {"j": "soon"}}, "revoked_tokens['j'] must be a number"),
@@ -840,5 +871,40 @@ def test_import_force_never_brings_a_deleted_client_back(
             )
             assert r.status_code == 401
             assert get_token(http, *exported.creds["reader"])  # the other clients are as they were
+    finally:
+        rt.close()
+
+
+def test_private_key_jwt_clients_round_trip(
+    tmp_path: Path, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client without a secret keeps its keys (inline) and its jwks_uri through export and import."""
+    key = ClientKey("backup-key")
+    a = deployment(tmp_path, "a")
+    rt = a.runtime(clock)
+    try:
+        inline, _ = rt.clients.create(
+            "inline", ["read"], ["api"], auth_method="private_key_jwt", jwks={"keys": [key.jwk]}
+        )
+        by_uri, _ = rt.clients.create(
+            "by-uri", ["read"], ["api"], auth_method="private_key_jwt", jwks_uri="https://keys.example.com/jwks"
+        )
+    finally:
+        rt.close()
+    file = tmp_path / "backup.json"
+    assert cli(capsys, "backup", "export", str(file), "--config", a.config)[0] == 0
+    b = deployment(tmp_path, "b", kek_from=a.kek)
+    code, _, err = cli(capsys, "backup", "import", str(file), "--config", b.config)
+    assert code == 0, err
+    rt = b.runtime(clock)
+    try:
+        assert rt.clients.read(inline.client_id) == inline and rt.clients.read(by_uri.client_id) == by_uri
+        with TestClient(create_app(runtime=rt, background=False), base_url=ISSUER) as http:
+            form = {
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": key.assertion(inline.client_id, ISSUER, clock.now()),
+            }
+            assert http.post("/oauth/token", data=form).status_code == 200
     finally:
         rt.close()

@@ -46,6 +46,9 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.events": CORE,
     "jwks_service.repeats": CORE,
     "jwks_service.issuer": CORE,
+    "jwks_service.keycache": CORE,
+    "jwks_service.jwkset": CORE,
+    "jwks_service.assertions": CORE,
     # 2 adapters: the ports (Protocols) to the world outside, and what implements them.
     "jwks_service.stores": ADAPTERS,
     "jwks_service.backends": ADAPTERS,
@@ -57,9 +60,11 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.files": ADAPTERS,
     "jwks_service.audit_sinks": ADAPTERS,
     "jwks_service.tls": ADAPTERS,
+    "jwks_service.jwks_fetch": ADAPTERS,
     # 3 services: where the core meets the adapters.
     "jwks_service.audit": SERVICES,
     "jwks_service.clients": SERVICES,
+    "jwks_service.client_keys": SERVICES,
     "jwks_service.snapshot": SERVICES,
     "jwks_service.rotation": SERVICES,
     "jwks_service.issuance": SERVICES,

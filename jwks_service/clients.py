@@ -37,7 +37,7 @@ from .errors import (
     TooManyRequestsError,
     UnavailableError,
 )
-from .model import Client, KeysetPolicy, SecretHash
+from .model import AuditEvent, Client, KeysetPolicy, SecretHash
 from .stores import Store
 
 T = TypeVar("T")
@@ -541,13 +541,8 @@ class ClientRegistry:
             if not changes:
                 return client, {}
             events = [audit.event(self._clock.now(), actor, "client.update", client_id, changes=changes)]
-            try:
-                updated = self._store.save_client(updated, client.revision, events)
-            except RevisionConflictError:
-                continue
-            audit.log_events(events)
-            self._cache.pop(client_id, None)
-            return updated, changes
+            if (stored := self._save(client, updated, events)) is not None:
+                return stored, changes
         raise ConflictError(f"client {client_id} kept changing under us; try again")
 
     def rotate_secret(self, client_id: str, grace: int, *, actor: str = "cli") -> tuple[Client, str]:
@@ -573,14 +568,20 @@ class ClientRegistry:
             kept = kept[-(MAX_SECRETS_PER_CLIENT - 1) :]
             updated = replace(client, secrets=(*kept, SecretHash(self.digest(secret), now)))
             events = [audit.event(now, actor, "client.rotate_secret", client_id, grace_seconds=grace)]
-            try:
-                updated = self._store.save_client(updated, client.revision, events)
-            except RevisionConflictError:
-                continue
-            audit.log_events(events)
-            self._cache.pop(client_id, None)
-            return updated, secret
+            if (stored := self._save(client, updated, events)) is not None:
+                return stored, secret
         raise ConflictError(f"client {client_id} kept changing under us; try again")
+
+    def _save(self, read: Client, updated: Client, events: list[AuditEvent]) -> Client | None:
+        """`updated` stored if the client is still at the revision it was `read` at (None: another
+        writer came first; read it again and redo the change), its events logged, the cache dropped."""
+        try:
+            stored = self._store.save_client(updated, read.revision, events)
+        except RevisionConflictError:
+            return None
+        audit.log_events(events)
+        self._cache.pop(read.client_id, None)
+        return stored
 
 
 def _plain(value: object) -> object:

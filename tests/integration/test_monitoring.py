@@ -1,10 +1,11 @@
 """The monitoring files (deploy/prometheus/alerts.yml, its promtool tests, deploy/grafana/) work
 and name only metrics the service exports.
 
-promtool checks and unit-tests the rules (skipped where it is not installed, except in CI, where
-`.ci/run` installs it). Every PromQL expression of the rules and the dashboard is read for the
-series and label names it selects, and each is compared with what /metrics of an app in this
-process shows after one token, one failed authentication, one JWKS fetch and one introspection.
+promtool checks and unit-tests the rules and parses the dashboard's queries (skipped where it is
+not installed, except in CI, where `.ci/run` installs it). Every PromQL expression of the rules and
+the dashboard is read for the series and label names it selects, and each is compared with what
+/metrics of an app in this process shows after one token, one failed authentication, one JWKS
+fetch and one introspection.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,6 +138,20 @@ def selectors(expr: str) -> tuple[set[str], dict[str, set[str]]]:
     bare = re.sub(r"\b\d+(?:\.\d+)?(?:e[+-]?\d+|(?:ms|[smhdwy])+)?\b", " ", bare)  # numbers, durations
     names = {name for name in _IDENT.findall(bare) if name.lower() not in KEYWORDS}
     return names, labels
+
+
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """promtool parses each dashboard query, Grafana's variables given values, as a recording rule."""
+    values = {"$__rate_interval": "5m", "$job": ".*", "$instance": ".*"}
+    rules = []
+    for i, expr in enumerate(dashboard_exprs()):
+        for variable, value in values.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        rules.append({"record": f"dashboard:query{i}", "expr": expr})
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in run_promtool("check", "rules", str(path))
 
 
 def test_selector_reading() -> None:

@@ -73,6 +73,13 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return _transition(args, result, f"revoked {result['revoked']} in {result['keyset']}")
 
 
+def cmd_keys_taint(args: argparse.Namespace) -> int:
+    with runtime(args) as rt:
+        keyset, tainted = rt.keys.taint(args.kid, reason=args.reason, actor=actor())
+        result = views.taint_view(keyset, tainted.kid, rt.keys.summary(keyset.name))
+    return _transition(args, result, f"tainted {result['tainted']} in {result['keyset']}")
+
+
 def _jwks_file(path: str | None) -> Any:
     """The JWK set in `path` (None: none given); the registry checks what it holds."""
     if path is None:

@@ -105,7 +105,16 @@ def test_list_keysets(http: TestClient, admin: dict[str, str], runtime: Runtime)
     assert ks["policy"]["verify_window"] == "1230s"
     assert sorted(k["state"] for k in ks["keys"]) == ["current", "next"]
     for k in ks["keys"]:
-        assert set(k) == {"kid", "state", "created_at", "activated_at", "retire_at", "retired_at", "revoked_at"}
+        assert set(k) == {
+            "kid",
+            "state",
+            "created_at",
+            "activated_at",
+            "retire_at",
+            "retired_at",
+            "revoked_at",
+            "tainted_at",
+        }
     assert ks["next_rotation_at"].endswith("Z")
 
 

@@ -201,7 +201,7 @@ def plan_taint(policy: KeysetPolicy, keyset: Keyset, kid: str, now: float) -> Pl
     if key.state == KeyState.CURRENT:
         return _replace_current(Plan(keyset.name, "taint", taint=None if key.tainted else kid, demote=kid), keyset)
     if key.tainted:
-        return Plan(keyset.name, "taint")  # idempotent: nothing more to do
+        return Plan(keyset.name, "taint")  # idempotent, whatever became of it since (revoked, retired)
     if key.state != KeyState.PREVIOUS:
         raise TaintRefusedError(
             f"key {kid} of keyset {keyset.name} is {key.state.value}: only a current or previous key can be tainted"

@@ -32,6 +32,7 @@ ENDPOINTS = [
     ("GET", "/admin/keysets", None),
     ("POST", "/admin/keysets/default/rotate", {"force": True}),
     ("POST", "/admin/keys/somekid/revoke", {"reason": "x"}),
+    ("POST", "/admin/keys/somekid/taint", {"reason": "x"}),
     ("GET", "/admin/clients", None),
     ("POST", "/admin/clients", {"name": "x", "scopes": ["a"], "audiences": ["b"]}),
     ("GET", "/admin/clients/abc", None),

@@ -3,6 +3,7 @@ client sharing a verifier's events drops a cached token signed by a tainted kid 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -11,7 +12,14 @@ import pytest
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import generate_private_key, make_signer, public_jwk
 from jwks_service.jws import b64encode
-from jwks_service.sdk import RevokedKeyError, TaintedKeyError, TokenClient, Verifier
+from jwks_service.sdk import (
+    AsyncTokenClient,
+    AsyncVerifier,
+    RevokedKeyError,
+    TaintedKeyError,
+    TokenClient,
+    Verifier,
+)
 from jwks_service.sdk.keys import load_key_set
 from jwks_service.sdk.sse import SSEvent
 
@@ -104,3 +112,30 @@ def test_the_token_client_drops_a_token_of_a_tainted_kid(keys: tuple[object, ...
     plain = TokenClient(None, "svc", "secret", token_endpoint=ISSUER + "/oauth/token", http=http)
     token = plain.get()
     assert plain.get() == token
+
+
+def test_the_async_token_client_drops_a_token_of_a_tainted_kid(keys: tuple[object, ...]) -> None:
+    a, a_jwk, b, b_jwk = keys
+    signers = [(a, str(a_jwk["kid"])), (b, str(b_jwk["kid"]))]  # type: ignore[index]
+    issued: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        private, kid = signers[min(len(issued), 1)]
+        issued.append(mint(private, kid, jti=f"j{len(issued)}"))
+        return httpx.Response(200, json={"access_token": issued[-1], "token_type": "Bearer", "expires_in": 900})
+
+    async def scenario() -> None:
+        v = AsyncVerifier(ISSUER, "api", jwks={"keys": [a_jwk, b_jwk]}, clock=lambda: NOW)
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+        endpoint = ISSUER + "/oauth/token"
+        async with AsyncTokenClient(None, "svc", "secret", token_endpoint=endpoint, http=http, verifier=v) as client:
+            first = await client.get()
+            assert await client.get() == first
+            v._event(event("tainted", str(a_jwk["kid"])))  # type: ignore[index]
+            fresh = await client.get()
+            assert fresh != first and len(issued) == 2 and client.tainted_drops == 1
+            assert (await v.verify(fresh))["jti"] == "j1"
+        await http.aclose()
+        await v.aclose()
+
+    asyncio.run(scenario())

@@ -225,7 +225,7 @@ _KIND_NAMES: dict[Any, str] = {
     list: "a list",
     dict: "an object",
 }
-_KEY_TIMES = ("activated_at", "deactivated_at", "retire_at", "retired_at", "revoked_at")
+_KEY_TIMES = ("activated_at", "deactivated_at", "retire_at", "retired_at", "revoked_at", "tainted_at")
 
 
 def _types(data: Mapping[str, Any], where: str, required: Mapping[str, Any], optional: Mapping[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Importing a backup into a store (backup.py describes the file; backup_checks.py what is checked first).
 
-Import merges; a revocation is forever. Into a store that already holds a keyset, each key takes
-whichever of the two records is further along the lifecycle (next < current < previous < retired
+Import merges; a revocation is forever, and so is a taint. Into a store that already holds a
+keyset, each key takes whichever of the two records is further along the lifecycle (next < current < previous < retired
 < revoked; a key only ever moves forward), so a key revoked or retired in the store stays so
 whatever the backup says, and one revoked in the backup is revoked here too. Keys of one side only
 are kept. If that leaves two current keys, the backup's signs and the other becomes previous (it
@@ -10,7 +10,10 @@ verifies for the keyset's verify_window); of two next keys the backup's is kept 
 start or scheduler tick (its next key is promoted, or a new key made), as after an emergency
 revocation. Revoked tokens are only ever added (a store never shortens a revocation). A client the
 store holds is kept as it is there (a secret rotated out, or a scope taken away, does not come back);
-clients only in the backup are added. Audit events the store holds already are not written twice.
+clients only in the backup are added. A key tainted on either side is tainted after the import (at the
+earlier moment); a tainted key never signs: of two current keys an untainted one is kept, and a
+tainted current left alone is replaced by the next start or tick as a tainted current always is.
+Audit events the store holds already are not written twice.
 Every such decision is printed and recorded in the ``backup.import`` audit event.
 
 Merging a keyset is pure; `restore` writes into the store.
@@ -59,6 +62,11 @@ def _at(key: KeyVersion) -> str:
     return f" {'at' if key.state in (KeyState.REVOKED, KeyState.RETIRED) else 'since'} {rfc3339(when)}"
 
 
+def _tainted_at(*records: KeyVersion | None) -> float | None:
+    """The earliest taint of a key among its records: a taint is never undone."""
+    return min((r.tainted_at for r in records if r is not None and r.tainted_at is not None), default=None)
+
+
 def merge_keyset(
     stored: Keyset | None, incoming: Keyset, now: float, verify_window: int, made_at: float | None = None
 ) -> tuple[Keyset, list[str]]:
@@ -101,11 +109,18 @@ def merge_keyset(
                 )
     for key in stored.keys:
         merged.setdefault(key.kid, key)
+    for kid, key in merged.items():
+        tainted = _tainted_at(key, mine.get(kid), incoming.find(kid))
+        if tainted != key.tainted_at:
+            merged[kid] = key.with_(tainted_at=tainted)
+            notes.append(f"key {kid} stays tainted (since {rfc3339(tainted)})")
 
     def preferred(state: KeyState) -> list[str]:
         """Kids in `state`, the one to keep first: the backup's, then the most recent."""
         kids = [kid for kid, k in merged.items() if k.state == state]
-        return sorted(kids, key=lambda kid: (kid not in from_backup, -(_since(merged[kid]) or 0.0)))
+        return sorted(
+            kids, key=lambda kid: (merged[kid].tainted, kid not in from_backup, -(_since(merged[kid]) or 0.0))
+        )
 
     currents = preferred(KeyState.CURRENT)
     for kid in currents[1:]:

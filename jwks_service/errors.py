@@ -19,12 +19,14 @@ the SDK's middleware a 401 with ``WWW-Authenticate``). ``jwks_service.sdk.SDKErr
      │         ├── MalformedTokenError ── TokenTooLargeError
      │         ├── InvalidTypeError, UnsupportedAlgorithmError, InvalidSignatureError
      │         ├── UnknownKeyError ── RevokedKeyError
+     │         ├── TaintedKeyError      (a verifier with reject_tainted=True)
      │         ├── ExpiredTokenError, ImmatureTokenError
      │         └── InvalidIssuerError, InvalidAudienceError, InvalidClaimsError
      ├── InsufficientScopeError         403 insufficient_scope
      ├── NotFoundError                  404 not_found
      ├── ConflictError                  409 conflict
      │    ├── RotationRefusedError      409 rotation_refused (prepublish gate)
+     │    ├── TaintRefusedError         409 taint_refused (only a current or previous key)
      │    └── RevisionConflictError     409 (lost a compare-and-set race; callers retry)
      ├── PayloadTooLargeError           413 request_too_large
      ├── TooManyRequestsError           429 slow_down
@@ -95,6 +97,10 @@ class RotationRefusedError(ConflictError, error="rotation_refused"):
     pass
 
 
+class TaintRefusedError(ConflictError, error="taint_refused"):
+    pass
+
+
 class RevisionConflictError(ConflictError):
     """Another writer changed the keyset since it was read (compare-and-set lost)."""
 
@@ -157,6 +163,10 @@ class UnknownKeyError(InvalidTokenError):
 
 class RevokedKeyError(UnknownKeyError):
     """The issuer revoked this key (pushed by ``/keys/events``)."""
+
+
+class TaintedKeyError(InvalidTokenError):
+    """The issuer marked this key as suspect (pushed by ``/keys/events``) and the verifier refuses it."""
 
 
 class InvalidSignatureError(InvalidTokenError):

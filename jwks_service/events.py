@@ -1,8 +1,8 @@
 """Key events (`GET /keys/events`): what changed in a keyset, derived from the keyset itself. No I/O.
 
-Every event is read off a key's own timestamps (``created_at``, ``activated_at``, ``revoked_at``,
-``retired_at``), which every replica reads from the shared store. So the events are the same on
-every replica whichever revisions it happened to observe, an event id names the same event
+Every event is read off a key's own timestamps (``created_at``, ``activated_at``, ``tainted_at``,
+``revoked_at``, ``retired_at``), which every replica reads from the shared store. So the events are
+the same on every replica whichever revisions it happened to observe, an event id names the same event
 everywhere, and a client that reconnects to another replica with ``Last-Event-ID`` gets what it
 missed by asking for the events after that moment.
 """
@@ -18,7 +18,8 @@ from .model import Keyset, KeyVersion
 
 # Order of events that share one instant (an emergency revocation revokes, promotes and creates in
 # one write): a verifier should drop the revoked key before it hears about the replacement.
-EVENT_TYPES = ("revoked", "retired", "rotated", "created")
+# A tainted current key is demoted in the same write: clients hear of the taint before the promotion.
+EVENT_TYPES = ("revoked", "tainted", "retired", "rotated", "created")
 _ORDER = {name: i for i, name in enumerate(EVENT_TYPES)}
 
 # Events are replayed from a little before the client's last one: writers' clocks differ, and an
@@ -63,6 +64,7 @@ def key_events(keyset: Keyset, key: KeyVersion) -> list[KeyEvent]:
     stamps = (
         ("created", key.created_at),
         ("rotated", key.activated_at),
+        ("tainted", key.tainted_at),
         ("revoked", key.revoked_at),
         ("retired", key.retired_at),
     )

@@ -54,6 +54,7 @@ class Introspected:
     claims: dict[str, Any]
     kid: str
     keyset: str
+    key_tainted: bool = False  # signed by a key marked suspect (API.md §6): still active
 
 
 class Issuance:
@@ -131,7 +132,7 @@ class Issuance:
         Blocking for a Vault HMAC key: on the event loop, `introspect_async`."""
         checked, keyset = self._check(token)
         key = checked.key
-        return _decide(checked, keyset, key.verify(checked.signing_input, checked.signature))
+        return self._decide(checked, keyset, key.verify(checked.signing_input, checked.signature))
 
     async def introspect_async(self, token: str, remote: RemoteVerify | None = None) -> Introspected:
         """`introspect` for the event loop. Every cheap check comes first; the signature is checked
@@ -145,7 +146,7 @@ class Issuance:
             valid = await remote(key.verify, checked.signing_input, checked.signature)
         else:
             valid = await anyio.to_thread.run_sync(key.verify, checked.signing_input, checked.signature)
-        return _decide(checked, keyset, valid)
+        return self._decide(checked, keyset, valid)
 
     def revocation_record_expiry(self, token_exp: float) -> float:
         """Until when a revocation of a token expiring at `token_exp` is kept: introspection accepts
@@ -159,9 +160,11 @@ class Issuance:
         self.store.revoke_token(jti, keep_until)
         self.served.remember_revoked(jti, keep_until)
 
-
-def _decide(checked: CheckedToken, keyset: str, valid: bool) -> Introspected:
-    """The answer for a token that passed `_check`, once its signature is checked."""
-    if not valid:
-        raise InvalidTokenError("signature does not verify")
-    return Introspected(checked.claims, checked.key.kid, keyset)
+    def _decide(self, checked: CheckedToken, keyset: str, valid: bool) -> Introspected:
+        """The answer for a token that passed `_check`, once its signature is checked."""
+        if not valid:
+            raise InvalidTokenError("signature does not verify")
+        kid = checked.key.kid
+        served = self.served.snapshot.keysets.get(keyset)
+        key = served.find(kid) if served is not None else None
+        return Introspected(checked.claims, kid, keyset, key_tainted=key is not None and key.tainted)

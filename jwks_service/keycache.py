@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import RevokedKeyError
+from .errors import RevokedKeyError, TaintedKeyError
 from .jws import VerificationKey
 
 
@@ -99,6 +99,8 @@ class KeyCache:
         self.last_attempt = float("-inf")
         self.last_error = ""
         self.revoked: dict[str, float] = {}
+        self.tainted: dict[str, float] = {}  # kids the issuer marked suspect (events): still valid keys
+        self.reject_tainted = False  # a verifier's choice: refuse them as if revoked
         self.subscribed = False
         self.refresh_at = float("-inf")  # the hot path's one comparison: below it, nothing to do
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not a secret
@@ -134,6 +136,8 @@ class KeyCache:
             return Verdict(key, False)
         if kid in self.revoked:
             raise RevokedKeyError(f"key {kid} was revoked by the issuer")
+        if self.reject_tainted and kid in self.tainted:
+            raise TaintedKeyError(f"key {kid} was marked suspect by the issuer; this verifier refuses it")
         refetch = now - self.last_attempt >= self.settings.unknown_kid_cooldown and now >= self.retry_at
         return Verdict(None, refetch)
 
@@ -154,7 +158,7 @@ class KeyCache:
         cache_control: str | None,
     ) -> None:
         self._forget_revoked(now)
-        self.keys = {kid: key for kid, key in keys.items() if kid not in self.revoked}
+        self.keys = {kid: key for kid, key in keys.items() if kid not in self.revoked and not self._refuses(kid)}
         self.skipped = skipped
         self.etag = etag
         self.loaded = True
@@ -203,6 +207,14 @@ class KeyCache:
         if kid in self.keys:
             self.keys = {k: v for k, v in self.keys.items() if k != kid}
 
+    def taint(self, kid: str, now: float) -> None:
+        self.tainted[kid] = now
+        if self._refuses(kid):
+            self.drop(kid)
+
+    def _refuses(self, kid: str) -> bool:
+        return self.reject_tainted and kid in self.tainted
+
     def drop(self, kid: str) -> None:
         if kid in self.keys:
             self.keys = {k: v for k, v in self.keys.items() if k != kid}
@@ -213,5 +225,6 @@ class KeyCache:
 
     def _forget_revoked(self, now: float) -> None:
         horizon = now - self.settings.revoked_memory
-        for kid in [k for k, at in self.revoked.items() if at < horizon]:
-            del self.revoked[kid]
+        for memory in (self.revoked, self.tainted):
+            for kid in [k for k, at in memory.items() if at < horizon]:
+                del memory[kid]

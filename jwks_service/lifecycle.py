@@ -6,6 +6,8 @@ that are about to sign (the canary), and applies the plan with compare-and-set o
 revision, so that a transition computed by several replicas at once happens exactly once.
 
 States: next -> current -> previous -> retired, and any of them -> revoked.
+A `current` or `previous` key may also be tainted (a flag, not a state): it never signs again, and a
+tainted `current` is demoted to `previous` at once, `next` taking its place as a revocation does.
 
     state     in JWKS  signs  verifies
     next      yes      no     yes        published at least `prepublish` before it may sign
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .errors import NotFoundError, RotationRefusedError
+from .errors import NotFoundError, RotationRefusedError, TaintRefusedError
 from .model import Keyset, KeysetPolicy, KeyState, KeyVersion, NewKey
 
 # Retired key records (no material left) are kept this long for `keys list` and audits, then dropped.
@@ -35,10 +37,11 @@ _DISCARDED_BECAUSE = {"adopted": "replaced by a backend version made outside the
 @dataclass(frozen=True, slots=True)
 class Plan:
     keyset: str
-    reason: str  # bootstrap | scheduled | manual | forced | revoke | maintenance | canary_failed
+    reason: str  # bootstrap | scheduled | manual | forced | revoke | taint | maintenance | canary_failed
     promote: str | None = None  # next -> current
     demote: str | None = None  # current -> previous, retire_at = now + verify_window
     revoke: str | None = None  # any -> revoked
+    taint: str | None = None  # current or previous -> tainted (a tainted current is also demoted)
     discard: str | None = None  # next that failed validation -> retired
     retire: tuple[str, ...] = ()  # previous past retire_at -> retired
     prune: tuple[str, ...] = ()  # long-retired records dropped
@@ -55,6 +58,7 @@ class Plan:
             self.promote
             or self.demote
             or self.revoke
+            or self.taint
             or self.discard
             or self.retire
             or self.prune
@@ -72,7 +76,7 @@ class Plan:
 class Transition:
     """One change of one key, for the audit log and the event stream."""
 
-    event: str  # created | rotated | retired | revoked | discarded
+    event: str  # created | rotated | retired | revoked | tainted | discarded
     kid: str
     state: KeyState
     detail: str = ""
@@ -125,6 +129,9 @@ def plan_tick(policy: KeysetPolicy, keyset: Keyset, now: float) -> Plan:
         # Only reachable from a damaged store: sign with the published next rather than not at all.
         assert nxt is not None
         return Plan(keyset.name, "maintenance", promote=nxt.kid, retire=retire, prune=prune, new_next=True)
+    if current.tainted:
+        # Only reachable from a damaged store or an import: a tainted key never signs.
+        return replace(plan_taint(policy, keyset, current.kid, now), retire=retire, prune=prune)
     if rotation_due(policy, keyset, now):
         assert nxt is not None
         return Plan(
@@ -169,13 +176,37 @@ def plan_revoke(keyset: Keyset, kid: str) -> Plan:
     if key.state == KeyState.REVOKED:
         return Plan(keyset.name, "revoke")  # idempotent: nothing more to do
     if key.state == KeyState.CURRENT:
-        nxt = keyset.next
-        if nxt is None:
-            return Plan(keyset.name, "revoke", revoke=kid, new_current=True, new_next=True)
-        return Plan(keyset.name, "revoke", revoke=kid, promote=nxt.kid, new_next=True)
+        return _replace_current(Plan(keyset.name, "revoke", revoke=kid), keyset)
     if key.state == KeyState.NEXT:
         return Plan(keyset.name, "revoke", revoke=kid, new_next=True)
     return Plan(keyset.name, "revoke", revoke=kid)
+
+
+def _replace_current(plan: Plan, keyset: Keyset) -> Plan:
+    """`plan`, taking the current key out of signing at once: `next` is promoted (a fresh key signs
+    when there is none) and a fresh `next` is made. Shared by revocation and taint."""
+    nxt = keyset.next
+    if nxt is None:
+        return replace(plan, new_current=True, new_next=True)
+    return replace(plan, promote=nxt.kid, new_next=True)
+
+
+def plan_taint(policy: KeysetPolicy, keyset: Keyset, kid: str, now: float) -> Plan:
+    """Mark a `current` or `previous` key as suspect: it never signs again but keeps verifying until its
+    tokens expire (a tainted `current` becomes `previous`, retire_at = now + verify_window, and is
+    replaced as a revoked one is). Idempotent; refused for a key that neither signs nor has signed."""
+    key = keyset.find(kid)
+    if key is None:
+        raise NotFoundError(f"no key {kid} in keyset {keyset.name}")
+    if key.state == KeyState.CURRENT:
+        return _replace_current(Plan(keyset.name, "taint", taint=None if key.tainted else kid, demote=kid), keyset)
+    if key.tainted:
+        return Plan(keyset.name, "taint")  # idempotent, whatever became of it since (revoked, retired)
+    if key.state != KeyState.PREVIOUS:
+        raise TaintRefusedError(
+            f"key {kid} of keyset {keyset.name} is {key.state.value}: only a current or previous key can be tainted"
+        )
+    return Plan(keyset.name, "taint", taint=kid)
 
 
 def on_canary_failure(plan: Plan) -> Plan:
@@ -186,7 +217,7 @@ def on_canary_failure(plan: Plan) -> Plan:
     """
     if plan.promote is None:
         return plan
-    if plan.revoke is not None or plan.demote is None:
+    if plan.revoke is not None or plan.taint is not None or plan.demote is None:
         # Nothing else would sign (an emergency, or a keyset found without a current key): use a fresh key.
         return replace(plan, promote=None, discard=plan.promote, new_current=True, new_next=True)
     return replace(plan, reason="canary_failed", promote=None, demote=None, discard=plan.promote, new_next=True)
@@ -226,6 +257,9 @@ def apply_plan(
         elif kid == plan.demote:
             key = key.with_(state=KeyState.PREVIOUS, deactivated_at=now, retire_at=now + policy.verify_window)
             transitions.append(Transition("rotated", kid, KeyState.PREVIOUS))
+        if kid == plan.taint and not key.tainted:
+            key = key.with_(tainted_at=now)
+            transitions.append(Transition("tainted", kid, key.state))
         elif kid in plan.retire:
             key = key.with_(state=KeyState.RETIRED, retired_at=now, sealed_private=None)
             transitions.append(Transition("retired", kid, KeyState.RETIRED))

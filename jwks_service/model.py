@@ -57,6 +57,11 @@ class KeyVersion:
     retired_at: float | None = None
     revoked_at: float | None = None
     revoke_reason: str = ""
+    tainted_at: float | None = None  # marked suspect: never signs again, still verifies (API.md §6)
+
+    @property
+    def tainted(self) -> bool:
+        return self.tainted_at is not None
 
     @property
     def verifies(self) -> bool:

@@ -24,7 +24,16 @@ from .clock import Clock
 from .config import Settings
 from .errors import ConflictError, JwksServiceError, KeyValidationError, NotFoundError, RevisionConflictError
 from .jws import VerificationKey
-from .lifecycle import Plan, Transition, apply_plan, on_canary_failure, plan_revoke, plan_rotate, plan_tick
+from .lifecycle import (
+    Plan,
+    Transition,
+    apply_plan,
+    on_canary_failure,
+    plan_revoke,
+    plan_rotate,
+    plan_taint,
+    plan_tick,
+)
 from .model import AuditEvent, Keyset, KeysetPolicy, KeyState, KeyVersion, NewKey
 from .repeats import RepeatedFailure
 from .snapshot import ServedKeys
@@ -135,12 +144,24 @@ class Rotation:
 
     def revoke(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
         """Emergency revocation of a key, by kid, in whichever keyset holds it; idempotent."""
+        return self._by_kid(kid, lambda ks: plan_revoke(ks, kid), actor=actor, reason=reason)
+
+    def taint(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
+        """Mark a current or previous key as suspect (API.md §6), by kid; idempotent."""
+        return self._by_kid(
+            kid, lambda ks: plan_taint(self._policy(ks.name), ks, kid, self.clock.now()), actor=actor, reason=reason
+        )
+
+    def _by_kid(
+        self, kid: str, planner: Callable[[Keyset], Plan], *, actor: str, reason: str
+    ) -> tuple[Keyset, KeyVersion]:
+        """Apply `planner` to whichever keyset holds `kid`; that keyset and key afterwards."""
         for ks in self.store.list_keysets():
             if ks.find(kid) is not None:
-                keyset, _ = self._transition(ks.name, lambda k: plan_revoke(k, kid), actor=actor, reason=reason)
-                revoked = keyset.find(kid)
-                assert revoked is not None
-                return keyset, revoked
+                keyset, _ = self._transition(ks.name, planner, actor=actor, reason=reason)
+                key = keyset.find(kid)
+                assert key is not None
+                return keyset, key
         raise NotFoundError(f"no key with kid {kid}")
 
     def _policy(self, name: str) -> KeysetPolicy:

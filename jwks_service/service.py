@@ -55,6 +55,7 @@ class KeyService:
         self.tick = self.rotation.tick
         self.rotate = self.rotation.rotate
         self.revoke = self.rotation.revoke
+        self.taint = self.rotation.taint
         self.listeners = self.rotation.listeners  # called after every transition this process made
         # The hot path.
         self.issue = self.issuance.issue

@@ -192,7 +192,7 @@ class ServedKeys:
                     log.error("key %s of keyset %s cannot verify: %s", key.kid, name, exc.description)
                     continue
                 kid_keyset[key.kid] = name
-                if key.state == KeyState.CURRENT:
+                if key.state == KeyState.CURRENT and not key.tainted:  # a tainted key never signs
                     prior = old.signing.get(name)
                     if prior is not None and prior.kid == key.kid:
                         signing[name] = prior

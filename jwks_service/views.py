@@ -79,6 +79,11 @@ def revoke_view(keyset: Keyset, revoked: str, summary: Mapping[str, Any]) -> dic
     return {"keyset": keyset.name, "revoked": revoked, "current": summary["current"], "next": summary["next"]}
 
 
+def taint_view(keyset: Keyset, tainted: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A key marked suspect: that key, and the keyset's current and next keys after it."""
+    return {"keyset": keyset.name, "tainted": tainted, "current": summary["current"], "next": summary["next"]}
+
+
 def keyset_view(policy: KeysetPolicy, keyset: Keyset | None) -> dict[str, Any]:
     """A configured keyset: its policy, when it rotates next, and its keys (None: not created yet)."""
     return {
@@ -103,6 +108,7 @@ def keyset_view(policy: KeysetPolicy, keyset: Keyset | None) -> dict[str, Any]:
                 "retire_at": rfc3339(k.retire_at),
                 "retired_at": rfc3339(k.retired_at),
                 "revoked_at": rfc3339(k.revoked_at),
+                "tainted_at": rfc3339(k.tainted_at),
             }
             for k in (keyset.keys if keyset else ())
         ],

@@ -20,6 +20,7 @@ from .manage import (
     cmd_keys_list,
     cmd_keys_revoke,
     cmd_keys_rotate,
+    cmd_keys_taint,
     cmd_token,
 )
 from .serve import GRACEFUL_SHUTDOWN_SECONDS, cmd_serve, uvicorn_proxy_options
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    keys = _actions(sub, "keys", "list, rotate and revoke signing keys")
+    keys = _actions(sub, "keys", "list, rotate, taint and revoke signing keys")
     p = keys.add_parser("list", parents=[common], help="every key of every keyset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_list)
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_revoke)
+    p = keys.add_parser("taint", parents=[common], help="mark a key as suspect: it stops signing, keeps verifying")
+    p.add_argument("kid", help="the key's kid (it may start with '-')")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_taint)
 
     clients = _actions(sub, "clients", "OAuth clients")
     p = clients.add_parser("create", parents=[common], help="register a client; prints its secret once")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import operations, views
@@ -15,6 +16,8 @@ from ..clients import check_grace
 from ..clock import parse_rfc3339
 from ..config import format_duration, parse_duration
 from ..errors import ConfigError, InvalidRequestError
+from ..model import Keyset, KeyVersion
+from ..runtime import Runtime
 from .common import actor, human, print_table, runtime, stderr
 
 
@@ -67,10 +70,24 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    return _key_action(args, "revoked", lambda rt: rt.keys.revoke, views.revoke_view)
+
+
+def cmd_keys_taint(args: argparse.Namespace) -> int:
+    return _key_action(args, "tainted", lambda rt: rt.keys.taint, views.taint_view)
+
+
+def _key_action(
+    args: argparse.Namespace,
+    done: str,
+    action: Callable[[Runtime], Callable[..., tuple[Keyset, KeyVersion]]],
+    view: Callable[[Keyset, str, Mapping[str, Any]], dict[str, Any]],
+) -> int:
+    """An action on one key by kid (revoke, taint), answered as the admin API answers it."""
     with runtime(args) as rt:
-        keyset, revoked = rt.keys.revoke(args.kid, reason=args.reason, actor=actor())
-        result = views.revoke_view(keyset, revoked.kid, rt.keys.summary(keyset.name))
-    return _transition(args, result, f"revoked {result['revoked']} in {result['keyset']}")
+        keyset, key = action(rt)(args.kid, reason=args.reason, actor=actor())
+        result = view(keyset, key.kid, rt.keys.summary(keyset.name))
+    return _transition(args, result, f"{done} {result[done]} in {result['keyset']}")
 
 
 def _jwks_file(path: str | None) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..errors import (
     JwksServiceError,
     NotFoundError,
 )
-from ..model import Client
+from ..model import Client, Keyset, KeyVersion
 from ..runtime import Runtime
 from .limits import source_of
 from .responses import NO_STORE, JSONResponse
@@ -275,11 +275,27 @@ async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Respon
 
 @admin("keys.revoke")
 async def revoke_key(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    return await _key_action(request, runtime.keys.revoke, runtime, actor, views.revoke_view)
+
+
+@admin("keys.taint")
+async def taint_key(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    return await _key_action(request, runtime.keys.taint, runtime, actor, views.taint_view)
+
+
+async def _key_action(
+    request: Request,
+    action: Callable[..., tuple[Keyset, KeyVersion]],
+    runtime: Runtime,
+    actor: str,
+    view: Callable[[Keyset, str, Mapping[str, Any]], dict[str, Any]],
+) -> tuple[Response, str, str]:
+    """An action on one key by kid (revoke, taint): `action(kid, reason=, actor=)`, answered by `view`."""
     kid = request.path_params["kid"]
     reason = _reason(await _json_body(request, {"reason"}), required=True)
-    keyset, revoked = await anyio.to_thread.run_sync(lambda: runtime.keys.revoke(kid, reason=reason, actor=actor))
+    keyset, key = await anyio.to_thread.run_sync(lambda: action(kid, reason=reason, actor=actor))
     summary = await anyio.to_thread.run_sync(runtime.keys.summary, keyset.name)
-    return JSONResponse(views.revoke_view(keyset, revoked.kid, summary)), f"key:{kid}", reason
+    return JSONResponse(view(keyset, key.kid, summary)), f"key:{kid}", reason
 
 
 @admin("clients.list")

@@ -94,6 +94,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/admin/keysets", {"GET": admin.list_keysets}, admin=True),
         RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}, admin=True),
         RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}, admin=True),
+        RouteSpec("/admin/keys/{kid}/taint", {"POST": admin.taint_key}, admin=True),
         RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}, admin=True),
         RouteSpec(
             "/admin/clients/{client_id}",

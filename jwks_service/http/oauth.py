@@ -216,6 +216,8 @@ async def introspect(request: Request) -> Response:
         return inactive
     metrics.child(metrics.introspections, "active").inc()
     body = {**result.claims, "active": True, "token_type": "Bearer", "kid": result.kid, "keyset": result.keyset}
+    if result.key_tainted:
+        body["key_tainted"] = True
     return JSONResponse(body, headers=NO_STORE)
 
 

@@ -95,6 +95,22 @@ def _preflight(operation_id: str) -> Schema:
     }
 
 
+def _key_action(operation_id: str, summary: str, what: str, response: str) -> Schema:
+    """An admin action on one key by kid, with a required reason (revoke, taint)."""
+    return {
+        "post": {
+            **_ADMIN,
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [_path_param("kid", "the key")],
+            "requestBody": {"required": True, "content": json_content(ref("RevokeKeyRequest"))},
+            "responses": _responses(
+                _ok(f"The keyset after the {what}.", ref(response)), "400", *_ADMIN_ERRORS, "404", "409", "413"
+            ),
+        }
+    }
+
+
 PATHS: dict[str, Schema] = {
     "/.well-known/jwks.json": {
         "get": {
@@ -147,7 +163,8 @@ PATHS: dict[str, Schema] = {
         "get": {
             **_PUBLIC,
             "operationId": "getKeyEvents",
-            "summary": "Server-Sent Events: one per key change (created, rotated, revoked, retired), with heartbeats.",
+            "summary": "Server-Sent Events: one per key change (created, rotated, tainted, revoked, retired), with"
+            " heartbeats.",
             "parameters": [
                 {
                     "name": "Last-Event-ID",
@@ -291,23 +308,17 @@ PATHS: dict[str, Schema] = {
             ),
         }
     },
-    "/admin/keys/{kid}/revoke": {
-        "post": {
-            **_ADMIN,
-            "operationId": "revokeKey",
-            "summary": "Emergency revocation of a key (API.md §2); idempotent.",
-            "parameters": [_path_param("kid", "the key")],
-            "requestBody": {"required": True, "content": json_content(ref("RevokeKeyRequest"))},
-            "responses": _responses(
-                _ok("The keyset after the revocation.", ref("RevokeKeyResponse")),
-                "400",
-                *_ADMIN_ERRORS,
-                "404",
-                "409",
-                "413",
-            ),
-        }
-    },
+    "/admin/keys/{kid}/revoke": _key_action(
+        "revokeKey", "Emergency revocation of a key (API.md §2); idempotent.", "revocation", "RevokeKeyResponse"
+    ),
+    "/admin/keys/{kid}/taint": _key_action(
+        "taintKey",
+        "Mark a current or previous key as suspect (API.md §6): it stops signing at once (a current key is"
+        " replaced by next) and keeps verifying until its tokens expire or it is revoked; idempotent. 409 for"
+        " a next, retired or revoked key.",
+        "taint",
+        "TaintKeyResponse",
+    ),
     "/admin/clients": {
         "get": {
             **_ADMIN,

@@ -256,6 +256,7 @@ SCHEMAS: dict[str, Schema] = {
                         "not_after": _TIME_OR_NULL,
                         "created_at": _TIME,
                         "published": {"type": "boolean", "description": "false for HMAC keys (no public JWK)"},
+                        "tainted": {"type": "boolean", "description": "marked suspect: verifies, never signs again"},
                     },
                     ["kid", "keyset", "alg", "state", "not_before", "not_after"],
                 ),
@@ -339,6 +340,7 @@ SCHEMAS: dict[str, Schema] = {
                     "aud": {"type": ["string", "array"], "items": {"type": "string"}},
                     **_typed("number", "exp", "iat", "nbf"),
                     **_typed("string", "jti", "client_id", "scope"),
+                    "key_tainted": {"const": True, "description": "signed by a key marked suspect (API.md §6)"},
                 },
                 ["active", "token_type", "kid", "keyset", "iss", "sub", "aud", "exp", "iat", "jti", "client_id"],
                 closed=False,
@@ -349,7 +351,7 @@ SCHEMAS: dict[str, Schema] = {
     "ServerSentEvent": _obj(
         {
             "id": {"type": "string"},
-            "event": {"enum": ["created", "rotated", "revoked", "retired", "ready"]},
+            "event": {"enum": ["created", "rotated", "tainted", "revoked", "retired", "ready"]},
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
@@ -361,7 +363,7 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "KeyEvent": _obj(
         {
-            "type": {"enum": ["created", "rotated", "revoked", "retired"]},
+            "type": {"enum": ["created", "rotated", "tainted", "revoked", "retired"]},
             "kid": {"type": "string"},
             "keyset": {"type": "string"},
             "alg": {"type": "string", "enum": _ALGS},
@@ -404,6 +406,7 @@ SCHEMAS: dict[str, Schema] = {
                                     "retire_at": _TIME_OR_NULL,
                                     "retired_at": _TIME_OR_NULL,
                                     "revoked_at": _TIME_OR_NULL,
+                                    "tainted_at": _TIME_OR_NULL,
                                 },
                                 ["kid", "state"],
                                 closed=False,
@@ -426,6 +429,10 @@ SCHEMAS: dict[str, Schema] = {
     "RevokeKeyResponse": _obj(
         {"keyset": {"type": "string"}, "revoked": {"type": "string"}, "current": _KID_OR_NULL, "next": _KID_OR_NULL},
         ["keyset", "revoked", "current", "next"],
+    ),
+    "TaintKeyResponse": _obj(
+        {"keyset": {"type": "string"}, "tainted": {"type": "string"}, "current": _KID_OR_NULL, "next": _KID_OR_NULL},
+        ["keyset", "tainted", "current", "next"],
     ),
     "ClientRequest": _obj(
         {**_CLIENT_REQUEST_FIELDS, "keyset": {"type": "string", "default": "default"}, **_KEY_AUTH_FIELDS},

@@ -165,6 +165,7 @@ async def key_status(request: Request) -> Response:
                     "not_after": rfc3339(not_after),
                     "created_at": rfc3339(key.created_at),
                     "published": key.public_jwk is not None,
+                    "tainted": key.tainted,
                 }
             )
     return JSONResponse({"keys": keys, "revoked": revoked}, headers={"Cache-Control": "no-cache"})

@@ -7,22 +7,31 @@ SDK's document bound while they stream; an ``https://`` issuer's metadata may no
 ``token_endpoint`` or sets ``allow_http=True``.
 
 The exchange is one flow (`_Base._token_flow`, see `flows`): the two clients only drive it.
+
+Taint (API.md §6): pass ``verifier=`` a `Verifier` or `AsyncVerifier` subscribed to ``/keys/events``
+(``events=True``) and the client shares its subscription: a cached token whose ``kid`` the issuer has
+marked suspect is dropped, and the next `get` fetches a fresh one, signed by the key that replaced it.
+Every replica derives its events from the shared store, so this works whichever replica either
+client talks to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import threading
 import time
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from .bounded import BodyTooLargeError, aread_bounded, read_bounded
+from .cache import KeyCache
 from .errors import TokenRequestError
 from .flows import Answer, Request, arun, http_client, run
 
@@ -34,6 +43,23 @@ class Token:
     refresh_at: float
     scope: str
     token_type: str
+    kid: str = ""  # from the JWS header; "" when the token is not a JWS we can read
+
+
+class _TaintWatch(Protocol):
+    """What a token client needs of a verifier: the kids its events marked suspect."""
+
+    cache: KeyCache
+
+
+def _kid(token: str) -> str:
+    head = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        return ""
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else ""
 
 
 def _margin(expires_in: float) -> float:
@@ -70,6 +96,7 @@ class _Base:
         timeout: float = 5.0,
         http: httpx.Client | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        verifier: _TaintWatch | None = None,
     ) -> None:
         if not (issuer or token_endpoint):
             raise ValueError("pass issuer (its RFC 8414 metadata names the token endpoint) or token_endpoint")
@@ -84,8 +111,10 @@ class _Base:
         self.auth_method = auth_method
         self.allow_http = allow_http
         self.clock = clock
+        self.verifier = verifier
         self.token: Token | None = None
         self.requests = 0
+        self.tainted_drops = 0  # cached tokens dropped because their key was tainted
         self._own_http = http is None
         self._open(http, timeout)
 
@@ -165,15 +194,24 @@ class _Base:
             expires_at - _margin(float(expires_in)),
             str(body.get("scope", "")),
             str(body.get("token_type", "Bearer")),
+            _kid(access_token),
         )
         self.token = token
         return token
 
     def _cached(self) -> str | None:
         token = self.token
-        if token is not None and self.clock() < token.refresh_at:
+        if token is not None and self.clock() < token.refresh_at and not self._tainted(token):
             return token.access_token
         return None
+
+    def _tainted(self, token: Token) -> bool:
+        """Whether the verifier's events marked the key that signed `token` as suspect."""
+        if self.verifier is None or token.kid not in self.verifier.cache.tainted:
+            return False
+        self.tainted_drops += 1
+        self.token = None
+        return True
 
     def invalidate(self) -> None:
         """Forget the cached token (e.g. after a 401 from the resource server)."""

@@ -13,6 +13,7 @@ The token errors are the JOSE core's own (`jwks_service.errors`), which the serv
     │   ├── MalformedTokenError ── TokenTooLargeError
     │   ├── InvalidTypeError, UnsupportedAlgorithmError, InvalidSignatureError
     │   ├── UnknownKeyError ── RevokedKeyError
+    │   ├── TaintedKeyError                    (only with Verifier(reject_tainted=True))
     │   ├── ExpiredTokenError, ImmatureTokenError
     │   ├── InvalidIssuerError, InvalidAudienceError, InvalidClaimsError
     │   └── InactiveTokenError
@@ -34,6 +35,7 @@ from ..errors import (
     InvalidTypeError,
     MalformedTokenError,
     RevokedKeyError,
+    TaintedKeyError,
     TokenTooLargeError,
     UnknownKeyError,
     UnsupportedAlgorithmError,
@@ -86,6 +88,7 @@ __all__ = [
     "MalformedTokenError",
     "RevokedKeyError",
     "SDKError",
+    "TaintedKeyError",
     "TokenRequestError",
     "TokenTooLargeError",
     "UnknownKeyError",

@@ -97,6 +97,7 @@ class _Core:
         leeway: float = 30.0,
         events: bool = False,
         events_uri: str | None = None,
+        reject_tainted: bool = False,
         typ: Collection[str] | None = ACCESS_TOKEN_TYPES,
         required_claims: Collection[str] = ACCESS_TOKEN_CLAIMS,
         max_token_bytes: int = MAX_TOKEN_BYTES,
@@ -132,6 +133,7 @@ class _Core:
             max_token_bytes=max_token_bytes,
         )
         self.cache = KeyCache(cache)
+        self.cache.reject_tainted = reject_tainted  # tainted kids come from events: use with events=True
         self.clock = clock
         self.timeout = timeout
         self.jwks_uri = jwks_uri
@@ -374,6 +376,8 @@ class _Core:
             return None
         if event.event == "revoked":
             self.cache.revoke(kid, self.clock())
+        elif event.event == "tainted":
+            self.cache.taint(kid, self.clock())
         elif event.event == "retired":
             self.cache.drop(kid)
         elif event.event in ("created", "rotated"):

@@ -31,6 +31,7 @@ def key_to_dict(key: KeyVersion) -> dict[str, Any]:
         "retired_at": key.retired_at,
         "revoked_at": key.revoked_at,
         "revoke_reason": key.revoke_reason,
+        "tainted_at": key.tainted_at,
     }
 
 
@@ -49,6 +50,7 @@ def key_from_dict(d: dict[str, Any]) -> KeyVersion:
         retired_at=d.get("retired_at"),
         revoked_at=d.get("revoked_at"),
         revoke_reason=d.get("revoke_reason", ""),
+        tainted_at=d.get("tainted_at"),
     )
 
 

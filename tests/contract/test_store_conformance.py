@@ -90,8 +90,9 @@ def test_missing_keyset_is_none(store: Store) -> None:
 
 
 def test_create_then_read_round_trips_every_field(store: Store) -> None:
-    k = key("a", activated_at=1001.5, retire_at=None, revoke_reason="")
+    k = key("a", activated_at=1001.5, retire_at=None, revoke_reason="", tainted_at=1001.75)
     nxt = key("b", KeyState.NEXT, 1002.0)
+    assert nxt.tainted_at is None
     saved = store.save_keyset(keyset(k, nxt), 0)
     assert saved.revision == 1
     loaded = store.get_keyset("default")

@@ -32,6 +32,7 @@ ENDPOINTS = [
     ("GET", "/admin/keysets", None),
     ("POST", "/admin/keysets/default/rotate", {"force": True}),
     ("POST", "/admin/keys/somekid/revoke", {"reason": "x"}),
+    ("POST", "/admin/keys/somekid/taint", {"reason": "x"}),
     ("GET", "/admin/clients", None),
     ("POST", "/admin/clients", {"name": "x", "scopes": ["a"], "audiences": ["b"]}),
     ("GET", "/admin/clients/abc", None),
@@ -105,7 +106,16 @@ def test_list_keysets(http: TestClient, admin: dict[str, str], runtime: Runtime)
     assert ks["policy"]["verify_window"] == "1230s"
     assert sorted(k["state"] for k in ks["keys"]) == ["current", "next"]
     for k in ks["keys"]:
-        assert set(k) == {"kid", "state", "created_at", "activated_at", "retire_at", "retired_at", "revoked_at"}
+        assert set(k) == {
+            "kid",
+            "state",
+            "created_at",
+            "activated_at",
+            "retire_at",
+            "retired_at",
+            "revoked_at",
+            "tainted_at",
+        }
     assert ks["next_rotation_at"].endswith("Z")
 
 

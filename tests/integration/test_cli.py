@@ -221,8 +221,19 @@ def test_json_output_has_the_admin_api_field_names(capsys: pytest.CaptureFixture
     key_members = set(schemas["Keysets"]["properties"]["keysets"]["items"]["properties"]["keys"]["items"]["properties"])
     assert all(set(k) == key_members | {"keyset", "alg", "next_rotation_at"} for k in keys)
     current = next(k for k in keys if k["state"] == "current")
+    code, out, err = run(capsys, "keys", "taint", current["kid"], "--reason", "suspect", "--json")
+    assert code == 0, err
+    tainted = json.loads(out)
+    assert set(tainted) == members("TaintKeyResponse")
+    assert tainted["tainted"] == current["kid"] and tainted["current"] != current["kid"]
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    after = {k["kid"]: k for k in json.loads(out)["keys"]}
+    assert after[current["kid"]]["state"] == "previous" and after[current["kid"]]["tainted_at"] is not None
     code, out, _ = run(capsys, "keys", "revoke", current["kid"], "--reason", "test", "--json")
     assert set(json.loads(out)) == members("RevokeKeyResponse")
+    assert json.loads(out)["current"] == tainted["current"]  # a tainted key's revocation rotates nothing more
+    code, _, err = run(capsys, "keys", "taint", tainted["next"], "--reason", "x")
+    assert code != 0 and "only a current or previous key" in err
 
 
 def _config(text: str) -> str:

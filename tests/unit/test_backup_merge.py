@@ -103,3 +103,27 @@ def test_a_key_unknown_to_the_store_comes_in_retired_from_an_old_backup() -> Non
     # Without the backup's age (unreadable): as if old.
     merged, _ = merge_keyset(stored, incoming, now, WINDOW)
     assert states(merged)["old-cur"] == "retired"
+
+
+def test_a_taint_on_either_side_is_never_undone() -> None:
+    stored = keyset(key("a", KeyState.PREVIOUS, tainted_at=700.0), key("b", KeyState.CURRENT), key("c", KeyState.NEXT))
+    incoming = keyset(
+        key("a", KeyState.CURRENT), key("b", KeyState.PREVIOUS, tainted_at=800.0), key("c", KeyState.NEXT)
+    )
+    merged, notes = merge_keyset(stored, incoming, NOW, WINDOW, made_at=NOW - 3600)
+    assert states(merged) == {"a": "previous", "b": "previous", "c": "next"}
+    assert merged.find("a").tainted_at == 700.0  # type: ignore[union-attr]
+    assert merged.find("b").tainted_at == 800.0  # type: ignore[union-attr]
+    # Both sides tainted: the earlier moment is kept.
+    both = keyset(key("a", KeyState.PREVIOUS, tainted_at=650.0), key("b", KeyState.CURRENT), key("c", KeyState.NEXT))
+    again, notes = merge_keyset(stored, both, NOW, WINDOW, made_at=NOW - 3600)
+    assert again.find("a").tainted_at == 650.0  # type: ignore[union-attr]
+    assert "key a stays tainted (since 1970-01-01T00:10:50Z)" in notes
+
+
+def test_of_two_current_keys_an_untainted_one_signs() -> None:
+    stored = keyset(key("own", KeyState.CURRENT, activated_at=900.0))
+    incoming = keyset(key("theirs", KeyState.CURRENT, activated_at=950.0, tainted_at=960.0))
+    merged, _ = merge_keyset(stored, incoming, NOW, WINDOW, made_at=NOW - 3600)
+    assert states(merged) == {"own": "current", "theirs": "previous"}
+    assert merged.find("theirs").tainted_at == 960.0  # type: ignore[union-attr]

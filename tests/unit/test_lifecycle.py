@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from jwks_service.config import build_settings
-from jwks_service.errors import NotFoundError, RotationRefusedError
+from jwks_service.errors import NotFoundError, RotationRefusedError, TaintRefusedError
 from jwks_service.lifecycle import (
     RETAIN_RETIRED_SECONDS,
     NewKey,
@@ -19,6 +19,7 @@ from jwks_service.lifecycle import (
     on_canary_failure,
     plan_revoke,
     plan_rotate,
+    plan_taint,
     plan_tick,
     rotation_due,
 )
@@ -623,3 +624,108 @@ def test_check_invariants_reports_every_problem() -> None:
         key("r", KeyState.RETIRED, T0, sealed_private=b"k"),
     )
     assert len(check_invariants(keys)) == 4
+
+
+# ----- plan_taint -----------------------------------------------------------------------------
+
+
+def test_taint_current_demotes_it_and_promotes_next_as_revoke_does() -> None:
+    ks = steady(next_age=1)  # like an emergency revocation, the prepublish gate does not apply
+    plan = plan_taint(POLICY, ks, "cur", T0)
+    revoke = plan_revoke(ks, "cur")
+    assert (plan.promote, plan.new_next, plan.new_current) == (revoke.promote, revoke.new_next, revoke.new_current)
+    assert (plan.reason, plan.taint, plan.demote, plan.revoke) == ("taint", "cur", "cur", None)
+    assert plan.rotates
+    keys, transitions = apply_plan(POLICY, ks, plan, new_keys(plan), T0)
+    after = replace(ks, keys=keys)
+    cur = after.find("cur")
+    assert cur is not None
+    assert (cur.state, cur.tainted_at, cur.deactivated_at) == (KeyState.PREVIOUS, T0, T0)
+    assert cur.retire_at == T0 + POLICY.verify_window
+    assert cur.verifies
+    assert cur.sealed_private is not None  # it stays a verifying key; only revocation destroys it
+    assert after.current is not None and after.current.kid == "nxt"
+    assert after.next is not None and after.next.kid not in ("cur", "nxt")
+    assert [(t.event, t.kid) for t in transitions if t.kid == "cur"] == [("rotated", "cur"), ("tainted", "cur")]
+    assert check_invariants(after.keys) == []
+
+
+def test_taint_current_without_next_makes_a_fresh_current() -> None:
+    ks = keyset(key("cur", KeyState.CURRENT, T0))
+    plan = plan_taint(POLICY, ks, "cur", T0)
+    assert (plan.taint, plan.demote, plan.new_current, plan.new_next) == ("cur", "cur", True, True)
+    after = apply(plan, ks, T0)
+    assert states(after)["cur"] == KeyState.PREVIOUS
+    assert after.current is not None and after.current.kid != "cur"
+    assert check_invariants(after.keys) == []
+
+
+def test_taint_previous_keeps_its_retirement() -> None:
+    ks = keyset(key("old", KeyState.PREVIOUS, T0 - DAY, retire_at=T0 + 100), *steady().keys)
+    plan = plan_taint(POLICY, ks, "old", T0)
+    assert plan == Plan("ks", "taint", taint="old")
+    assert not plan.rotates
+    after = apply(plan, ks, T0)
+    old = after.find("old")
+    assert old is not None
+    assert (old.state, old.tainted_at, old.retire_at) == (KeyState.PREVIOUS, T0, T0 + 100)
+    assert states(after)["cur"] == KeyState.CURRENT
+    # ...and it retires as any previous key does.
+    assert plan_tick(POLICY, after, T0 + 100 + POLICY.leeway).retire == ("old",)
+
+
+def test_taint_is_idempotent_and_keeps_the_first_time() -> None:
+    ks = steady()
+    once = apply(plan_taint(POLICY, ks, "cur", T0), ks, T0)
+    plan = plan_taint(POLICY, once, "cur", T0 + 5)
+    assert plan.empty
+    keys, transitions = apply_plan(POLICY, once, plan, [], T0 + 5)
+    assert keys == once.keys
+    assert transitions == []
+
+
+def test_taint_refused_for_next_retired_revoked_and_unknown() -> None:
+    ks = keyset(
+        key("gone", KeyState.RETIRED, T0 - DAY, retired_at=T0 - 1),
+        key("dead", KeyState.REVOKED, T0 - DAY, revoked_at=T0 - 1),
+        *steady().keys,
+    )
+    for kid in ("nxt", "gone", "dead"):
+        with pytest.raises(TaintRefusedError) as info:
+            plan_taint(POLICY, ks, kid, T0)
+        assert info.value.status == 409
+    with pytest.raises(NotFoundError):
+        plan_taint(POLICY, ks, "nope", T0)
+
+
+def test_revoking_a_tainted_key_works_as_usual() -> None:
+    ks = steady()
+    tainted = apply(plan_taint(POLICY, ks, "cur", T0), ks, T0)
+    plan = plan_revoke(tainted, "cur")
+    assert plan == Plan("ks", "revoke", revoke="cur")  # it no longer signs: nothing to promote
+    after = apply(plan, tainted, T0 + 60)
+    cur = after.find("cur")
+    assert cur is not None
+    assert (cur.state, cur.sealed_private, cur.tainted_at) == (KeyState.REVOKED, None, T0)
+
+
+def test_a_tainted_current_found_in_the_store_is_replaced_at_the_next_tick() -> None:
+    ks = steady(next_age=1)
+    damaged = replace(ks, keys=tuple(k.with_(tainted_at=T0 - 5) if k.kid == "cur" else k for k in ks.keys))
+    plan = plan_tick(POLICY, damaged, T0)
+    assert (plan.promote, plan.demote, plan.new_next) == ("nxt", "cur", True)
+    after = apply(plan, damaged, T0)
+    assert after.current is not None and after.current.kid == "nxt"
+    cur = after.find("cur")
+    assert cur is not None and cur.tainted_at == T0 - 5
+
+
+def test_canary_failure_during_taint_uses_a_fresh_current() -> None:
+    ks = steady()
+    plan = on_canary_failure(plan_taint(POLICY, ks, "cur", T0))
+    assert (plan.promote, plan.discard, plan.demote, plan.taint) == (None, "nxt", "cur", "cur")
+    assert (plan.new_current, plan.new_next) == (True, True)
+    after = apply(plan, ks, T0)
+    assert after.current is not None and after.current.kid not in ("cur", "nxt")
+    assert states(after)["cur"] == KeyState.PREVIOUS
+    assert check_invariants(after.keys) == []

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from jwks_service.config import build_settings
-from jwks_service.errors import NotFoundError, RotationRefusedError
+from jwks_service.errors import NotFoundError, RotationRefusedError, TaintRefusedError
 from jwks_service.lifecycle import (
     RETAIN_RETIRED_SECONDS,
     NewKey,
@@ -37,6 +37,7 @@ from jwks_service.lifecycle import (
     on_canary_failure,
     plan_revoke,
     plan_rotate,
+    plan_taint,
     plan_tick,
     rotation_due,
 )
@@ -93,6 +94,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.kid_seq = 0
         self.tokens: list[tuple[str, float, float]] = []  # kid, iat, exp
         self.revoked: set[str] = set()
+        self.tainted: set[str] = set()
         self.retired: set[str] = set()
         self.ever: set[str] = set()
         self.exempt: dict[str, str] = {}  # kid -> why it was allowed to sign without prepublish
@@ -138,7 +140,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             new_state = after[kid].state
             if new_state != old.state:
                 assert new_state in LEGAL[old.state], f"{kid}: {old.state} -> {new_state}"
-                assert [t.kid for t in transitions].count(kid) == 1
+                assert [t.kid for t in transitions if t.event != "tainted"].count(kid) == 1
         for kid in after.keys() - before.keys():
             assert kid in {n.kid for n in new}
             assert kid not in self.ever, f"kid {kid} reused"
@@ -152,14 +154,14 @@ class LifecycleMachine(RuleBasedStateMachine):
             if k.state == KeyState.CURRENT and old_state != KeyState.CURRENT:
                 assert k.activated_at == now
                 if old_state is None:
-                    assert plan.reason in ("bootstrap", "forced", "revoke"), plan.reason
+                    assert plan.reason in ("bootstrap", "forced", "revoke", "taint"), plan.reason
                     self.exempt[kid] = f"fresh current ({plan.reason})"
                 elif plan.reason in ("scheduled", "manual"):
                     assert now - k.created_at >= self.policy.prepublish - EPS, (
                         f"{kid} signs {now - k.created_at}s after it was published ({plan.reason})"
                     )
                 else:
-                    assert plan.reason in ("forced", "revoke"), plan.reason
+                    assert plan.reason in ("forced", "revoke", "taint"), plan.reason
                     self.exempt[kid] = plan.reason
             if k.state == KeyState.PREVIOUS and old_state == KeyState.CURRENT:
                 assert k.deactivated_at == now
@@ -293,6 +295,36 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert cur.kid == old_current.kid
         assert self.keyset.next is not None
 
+    @precondition(lambda self: bool(self.keyset.keys))
+    @rule(data=st.data())
+    def taint(self, data: st.DataObject) -> None:
+        victim = data.draw(st.sampled_from(self.keyset.keys), label="suspect")
+        old_current = self.keyset.current
+        assert old_current is not None
+        try:
+            plan = plan_taint(self.policy, self.keyset, victim.kid, self.now)
+        except TaintRefusedError:
+            assert victim.state not in (KeyState.CURRENT, KeyState.PREVIOUS)
+            return
+        assert victim.state in (KeyState.CURRENT, KeyState.PREVIOUS) or victim.tainted
+        assert plan.empty == victim.tainted
+        self.run(plan)
+        after = self.key(victim.kid)
+        assert after is not None
+        assert after.tainted
+        if victim.tainted:  # idempotent, whatever became of it since (revoked, retired)
+            assert after == victim
+            return
+        assert after.state == KeyState.PREVIOUS and after.verifies
+        self.tainted.add(victim.kid)
+        cur = self.keyset.current
+        assert cur is not None
+        assert cur.kid != victim.kid
+        if victim.state == KeyState.PREVIOUS:
+            assert cur.kid == old_current.kid
+            assert after.retire_at == victim.retire_at  # previous's retirement rules are unchanged
+        assert self.keyset.next is not None
+
     @rule()
     def revoke_unknown(self) -> None:
         try:
@@ -341,6 +373,16 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert key is not None, f"revoked {kid} was forgotten"
             assert key.state == KeyState.REVOKED
             assert key.sealed_private is None
+
+    @invariant()
+    def tainted_never_signs_and_stays_tainted(self) -> None:
+        cur = self.keyset.current
+        assert cur is not None
+        assert not cur.tainted
+        assert cur.kid not in self.tainted
+        for kid in self.tainted:
+            key = self.key(kid)
+            assert key is None or key.tainted, f"taint of {kid} was undone"
 
     @invariant()
     def retired_never_comes_back(self) -> None:

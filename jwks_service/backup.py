@@ -350,12 +350,7 @@ def parse(doc: Mapping[str, Any]) -> Backup:
 
 
 def read_file(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InvalidRequestError(f"backup: {path} does not exist") from None
-    except OSError as exc:
-        raise InvalidRequestError(f"backup: cannot read {path}: {exc.strerror}") from None
+    return files.read(path, "backup", InvalidRequestError)
 
 
 def write_file(path: str | Path, data: bytes, *, force: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Secret files written whole or not at all: the KEK, the wrapped KEK, backups.
+"""Secret files written whole or not at all (the KEK, the wrapped KEK, backups), and read with one
+error naming the setting or command they belong to.
 
 Each is written to a temporary file beside its target (mode 0600, fsynced), then moved into place in
 one step: hard-linked when it must not replace anything (so two processes creating the same file at
@@ -13,7 +14,19 @@ import os
 import secrets
 from pathlib import Path
 
+from .errors import JwksServiceError
+
 MODE = 0o600
+
+
+def read(path: str | Path, what: str, error: type[JwksServiceError]) -> bytes:
+    """The file's bytes; `error` naming `what` (a setting, a command) when it is missing or unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what}: file {path} does not exist") from None
+    except OSError as exc:
+        raise error(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
 def write_new(path: Path, data: bytes) -> bool:

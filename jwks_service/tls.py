@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from . import files
 from .clock import rfc3339
 from .config import Settings
 from .errors import ConfigError
@@ -38,12 +38,7 @@ class Certificate:
 
 
 def _read(path: str, setting: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{setting}: file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    return files.read(path, setting, ConfigError)
 
 
 def _spki(key: object) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
@@ -71,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jwks-service {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", parents=[common], help="run the HTTP service")
+    def command(group: Any, name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        """A (sub)command that reads the configuration (--config) and runs `func`."""
+        parser = group.add_parser(name, parents=[common], help=help)
+        parser.set_defaults(func=func)
+        return parser
+
+    p = command(sub, "serve", cmd_serve, "run the HTTP service")
     p.add_argument("--listen", help="HOST:PORT (default: listen from the configuration)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     p.add_argument(
@@ -80,31 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, answer /healthz and /readyz with 503 this long (e.g. 2s) before stopping, so that a"
         " load balancer takes the replica out of rotation first (default 0s: stop at once)",
     )
-    p.set_defaults(func=cmd_serve)
 
     keys = _actions(sub, "keys", "list, rotate, taint and revoke signing keys")
-    p = keys.add_parser("list", parents=[common], help="every key of every keyset")
+    p = command(keys, "list", cmd_keys_list, "every key of every keyset")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_keys_list)
-    p = keys.add_parser("rotate", parents=[common], help="promote the next key now")
+    p = command(keys, "rotate", cmd_keys_rotate, "promote the next key now")
     p.add_argument("keyset")
     p.add_argument("--force", action="store_true", help="rotate even if next is younger than prepublish")
     p.add_argument("--reason", default="")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_keys_rotate)
-    p = keys.add_parser("revoke", parents=[common], help="emergency revocation of a key")
+    p = command(keys, "revoke", cmd_keys_revoke, "emergency revocation of a key")
     p.add_argument("kid", help="the key's kid (it may start with '-')")
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_keys_revoke)
-    p = keys.add_parser("taint", parents=[common], help="mark a key as suspect: it stops signing, keeps verifying")
+    p = command(keys, "taint", cmd_keys_taint, "mark a key as suspect: it stops signing, keeps verifying")
     p.add_argument("kid", help="the key's kid (it may start with '-')")
     p.add_argument("--reason", required=True)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_keys_taint)
 
     clients = _actions(sub, "clients", "OAuth clients")
-    p = clients.add_parser("create", parents=[common], help="register a client; prints its secret once")
+    p = command(clients, "create", cmd_clients_create, "register a client; prints its secret once")
     p.add_argument("name")
     p.add_argument("--scope", action="append", required=True, help="repeat for several scopes")
     p.add_argument("--audience", action="append", required=True, help="repeat for several; the first is default")
@@ -121,71 +122,58 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--jwks", metavar="FILE", help="private_key_jwt: the client's public keys, a JWK set file")
     keys.add_argument("--jwks-uri", metavar="URL", help="private_key_jwt: where the client publishes its JWK set")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_clients_create)
-    p = clients.add_parser("list", parents=[common], help="registered clients")
+    p = command(clients, "list", cmd_clients_list, "registered clients")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_clients_list)
-    p = clients.add_parser("show", parents=[common], help="one client, with its secrets' ages (never the secrets)")
+    p = command(clients, "show", cmd_clients_show, "one client, with its secrets' ages (never the secrets)")
     p.add_argument("client_id")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_clients_show)
-    p = clients.add_parser("update", parents=[common], help="change a client's scopes, audiences, ttl or name")
+    p = command(clients, "update", cmd_clients_update, "change a client's scopes, audiences, ttl or name")
     p.add_argument("client_id")
     p.add_argument("--scope", action="append", help="the new scopes (repeat for several); replaces them all")
     p.add_argument("--audience", action="append", help="the new audiences (repeat); the first is default")
     p.add_argument("--ttl", help="token lifetime, e.g. 15m (at most the keyset's token_ttl)")
     p.add_argument("--name")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_clients_update)
-    p = clients.add_parser("rotate-secret", parents=[common], help="new secret; the old one works during --grace")
+    p = command(clients, "rotate-secret", cmd_clients_rotate_secret, "new secret; the old one works during --grace")
     p.add_argument("client_id")
     p.add_argument("--grace", default="24h")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_clients_rotate_secret)
-    p = clients.add_parser("delete", parents=[common], help="remove a client")
+    p = command(clients, "delete", cmd_clients_delete, "remove a client")
     p.add_argument("client_id")
-    p.set_defaults(func=cmd_clients_delete)
 
-    p = sub.add_parser("token", parents=[common], help="print a token for a client, for trying things out")
+    p = command(sub, "token", cmd_token, "print a token for a client, for trying things out")
     p.add_argument("client_id")
-    p.set_defaults(func=cmd_token)
 
-    p = sub.add_parser("check-config", parents=[common], help="validate the configuration, print derived windows")
-    p.set_defaults(func=cmd_check_config)
+    p = command(sub, "check-config", cmd_check_config, "validate the configuration, print derived windows")
 
     kek = _actions(sub, "kek", "the key-encryption key")
-    p = kek.add_parser(
-        "rewrap", parents=[common], help="envelope mode: rewrap the KEK file under the Transit key's latest version"
+    p = command(
+        kek, "rewrap", cmd_kek_rewrap, "envelope mode: rewrap the KEK file under the Transit key's latest version"
     )
-    p.set_defaults(func=cmd_kek_rewrap)
-    p = kek.add_parser(
-        "wrap", parents=[common], help="move a plaintext KEK into envelope mode: write it wrapped by Vault Transit"
-    )
+    p = command(kek, "wrap", cmd_kek_wrap, "move a plaintext KEK into envelope mode: write it wrapped by Vault Transit")
     p.add_argument("out", metavar="OUT", help="new file for the wrapped KEK")
     p.add_argument("--transit-key", default="jwks-kek", help="the Transit key that wraps it (default jwks-kek)")
-    p.set_defaults(func=cmd_kek_wrap)
     backup = _actions(sub, "backup", "export or import keys, clients and audit in one file")
-    p = backup.add_parser("export", parents=[common], help="write the store to FILE (private keys stay sealed)")
+    p = command(backup, "export", cmd_backup_export, "write the store to FILE (private keys stay sealed)")
     p.add_argument("file")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    p.set_defaults(func=cmd_backup_export)
-    p = backup.add_parser("import", parents=[common], help="restore FILE into an empty store")
+    p = command(backup, "import", cmd_backup_import, "restore FILE into an empty store")
     p.add_argument("file")
     p.add_argument(
         "--force",
         action="store_true",
         help="import into a non-empty store: keysets are merged (revoked and retired keys stay so), clients upserted",
     )
-    p.set_defaults(func=cmd_backup_import)
     audit_cmd = _actions(sub, "audit", "the audit log")
-    p = audit_cmd.add_parser(
-        "prune", parents=[common], help="delete events older than audit.retention now (serve does it hourly)"
+    p = command(
+        audit_cmd, "prune", cmd_audit_prune, "delete events older than audit.retention now (serve does it hourly)"
     )
-    p.set_defaults(func=cmd_audit_prune)
-    p = audit_cmd.add_parser(
-        "verify", parents=[common], help="check the audit chain: exit 1 naming the first edited, removed or moved event"
+    p = command(
+        audit_cmd,
+        "verify",
+        cmd_audit_verify,
+        "check the audit chain: exit 1 naming the first edited, removed or moved event",
     )
-    p.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -177,10 +177,6 @@ class AuditLog:
     def record(self, events: Sequence[AuditEvent]) -> None:
         record(self._store, events)
 
-    def list(self, since: float | None = None, limit: int = 100, before_id: int | None = None) -> list[AuditEvent]:
-        """Newest first; `since` in seconds since the epoch; ids below `before_id` (a cursor)."""
-        return self._store.list_audit(since, limit, before_id)
-
     def page(self, since: float | None, limit: int, cursor: str | None) -> tuple[Sequence[AuditEvent], str | None]:
         """One page, newest first, and the cursor of the next (older) one: None when this is the last."""
         events = self._store.list_audit(since, limit + 1, parse_cursor(cursor))

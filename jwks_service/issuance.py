@@ -63,6 +63,9 @@ class Issuance:
         self.store = store
         self.clock = clock
         self.served = served
+        # Introspection first checks a token with the widest leeway of any keyset (it does not know
+        # the keyset yet); revocation records outlive that window. Settings do not change at run time.
+        self.widest_leeway = max((p.leeway for p in settings.keysets.values()), default=0)
 
     def _prepare(self, client: Client, scope: str, audience: str) -> tuple[SigningKey, int, dict[str, Any]]:
         """The key that signs the client's token, its lifetime (the client's TTL, capped by its
@@ -110,9 +113,8 @@ class Issuance:
         now = self.clock.now()
         served = self.served
         snap = served.snapshot
-        leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
         checked = check_access_token(
-            token, snap.verify_keys, issuer=self.settings.issuer, audiences=None, now=now, leeway=leeway
+            token, snap.verify_keys, issuer=self.settings.issuer, audiences=None, now=now, leeway=self.widest_leeway
         )
         keyset = snap.kid_keyset[checked.key.kid]
         policy = self.settings.keysets[keyset]
@@ -151,8 +153,7 @@ class Issuance:
     def revocation_record_expiry(self, token_exp: float) -> float:
         """Until when a revocation of a token expiring at `token_exp` is kept: introspection accepts
         a token up to exp + leeway (RFC 7519 §4.1.4), so the record must outlive every such window."""
-        leeway = max((p.leeway for p in self.settings.keysets.values()), default=0)
-        return token_exp + leeway + REVOCATION_RECORD_MARGIN
+        return token_exp + self.widest_leeway + REVOCATION_RECORD_MARGIN
 
     def revoke_token(self, jti: str, token_exp: float) -> None:
         """RFC 7009: the token is inactive from now on, on every replica, for as long as any could accept it."""
@@ -165,6 +166,4 @@ class Issuance:
         if not valid:
             raise InvalidTokenError("signature does not verify")
         kid = checked.key.kid
-        served = self.served.snapshot.keysets.get(keyset)
-        key = served.find(kid) if served is not None else None
-        return Introspected(checked.claims, kid, keyset, key_tainted=key is not None and key.tainted)
+        return Introspected(checked.claims, kid, keyset, key_tainted=kid in self.served.snapshot.tainted)

@@ -199,7 +199,9 @@ def plan_taint(policy: KeysetPolicy, keyset: Keyset, kid: str, now: float) -> Pl
     if key is None:
         raise NotFoundError(f"no key {kid} in keyset {keyset.name}")
     if key.state == KeyState.CURRENT:
-        return _replace_current(Plan(keyset.name, "taint", taint=None if key.tainted else kid, demote=kid), keyset)
+        # taint=kid even when it already is (apply_plan leaves an existing taint alone), so that a
+        # failed canary still replaces it with a fresh key rather than leaving a tainted key current.
+        return _replace_current(Plan(keyset.name, "taint", taint=kid, demote=kid), keyset)
     if key.tainted:
         return Plan(keyset.name, "taint")  # idempotent, whatever became of it since (revoked, retired)
     if key.state != KeyState.PREVIOUS:
@@ -257,12 +259,12 @@ def apply_plan(
         elif kid == plan.demote:
             key = key.with_(state=KeyState.PREVIOUS, deactivated_at=now, retire_at=now + policy.verify_window)
             transitions.append(Transition("rotated", kid, KeyState.PREVIOUS))
-        if kid == plan.taint and not key.tainted:
-            key = key.with_(tainted_at=now)
-            transitions.append(Transition("tainted", kid, key.state))
         elif kid in plan.retire:
             key = key.with_(state=KeyState.RETIRED, retired_at=now, sealed_private=None)
             transitions.append(Transition("retired", kid, KeyState.RETIRED))
+        if kid == plan.taint and not key.tainted:
+            key = key.with_(tainted_at=now)
+            transitions.append(Transition("tainted", kid, key.state))
         out.append(key)
     fresh = list(new_keys)
     if plan.new_current:

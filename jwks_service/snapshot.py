@@ -53,6 +53,7 @@ class Snapshot:
     kid_keyset: Mapping[str, str]
     jwks: RenderedJWKS
     problems: Mapping[str, str] = field(default_factory=dict)  # keyset -> why it cannot sign
+    tainted: frozenset[str] = frozenset()  # kids of verifying keys marked suspect (API.md §6)
 
 
 class ServedKeys:
@@ -213,7 +214,9 @@ class ServedKeys:
         for name in self.settings.keysets:
             if name not in keysets:
                 problems[name] = NOT_CREATED
-        self.snapshot = Snapshot(keysets, signing, verify_keys, kid_keyset, render_jwks(keysets.values()), problems)
+        tainted = frozenset(k.kid for ks in keysets.values() for k in ks.keys if k.tainted and k.kid in kid_keyset)
+        jwks = render_jwks(keysets.values())
+        self.snapshot = Snapshot(keysets, signing, verify_keys, kid_keyset, jwks, problems, tainted)
 
     def summary(self, name: str, previous: str | None = None) -> dict[str, Any]:
         """The kids of a keyset by role, as the admin API and the CLI report them. Without `previous`

@@ -73,15 +73,10 @@ def secret_rotation_view(client: Client, secret: str, previous_expire_at: float)
     }
 
 
-def revoke_view(keyset: Keyset, revoked: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """An emergency revocation: the key revoked, and the keyset's current and next keys after it
-    (`summary` as KeyService.summary gives it)."""
-    return {"keyset": keyset.name, "revoked": revoked, "current": summary["current"], "next": summary["next"]}
-
-
-def taint_view(keyset: Keyset, tainted: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """A key marked suspect: that key, and the keyset's current and next keys after it."""
-    return {"keyset": keyset.name, "tainted": tainted, "current": summary["current"], "next": summary["next"]}
+def key_action_view(keyset: Keyset, action: str, kid: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """An emergency action on a key (`action`: "revoked" or "tainted"): that key, and the keyset's
+    current and next keys after it (`summary` as KeyService.summary gives it)."""
+    return {"keyset": keyset.name, action: kid, "current": summary["current"], "next": summary["next"]}
 
 
 def keyset_view(policy: KeysetPolicy, keyset: Keyset | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from .. import operations, views
@@ -70,23 +70,22 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    return _key_action(args, "revoked", lambda rt: rt.keys.revoke, views.revoke_view)
+    return _key_action(args, "revoked", lambda rt: rt.keys.revoke)
 
 
 def cmd_keys_taint(args: argparse.Namespace) -> int:
-    return _key_action(args, "tainted", lambda rt: rt.keys.taint, views.taint_view)
+    return _key_action(args, "tainted", lambda rt: rt.keys.taint)
 
 
 def _key_action(
     args: argparse.Namespace,
     done: str,
     action: Callable[[Runtime], Callable[..., tuple[Keyset, KeyVersion]]],
-    view: Callable[[Keyset, str, Mapping[str, Any]], dict[str, Any]],
 ) -> int:
     """An action on one key by kid (revoke, taint), answered as the admin API answers it."""
     with runtime(args) as rt:
         keyset, key = action(rt)(args.kid, reason=args.reason, actor=actor())
-        result = view(keyset, key.kid, rt.keys.summary(keyset.name))
+        result = views.key_action_view(keyset, done, key.kid, rt.keys.summary(keyset.name))
     return _transition(args, result, f"{done} {result[done]} in {result['keyset']}")
 
 
@@ -101,8 +100,16 @@ def _jwks_file(path: str | None) -> Any:
         raise InvalidRequestError(f"--jwks {path}: cannot read a JSON JWK set: {exc}") from None
 
 
+def _duration(value: str, option: str) -> int:
+    """A command-line duration: a bad one is the caller's mistake (exit 1), not a refused configuration."""
+    try:
+        return parse_duration(value, option)
+    except ConfigError as exc:
+        raise InvalidRequestError(exc.description) from None
+
+
 def cmd_clients_create(args: argparse.Namespace) -> int:
-    ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
+    ttl = _duration(args.ttl, "--ttl") if args.ttl else None
     jwks = _jwks_file(args.jwks)
     with runtime(args) as rt:
         client, secret = rt.clients.create(
@@ -210,10 +217,7 @@ def cmd_clients_show(args: argparse.Namespace) -> int:
 def cmd_clients_update(args: argparse.Namespace) -> int:
     if args.scope is None and args.audience is None and args.ttl is None and args.name is None:
         raise InvalidRequestError("nothing to change: give --scope, --audience, --ttl or --name")
-    try:
-        ttl = parse_duration(args.ttl, "--ttl") if args.ttl else None
-    except ConfigError as exc:
-        raise InvalidRequestError(exc.description) from None
+    ttl = _duration(args.ttl, "--ttl") if args.ttl else None
     with runtime(args) as rt:
         client, changes = rt.clients.update(
             args.client_id, name=args.name, scopes=args.scope, audiences=args.audience, token_ttl=ttl, actor=actor()
@@ -239,10 +243,7 @@ def _shown(value: object) -> str:
 
 
 def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
-    try:
-        grace = parse_duration(args.grace, "--grace") if args.grace != "0" else 0
-    except ConfigError as exc:
-        raise InvalidRequestError(exc.description) from None
+    grace = _duration(args.grace, "--grace") if args.grace != "0" else 0
     check_grace(grace, "--grace")  # before anything is opened or written
     with runtime(args) as rt:
         client, secret = rt.clients.rotate_secret(args.client_id, grace, actor=actor())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -275,12 +275,12 @@ async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Respon
 
 @admin("keys.revoke")
 async def revoke_key(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
-    return await _key_action(request, runtime.keys.revoke, runtime, actor, views.revoke_view)
+    return await _key_action(request, runtime.keys.revoke, runtime, actor, "revoked")
 
 
 @admin("keys.taint")
 async def taint_key(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
-    return await _key_action(request, runtime.keys.taint, runtime, actor, views.taint_view)
+    return await _key_action(request, runtime.keys.taint, runtime, actor, "tainted")
 
 
 async def _key_action(
@@ -288,14 +288,15 @@ async def _key_action(
     action: Callable[..., tuple[Keyset, KeyVersion]],
     runtime: Runtime,
     actor: str,
-    view: Callable[[Keyset, str, Mapping[str, Any]], dict[str, Any]],
+    done: str,
 ) -> tuple[Response, str, str]:
-    """An action on one key by kid (revoke, taint): `action(kid, reason=, actor=)`, answered by `view`."""
+    """An action on one key by kid (revoke, taint): `action(kid, reason=, actor=)`, answered with the
+    key as `done` ("revoked", "tainted")."""
     kid = request.path_params["kid"]
     reason = _reason(await _json_body(request, {"reason"}), required=True)
     keyset, key = await anyio.to_thread.run_sync(lambda: action(kid, reason=reason, actor=actor))
     summary = await anyio.to_thread.run_sync(runtime.keys.summary, keyset.name)
-    return JSONResponse(view(keyset, key.kid, summary)), f"key:{kid}", reason
+    return JSONResponse(views.key_action_view(keyset, done, key.kid, summary)), f"key:{kid}", reason
 
 
 @admin("clients.list")

@@ -26,14 +26,13 @@ import time
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
 from .bounded import BodyTooLargeError, aread_bounded, read_bounded
 from .cache import KeyCache
 from .errors import TokenRequestError
-from .flows import Answer, Request, arun, http_client, run
+from .flows import Answer, Request, arun, http_client, run, scheme
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +49,7 @@ class _TaintWatch(Protocol):
     """What a token client needs of a verifier: the kids its events marked suspect."""
 
     cache: KeyCache
+    events_enabled: bool
 
 
 def _kid(token: str) -> str:
@@ -70,13 +70,6 @@ def _unreachable(exc: Exception) -> TokenRequestError:
     if isinstance(exc, BodyTooLargeError):
         return TokenRequestError("server_error", exc.description)
     return TokenRequestError("temporarily_unavailable", f"token endpoint unreachable: {type(exc).__name__}: {exc}")
-
-
-def _scheme(url: str) -> str:
-    try:
-        return urlsplit(url).scheme
-    except ValueError:
-        return ""
 
 
 class _Base:
@@ -111,6 +104,9 @@ class _Base:
         self.auth_method = auth_method
         self.allow_http = allow_http
         self.clock = clock
+        if verifier is not None and not verifier.events_enabled:
+            # It would never hear of a taint: the token client would look protected and not be.
+            raise ValueError("verifier= needs a verifier subscribed to the issuer's events (events=True, not jwks=)")
         self.verifier = verifier
         self.token: Token | None = None
         self.requests = 0
@@ -133,9 +129,9 @@ class _Base:
         if not isinstance(document, dict) or document.get("issuer") != self.issuer:
             raise TokenRequestError("server_error", f"no usable RFC 8414 metadata at {self.issuer}")
         endpoint = document.get("token_endpoint")
-        if not isinstance(endpoint, str) or _scheme(endpoint) not in ("https", "http"):
+        if not isinstance(endpoint, str) or scheme(endpoint) not in ("https", "http"):
             raise TokenRequestError("server_error", "the issuer's metadata has no usable token_endpoint")
-        if _scheme(endpoint) == "http" and _scheme(self.issuer or "") == "https" and not self.allow_http:
+        if scheme(endpoint) == "http" and scheme(self.issuer or "") == "https" and not self.allow_http:
             raise TokenRequestError(
                 "server_error",
                 f"the issuer's metadata gives an http:// token_endpoint ({endpoint}) for an https:// issuer: refused "

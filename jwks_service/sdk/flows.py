@@ -16,10 +16,20 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar, cast
+from urllib.parse import urlsplit
 
 import httpx
 
 from .bounded import ACCEPT_ENCODING
+
+
+def scheme(url: object) -> str:
+    """The URL's scheme ("" for anything that is not a parsable URL string)."""
+    try:
+        return urlsplit(url).scheme if isinstance(url, str) else ""
+    except ValueError:
+        return ""
+
 
 T = TypeVar("T")
 S = TypeVar("S")

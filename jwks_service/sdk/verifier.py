@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -36,7 +35,7 @@ from .errors import (
     SDKError,
     UnknownKeyError,
 )
-from .flows import Answer, Backoff, Command, Request, arun, http_client, retry_after, run
+from .flows import Answer, Backoff, Command, Request, arun, http_client, retry_after, run, scheme
 from .introspection import Introspections
 from .introspection import failed as introspection_failed
 from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
@@ -69,13 +68,6 @@ def _audiences(audience: str | Collection[str] | None) -> frozenset[str] | None:
     if isinstance(audience, str):
         return frozenset({audience})
     return frozenset(audience)
-
-
-def _scheme(url: Any) -> str:
-    try:
-        return urlsplit(url).scheme if isinstance(url, str) else ""
-    except ValueError:
-        return ""
 
 
 # The metadata members the SDK follows, and the option that names each one explicitly.
@@ -183,10 +175,10 @@ class _Core:
         value = document.get(field)
         if value is None:
             return None
-        scheme = _scheme(value)
-        if scheme not in ("https", "http"):
+        given = scheme(value)
+        if given not in ("https", "http"):
             raise KeysUnavailableError(f"the issuer's metadata has an unusable {field}")
-        if scheme == "http" and _scheme(self.issuer) == "https" and not self.allow_http:
+        if given == "http" and scheme(self.issuer) == "https" and not self.allow_http:
             raise KeysUnavailableError(
                 f"the issuer's metadata gives an http:// {field} ({value}) for an https:// issuer: refused as a "
                 f"downgrade (pass {_EXPLICIT_OPTION[field]}= yourself, or allow_http=True, to use it)"

@@ -146,6 +146,7 @@ def test_concurrent_secret_rotations_never_hand_out_a_dead_secret(
 
     for _ in range(5):
         secrets.clear()
+        conflicts.clear()
         threads = [threading.Thread(target=rotate, args=(r,)) for r in registries]
         for t in threads:
             t.start()

@@ -660,6 +660,20 @@ def test_taint_current_without_next_makes_a_fresh_current() -> None:
     assert check_invariants(after.keys) == []
 
 
+def test_a_tainted_current_whose_successor_fails_its_canary_is_replaced_by_a_fresh_key() -> None:
+    """A current key already tainted (found so in the store) is replaced; if next then fails its
+    canary, a fresh key signs instead, as for a revocation: the tainted key never stays current."""
+    ks = steady(next_age=1)
+    cur = ks.find("cur")
+    assert cur is not None
+    ks = replace(ks, keys=tuple(k.with_(tainted_at=T0 - 1) if k.kid == "cur" else k for k in ks.keys))
+    plan = on_canary_failure(plan_taint(POLICY, ks, "cur", T0))
+    assert (plan.demote, plan.discard, plan.new_current) == ("cur", "nxt", True)
+    after = apply(plan, ks, T0)
+    assert after.current is not None and after.current.kid not in ("cur", "nxt")
+    assert check_invariants(after.keys) == []
+
+
 def test_taint_previous_keeps_its_retirement() -> None:
     ks = keyset(key("old", KeyState.PREVIOUS, T0 - DAY, retire_at=T0 + 100), *steady().keys)
     plan = plan_taint(POLICY, ks, "old", T0)

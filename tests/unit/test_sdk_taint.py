@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -56,6 +57,17 @@ def verifier(jwks: list[dict[str, object]], **options: object) -> Verifier:
     return Verifier(ISSUER, "api", jwks={"keys": jwks}, clock=lambda: NOW, **options)  # type: ignore[arg-type]
 
 
+def watching(v: Verifier | AsyncVerifier) -> SimpleNamespace:
+    """What a token client reads of its verifier (its cache's tainted kids), as from a subscribed one:
+    these tests feed the events by hand; tests/integration/test_taint_replicas.py subscribes for real."""
+    return SimpleNamespace(cache=v.cache, events_enabled=True)
+
+
+def test_a_verifier_that_hears_no_events_is_refused_as_a_taint_watch() -> None:
+    with pytest.raises(ValueError, match="events=True"):
+        TokenClient(None, "svc", "secret", token_endpoint=ISSUER + "/oauth/token", verifier=verifier([]))
+
+
 @pytest.mark.parametrize("reject", [False, True])
 def test_a_tainted_key_verifies_unless_the_verifier_rejects_it(reject: bool, keys: tuple[object, ...]) -> None:
     a, a_jwk, b, b_jwk = keys
@@ -98,7 +110,9 @@ def test_the_token_client_drops_a_token_of_a_tainted_kid(keys: tuple[object, ...
 
     v = verifier([a_jwk, b_jwk])  # type: ignore[list-item]
     http = httpx.Client(transport=httpx.MockTransport(handle))
-    with TokenClient(None, "svc", "secret", token_endpoint=ISSUER + "/oauth/token", http=http, verifier=v) as client:
+    with TokenClient(
+        None, "svc", "secret", token_endpoint=ISSUER + "/oauth/token", http=http, verifier=watching(v)
+    ) as client:
         first = client.get()
         assert client.get() == first and len(issued) == 1  # cached
         v._event(event("created", "unrelated"))
@@ -128,7 +142,9 @@ def test_the_async_token_client_drops_a_token_of_a_tainted_kid(keys: tuple[objec
         v = AsyncVerifier(ISSUER, "api", jwks={"keys": [a_jwk, b_jwk]}, clock=lambda: NOW)
         http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
         endpoint = ISSUER + "/oauth/token"
-        async with AsyncTokenClient(None, "svc", "secret", token_endpoint=endpoint, http=http, verifier=v) as client:
+        async with AsyncTokenClient(
+            None, "svc", "secret", token_endpoint=endpoint, http=http, verifier=watching(v)
+        ) as client:
             first = await client.get()
             assert await client.get() == first
             v._event(event("tainted", str(a_jwk["kid"])))  # type: ignore[index]

@@ -6,7 +6,6 @@ service never starts half-configured.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -17,10 +16,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import configparts as rules
 from .addresses import DEFAULT_ISSUER, DEFAULT_LISTEN, default_issuer, redact_url, split_listen, valid_listen
 from .algorithms import ALGORITHMS, MIN_HMAC_BITS, MIN_RSA_BITS, transit_key_spec
+from .configparts import (
+    AdoptionSettings,
+    LogSettings,
+    RedisSettings,
+    format_duration,
+    parse_duration,
+)
 from .errors import ConfigError
 from .model import KeysetPolicy
+
+__all__ = ["AdoptionSettings", "LogSettings", "RedisSettings", "Settings", "format_duration", "parse_duration"]
 
 DEFAULT_STORE_URL = "sqlite:///var/jwks.db"
 DEFAULT_KEK_FILE = "var/kek"
@@ -29,8 +38,6 @@ MIN_AUDIT_RETENTION = 86400
 
 log = logging.getLogger("jwks_service.config")
 
-_DURATION = re.compile(r"([0-9]{1,9})([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _KEYSET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 KEK_TRANSIT_PREFIX = "vault-transit:"
 _TRANSIT_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -47,21 +54,6 @@ DEFAULT_CLIENT_SECRET_MAX_AGE = "90d"  # noqa: S105 - a duration, not a secret
 DEFAULT_EVENTS_MAX_STREAMS = 1000
 DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE = 16
 PRESET_CLIENT_SECRET_MAX_AGE = (30 * 86400, 90 * 86400)
-
-
-def parse_duration(value: object, field_name: str) -> int:
-    """``<int><s|m|h|d>`` to seconds."""
-    if not isinstance(value, str) or not (m := _DURATION.fullmatch(value.strip())):
-        raise ConfigError(f"{field_name}: must be a duration like 30s, 15m, 1h or 90d (got {value!r})")
-    return int(m.group(1)) * _UNITS[m.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    s = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s and s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +104,9 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     admin_listen: str = ""
+    adoption: AdoptionSettings = field(default_factory=AdoptionSettings)  # [adoption]
+    log: LogSettings = field(default_factory=LogSettings)  # [log]
+    redis: RedisSettings = field(default_factory=RedisSettings)  # [store] ca_file, credentials, revocation_acks
 
     @property
     def store_display(self) -> str:
@@ -126,7 +121,8 @@ class Settings:
     @property
     def uses_vault(self) -> bool:
         """Whether the service needs a Vault login: a keyset with backend = vault, or a wrapped KEK."""
-        return bool(self.kek_transit_key) or any(p.backend == "vault" for p in self.keysets.values())
+        vault_keysets = any(p.backend == "vault" for p in self.keysets.values())
+        return bool(self.kek_transit_key or self.redis.vault_kv or self.redis.vault_creds) or vault_keysets
 
     @property
     def tls(self) -> bool:
@@ -151,11 +147,27 @@ class Settings:
         return self.issuer.rstrip("/") + path
 
 
-_TOP_KEYS = {"issuer", "listen", "store", "vault", "secrets", "jwks", "clients", "keysets", "audit", "events", "http"}
+_TOP_KEYS = {
+    "issuer",
+    "listen",
+    "store",
+    "vault",
+    "secrets",
+    "jwks",
+    "clients",
+    "keysets",
+    "audit",
+    "events",
+    "http",
+    "adoption",
+    "log",
+}
 _SECTION_KEYS = {
     "events": {"max_streams", "max_streams_per_source"},
     "http": {"trusted_proxies", "tls_cert", "tls_key", "admin_listen"},
-    "store": {"url"},
+    "store": {"url", "ca_file", "password_file", "vault_kv", "vault_creds", "revocation_acks"},
+    "adoption": {"window", "max_fetchers", "max_per_source"},
+    "log": {"format", "level", "access", "access_sample"},
     "vault": {
         "addr",
         "token_file",
@@ -172,7 +184,18 @@ _SECTION_KEYS = {
     "clients": {"secret_max_age", "allow_http_jwks_uri"},
     "audit": {"retention", "file", "syslog"},
 }
-_KEYSET_KEYS = {"alg", "backend", "rotation_period", "prepublish", "token_ttl", "leeway", "verify_window", "key_size"}
+_KEYSET_KEYS = {
+    "alg",
+    "backend",
+    "rotation_period",
+    "prepublish",
+    "token_ttl",
+    "leeway",
+    "verify_window",
+    "key_size",
+    "adoption_gate",
+    "adoption_max_wait",
+}
 
 
 def _ours(path: list[str]) -> bool:
@@ -261,54 +284,6 @@ def load_settings(config_file: str | None = None, environ: Mapping[str, str] | N
     return replace(settings, from_environment=tuple(sorted(used)))
 
 
-def _max_batch(value: Any, problems: list[str]) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())  # from JWKS_VAULT__MAX_BATCH
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        problems.append(f"vault.max_batch: a whole number from 1 to 1000 (got {value!r})")
-        return 256
-    return value
-
-
-def _flag(value: Any, name: str, problems: list[str]) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        value = value.strip().lower() == "true"  # from a JWKS_* variable
-    if not isinstance(value, bool):
-        problems.append(f"{name}: true or false (got {value!r})")
-        return False
-    return value
-
-
-def _whole_number(value: Any, name: str, low: int, high: int, default: int, problems: list[str]) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())  # from a JWKS_* variable
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        problems.append(f"{name}: a whole number from {low} to {high} (got {value!r})")
-        return default
-    return value
-
-
-def _trusted_proxies(value: Any, problems: list[str]) -> tuple[str, ...]:
-    """Addresses or CIDR networks; from the environment, one string separated by commas or spaces."""
-    if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.append(f"http.trusted_proxies: a list of IP addresses or CIDR networks (got {value!r})")
-        return ()
-    out = []
-    for item in value:
-        try:
-            network = ipaddress.ip_network(item.strip(), strict=True)
-            single = network.prefixlen == network.max_prefixlen
-            out.append(str(network.network_address) if single else str(network))
-        except ValueError:
-            problems.append(
-                f"http.trusted_proxies: {item!r} is not an IP address or a CIDR network such as 10.0.0.0/8"
-                " (host bits must be zero)"
-            )
-    return tuple(dict.fromkeys(out))
-
-
 def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mapping[str, str] | None = None) -> Settings:
     """Validate `raw`. With `environ`, also check that credentials named by the settings can come
     from there (VAULT_SECRET_ID); without it that check waits for the login at start."""
@@ -365,16 +340,8 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         problems.append(f"issuer: must be an http(s) URL without query or fragment (got {issuer!r})")
 
     store_url = want_str(sections["store"].get("url", DEFAULT_STORE_URL), "store.url")
-    scheme = store_url.split(":", 1)[0]
-    if not isinstance(sections["store"].get("url", DEFAULT_STORE_URL), str):
-        pass  # already reported: must be a string
-    elif scheme in ("redis", "rediss", "unix"):
-        if scheme != "unix" and not urlsplit(store_url).hostname:
-            problems.append("store.url: a redis URL needs a host, e.g. redis://127.0.0.1:6379/0")
-    elif scheme != "sqlite":
-        problems.append(f"store.url: must be sqlite:///PATH or redis://HOST:PORT/DB (got {redact_url(store_url)!r})")
-    elif not store_url.startswith("sqlite:///") or store_url == "sqlite:///":
-        problems.append(f"store.url: must be sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH (got {store_url!r})")
+    if isinstance(sections["store"].get("url", DEFAULT_STORE_URL), str):
+        problems.extend(rules.store_url_problems(store_url))
 
     vault_table = sections["vault"]
     vault = VaultSettings(
@@ -384,7 +351,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         role_id=want_str(vault_table.get("role_id", ""), "vault.role_id").strip(),
         secret_id_file=want_str(vault_table.get("secret_id_file", ""), "vault.secret_id_file"),
         auth_mount=want_str(vault_table.get("auth_mount", "approle"), "vault.auth_mount").strip("/"),
-        max_batch=_max_batch(vault_table.get("max_batch", 256), problems),
+        max_batch=rules.max_batch(vault_table.get("max_batch", 256), problems),
         ca_file=want_str(vault_table.get("ca_file", ""), "vault.ca_file").strip(),
         namespace=want_str(vault_table.get("namespace", ""), "vault.namespace").strip().strip("/"),
     )
@@ -416,6 +383,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     elif kek and not vault.addr:
         problems.append("vault.addr: secrets.kek wraps the KEK with Vault Transit; set vault.addr or VAULT_ADDR")
 
+    redis = rules.redis_settings(sections["store"], store_url, vault.addr, problems)
+    adoption = rules.adoption_settings(sections["adoption"], problems)
+    log_settings = rules.log_settings(sections["log"], problems)
     max_age = duration(sections["jwks"].get("max_age", "5m"), "jwks.max_age")
     secret_max_age = duration(
         sections["clients"].get("secret_max_age", DEFAULT_CLIENT_SECRET_MAX_AGE), "clients.secret_max_age"
@@ -427,12 +397,12 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
     if not isinstance(audit_file, str):
         problems.append(f"audit.file: a file name (got {audit_file!r})")
         audit_file = ""
-    audit_syslog = _flag(sections["audit"].get("syslog", False), "audit.syslog", problems)
-    allow_http_jwks_uri = _flag(
+    audit_syslog = rules.flag(sections["audit"].get("syslog", False), "audit.syslog", problems)
+    allow_http_jwks_uri = rules.flag(
         sections["clients"].get("allow_http_jwks_uri", False), "clients.allow_http_jwks_uri", problems
     )
 
-    max_streams = _whole_number(
+    max_streams = rules.whole_number(
         sections["events"].get("max_streams", DEFAULT_EVENTS_MAX_STREAMS),
         "events.max_streams",
         1,
@@ -440,7 +410,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         DEFAULT_EVENTS_MAX_STREAMS,
         problems,
     )
-    max_streams_per_source = _whole_number(
+    max_streams_per_source = rules.whole_number(
         sections["events"].get("max_streams_per_source", DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE),
         "events.max_streams_per_source",
         1,
@@ -448,7 +418,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         min(DEFAULT_EVENTS_MAX_STREAMS_PER_SOURCE, max_streams),
         problems,
     )
-    trusted_proxies = _trusted_proxies(http.get("trusted_proxies", []), problems)
+    trusted_proxies = rules.trusted_proxies(http.get("trusted_proxies", []), problems)
     admin_listen = want_str(http.get("admin_listen", ""), "http.admin_listen").strip()
     if admin_listen and not valid_listen(admin_listen):
         problems.append(f"http.admin_listen: must be HOST:PORT with a port from 1 to 65535 (got {admin_listen!r})")
@@ -505,7 +475,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
             )
         if rotation and prepublish and rotation < prepublish:
             problems.append(f"{prefix}.rotation_period: must be at least prepublish ({format_duration(prepublish)})")
-        key_bits = _key_bits(table.get("key_size"), alg_name, alg.family, alg.default_key_bits, prefix, problems)
+        key_bits = rules.key_bits(table.get("key_size"), alg_name, alg.family, alg.default_key_bits, prefix, problems)
         if alg.symmetric and key_bits and key_bits < max(MIN_HMAC_BITS, alg.hash_bytes * 8):
             problems.append(
                 f"{prefix}.key_size: an {alg_name} key needs at least {max(MIN_HMAC_BITS, alg.hash_bytes * 8)} bits"
@@ -518,6 +488,8 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
                 transit_key_spec(alg, key_bits)
             except ConfigError as exc:
                 problems.append(f"{prefix}.{exc.description.replace('key_bits', 'key_size', 1)}")
+        gate = rules.fraction(table.get("adoption_gate", 0.95), f"{prefix}.adoption_gate", 0.95, problems)
+        max_wait = duration(table.get("adoption_max_wait", "7d"), f"{prefix}.adoption_max_wait", positive=False)
         keysets[name] = KeysetPolicy(
             name=name,
             alg=alg_name,
@@ -528,6 +500,8 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
             leeway=leeway,
             verify_window=window,
             key_bits=key_bits,
+            adoption_gate=gate,
+            adoption_max_wait=max_wait,
         )
 
     if problems:
@@ -554,6 +528,9 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         tls_cert=tls_cert,
         tls_key=tls_key,
         admin_listen=admin_listen,
+        adoption=adoption,
+        log=log_settings,
+        redis=redis,
     )
 
 
@@ -576,21 +553,3 @@ def policy_warnings(settings: Settings) -> list[str]:
             f"{format_duration(low)}-{format_duration(high)} for client secrets"
         )
     return warnings
-
-
-def _key_bits(value: object, alg_name: str, family: str, default: int, prefix: str, problems: list[str]) -> int:
-    if value is None:
-        return default
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        problems.append(f"{prefix}.key_size: must be a positive number of bits (got {value!r})")
-        return default
-    if family in ("EC", "OKP") and value != default:
-        problems.append(f"{prefix}.key_size: {alg_name} keys are always {default} bits (got {value})")
-        return default
-    if value % 8:
-        problems.append(f"{prefix}.key_size: must be a whole number of bytes (got {value} bits)")
-    if value > 16384:
-        problems.append(f"{prefix}.key_size: at most 16384 bits (got {value})")
-    return value

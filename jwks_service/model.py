@@ -40,6 +40,10 @@ class KeysetPolicy:
     leeway: int = 30
     verify_window: int = 0  # derived: token_ttl + leeway + jwks.max_age, possibly lengthened
     key_bits: int = 0
+    # Adoption-gated promotion (API.md §6): the share of the window's JWKS fetchers that must hold
+    # `next` before a scheduled rotation promotes it (0: no gate), and how long a rotation may wait.
+    adoption_gate: float = 0.95
+    adoption_max_wait: int = 7 * 86400
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 from ..algorithms import ALGORITHMS
 from ..assertions import ASSERTION_TYPE, AUTH_METHODS, MAX_JWKS_URI_CHARS
 from ..clients import _SCOPE_TOKEN
-from ..config import _DURATION
+from ..configparts import _DURATION
 from ..jwkset import MAX_KEYS
 from ..model import PUBLISHED_STATES
 from .admin import MAX_REASON

@@ -37,6 +37,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.algorithms": CORE,
     "jwks_service.config": CORE,
     "jwks_service.configparts": CORE,
+    "jwks_service.adoption": CORE,
     "jwks_service.addresses": CORE,
     "jwks_service.crypto": CORE,
     "jwks_service.jws": CORE,

@@ -119,8 +119,11 @@ def next_rotation_at(policy: KeysetPolicy, keyset: Keyset) -> float | None:
     return at
 
 
-def plan_tick(policy: KeysetPolicy, keyset: Keyset, now: float) -> Plan:
-    """What the scheduler does now: bootstrap, scheduled rotation, retirement, replenishing `next`."""
+def plan_tick(policy: KeysetPolicy, keyset: Keyset, now: float, *, hold: bool = False) -> Plan:
+    """What the scheduler does now: bootstrap, scheduled rotation, retirement, replenishing `next`.
+
+    With `hold` (the adoption gate is closed, adoption.gate), a due scheduled rotation waits: the
+    rest of the maintenance goes ahead."""
     retire, prune = _maintenance(policy, keyset, now)
     current, nxt = keyset.current, keyset.next
     if current is None and nxt is None:
@@ -132,7 +135,7 @@ def plan_tick(policy: KeysetPolicy, keyset: Keyset, now: float) -> Plan:
     if current.tainted:
         # Only reachable from a damaged store or an import: a tainted key never signs.
         return replace(plan_taint(policy, keyset, current.kid, now), retire=retire, prune=prune)
-    if rotation_due(policy, keyset, now):
+    if rotation_due(policy, keyset, now) and not hold:
         assert nxt is not None
         return Plan(
             keyset.name, "scheduled", promote=nxt.kid, demote=current.kid, retire=retire, prune=prune, new_next=True

@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from logging import ERROR
-from typing import Any
+from typing import Any, Protocol
 
 from . import audit
+from .adoption import Adoption, Gate, gate
 from .algorithms import ALGORITHMS
 from .backends import AdoptsVersions, KeyBackend, RemoteVersions, RetiresRemotely
 from .clock import Clock
@@ -28,11 +29,13 @@ from .lifecycle import (
     Plan,
     Transition,
     apply_plan,
+    next_rotation_at,
     on_canary_failure,
     plan_revoke,
     plan_rotate,
     plan_taint,
     plan_tick,
+    rotation_due,
 )
 from .model import AuditEvent, Keyset, KeysetPolicy, KeyState, KeyVersion, NewKey
 from .repeats import RepeatedFailure
@@ -53,6 +56,12 @@ CLAIM_WAIT = 5.0
 CLAIM_POLL = 0.05
 
 
+class AdoptionSource(Protocol):
+    """Who holds which kid across the fleet (fetchers.AdoptionReader); blocking, store I/O."""
+
+    def adoption(self, name: str) -> Adoption: ...
+
+
 class Rotation:
     def __init__(
         self, settings: Settings, store: Store, backends: Mapping[str, KeyBackend], clock: Clock, served: ServedKeys
@@ -68,6 +77,10 @@ class Rotation:
         self._write_lock = threading.Lock()
         self._adoption_checked: dict[str, float] = {}
         self._tick_failures: dict[str, RepeatedFailure] = {}
+        # The adoption gate (API.md §6): where adoption is read from (set by the runtime; None: no
+        # gate), and the keysets whose due rotation waits for it, with the gate's latest answer.
+        self.adoption_source: AdoptionSource | None = None
+        self.waiting: dict[str, Gate] = {}
 
     def tick(self) -> list[Transition]:
         """The scheduler: apply whatever the lifecycle says is due now, for every keyset."""
@@ -77,13 +90,18 @@ class Rotation:
             done.extend(self._adopt_out_of_band(name, policy, now))
             cached = self.served.snapshot.keysets.get(name)
             # Plan on the in-memory copy first: most ticks have nothing to do and touch no store.
-            if cached is not None and plan_tick(policy, cached, now).empty:
+            hold, timed_out = False, None
+            if cached is not None and rotation_due(policy, cached, now) and not _signing_tainted(cached):
+                hold, timed_out = self._gate(name, policy, cached, now)
+            else:
+                self.waiting.pop(name, None)
+            if cached is not None and plan_tick(policy, cached, now, hold=hold).empty:
                 continue
             failures = self._tick_failures.get(name)
             if failures is None:
                 failures = self._tick_failures[name] = RepeatedFailure(log, f"keyset {name}: maintenance", level=ERROR)
             try:
-                _, transitions = self._transition(name, partial(self._plan_tick, policy), wait=False)
+                _, transitions = self._transition(name, partial(self._plan_tick, policy, hold), wait=False)
             except JwksServiceError as exc:
                 failures.failed(exc.description, now)  # once, then a count: the tick runs every second
                 self.served.maintenance_problems[name] = exc.description
@@ -91,7 +109,60 @@ class Rotation:
             failures.succeeded(now)
             self.served.maintenance_problems.pop(name, None)
             done.extend(transitions)
+            if timed_out is not None and any(t.state == KeyState.CURRENT for t in transitions):
+                self._audit_gate("promotion.gate_timeout", timed_out, now)
         return done
+
+    def _gate(self, name: str, policy: KeysetPolicy, keyset: Keyset, now: float) -> tuple[bool, Gate | None]:
+        """Whether the due scheduled rotation of `keyset` must wait for adoption of `next`; and the
+        gate when it promotes past `adoption_max_wait`. A wait is logged and audited once (by each
+        replica that waits), when it starts; so is a promotion the gate let through after a wait."""
+        source = self.adoption_source
+        if source is None or policy.adoption_gate <= 0:
+            return False, None
+        due_at = next_rotation_at(policy, keyset)
+        try:
+            adopted = source.adoption(name)
+        except JwksServiceError as exc:
+            # Adoption unknown (the store failing): wait, up to adoption_max_wait like any other wait.
+            log.warning("keyset %s: adoption unknown (%s); the due rotation waits", name, exc.description)
+            adopted = Adoption(name, self.settings.adoption.window, 0, (), ())
+            verdict = gate(policy, keyset, adopted, due_at=due_at, now=now)
+            if not verdict.timed_out:
+                verdict = replace(verdict, open=False, reason="unknown")
+        else:
+            verdict = gate(policy, keyset, adopted, due_at=due_at, now=now)
+        before = self.waiting.get(name)
+        if verdict.open:
+            self.waiting.pop(name, None)
+            if before is not None and not verdict.timed_out:
+                log.info("keyset %s: %s; promoting next", name, verdict.describe())
+                self._audit_gate("promotion.adopted", verdict, now)
+            return False, verdict if verdict.timed_out else None
+        self.waiting[name] = verdict
+        if before is None:
+            log.warning("keyset %s: rotation due; %s", name, verdict.describe())
+            self._audit_gate("promotion.waiting", verdict, now)
+        return True, None
+
+    def _audit_gate(self, action: str, verdict: Gate, now: float) -> None:
+        nxt = self.served.snapshot.keysets.get(verdict.keyset)
+        target = nxt.next.kid if nxt is not None and nxt.next is not None else verdict.keyset
+        event = audit.event(
+            now,
+            "scheduler",
+            action,
+            target,
+            keyset=verdict.keyset,
+            reason=verdict.describe(),
+            share=verdict.share,
+            fetchers=verdict.fetchers,
+            required=verdict.required,
+        )
+        try:
+            audit.record(self.store, [event])
+        except JwksServiceError as exc:
+            log.warning("keyset %s: could not audit %s: %s", verdict.keyset, action, exc.description)
 
     def _adopt_out_of_band(self, name: str, policy: KeysetPolicy, now: float) -> list[Transition]:
         """A remote key version made behind our back (a Transit rotate, auto_rotate_period) becomes
@@ -130,17 +201,45 @@ class Rotation:
             return []
         return transitions
 
-    def _plan_tick(self, policy: KeysetPolicy, keyset: Keyset) -> Plan:
-        return plan_tick(policy, keyset, self.clock.now())
+    def _plan_tick(self, policy: KeysetPolicy, hold: bool, keyset: Keyset) -> Plan:
+        return plan_tick(policy, keyset, self.clock.now(), hold=hold)
 
     def rotate(self, name: str, *, force: bool = False, reason: str = "", actor: str = "cli") -> dict[str, Any]:
         """Rotate now; the keyset's kids by role, `previous` being the key this rotation demoted."""
         policy = self._policy(name)
+        cached = self.served.snapshot.keysets.get(name)
+        laggards = self.laggards(name) if cached is not None and cached.next is not None else None
         _, transitions = self._transition(
             name, lambda ks: plan_rotate(policy, ks, self.clock.now(), force=force), actor=actor, reason=reason
         )
         demoted = next((t.kid for t in transitions if t.state == KeyState.PREVIOUS), None)
-        return self.served.summary(name, previous=demoted)
+        summary = self.served.summary(name, previous=demoted)
+        if laggards is not None and any(t.state == KeyState.CURRENT for t in transitions):
+            summary["laggards"] = laggards  # the fetchers that did not hold the key now signing (API.md §6)
+        return summary
+
+    def laggards(self, name: str) -> list[dict[str, Any]] | None:
+        """The fetchers that do not hold `name`'s next key now (API.md §6): what a rotation that
+        promotes it at once (forced, or an emergency revoke or taint of `current`) reports. None when
+        adoption is not known (no source, or the store failing)."""
+        if self.adoption_source is None:
+            return None
+        try:
+            laggards = self.adoption_source.adoption(name).as_dict()["laggards"]
+        except JwksServiceError as exc:
+            log.warning("keyset %s: adoption unknown (%s); no laggards to report", name, exc.description)
+            return None
+        assert isinstance(laggards, list)
+        return laggards
+
+    def laggards_if_promoting(self, kid: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """Before a revoke or taint of `kid`: when it is a keyset's current key with a next key (the
+        action promotes that next at once), that keyset and the fetchers that do not hold next."""
+        for name, keyset in self.served.snapshot.keysets.items():
+            if keyset.current is not None and keyset.current.kid == kid and keyset.next is not None:
+                laggards = self.laggards(name)
+                return None if laggards is None else (name, laggards)
+        return None
 
     def revoke(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
         """Emergency revocation of a key, by kid, in whichever keyset holds it; idempotent."""
@@ -382,6 +481,11 @@ def _remote_versions(backend: KeyBackend) -> RemoteVersions | None:
     """A backend whose key versions live elsewhere (Vault Transit), where a version made cannot be
     taken back; None for a backend that makes keys in memory."""
     return backend if isinstance(backend, RemoteVersions) else None
+
+
+def _signing_tainted(keyset: Keyset) -> bool:
+    current = keyset.current
+    return current is not None and current.tainted
 
 
 def _known_version(keyset: Keyset, version_of: Callable[[KeyVersion], int | None]) -> int:

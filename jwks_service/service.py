@@ -57,6 +57,8 @@ class KeyService:
         self.revoke = self.rotation.revoke
         self.taint = self.rotation.taint
         self.listeners = self.rotation.listeners  # called after every transition this process made
+        self.waiting = self.rotation.waiting  # keyset -> the adoption gate a due rotation waits for
+        self.laggards_if_promoting = self.rotation.laggards_if_promoting
         # The hot path.
         self.issue = self.issuance.issue
         self.issue_async = self.issuance.issue_async

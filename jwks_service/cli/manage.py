@@ -59,7 +59,16 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def _transition(args: argparse.Namespace, result: dict[str, Any], done: str) -> int:
     """Print a key transition: the admin API's document with --json, else what was `done` and the
     keyset's current and next keys after it."""
-    print(json.dumps(result) if args.json else f"{done}: current {result['current']}, next {result['next']}")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{done}: current {result['current']}, next {result['next']}")
+    laggards = result.get("laggards")
+    if laggards:  # API.md §6: they had not fetched the key that signs now
+        held = f"{len(laggards)} JWKS fetcher(s) did not hold {result['current']}"
+        print(f"{held} (they may reject its tokens until they refetch):")
+        for lag in laggards:
+            print(f"  {lag['fetcher']}  last fetch {lag['last_fetch']}")
     return 0
 
 
@@ -84,8 +93,11 @@ def _key_action(
 ) -> int:
     """An action on one key by kid (revoke, taint), answered as the admin API answers it."""
     with runtime(args) as rt:
+        laggards = rt.keys.laggards_if_promoting(args.kid)
         keyset, key = action(rt)(args.kid, reason=args.reason, actor=actor())
         result = views.key_action_view(keyset, done, key.kid, rt.keys.summary(keyset.name))
+        if laggards is not None and laggards[0] == keyset.name:
+            result["laggards"] = laggards[1]
     return _transition(args, result, f"{done} {result[done]} in {result['keyset']}")
 
 

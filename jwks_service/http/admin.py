@@ -294,9 +294,13 @@ async def _key_action(
     key as `done` ("revoked", "tainted")."""
     kid = request.path_params["kid"]
     reason = _reason(await _json_body(request, {"reason"}), required=True)
+    laggards = await anyio.to_thread.run_sync(runtime.keys.laggards_if_promoting, kid)
     keyset, key = await anyio.to_thread.run_sync(lambda: action(kid, reason=reason, actor=actor))
     summary = await anyio.to_thread.run_sync(runtime.keys.summary, keyset.name)
-    return JSONResponse(views.key_action_view(keyset, done, key.kid, summary)), f"key:{kid}", reason
+    view = views.key_action_view(keyset, done, key.kid, summary)
+    if laggards is not None and laggards[0] == keyset.name:
+        view["laggards"] = laggards[1]  # they had not fetched the key promoted now (API.md §6)
+    return JSONResponse(view), f"key:{kid}", reason
 
 
 @admin("clients.list")

@@ -54,9 +54,18 @@ class _KeyCollector(Collector):
             at = next_rotation_at(policy, ks)
             if at is not None:
                 to_rotation.add_metric([name], at - now)
+        waiting = GaugeMetricFamily(
+            "jwks_rotation_waiting",
+            "1 while the keyset's due scheduled rotation waits for the adoption gate (reason: why)",
+            labels=["keyset", "reason"],
+        )
+        gates = dict(self.runtime.keys.waiting)
+        for name in self.runtime.settings.keysets:
+            gate = gates.get(name)
+            waiting.add_metric([name, gate.reason if gate else "none"], 1.0 if gate else 0.0)
         failures = CounterMetricFamily("jwks_canary_failures", "Keys that failed validation before promotion")
         failures.add_metric([], float(self.runtime.keys.canary_failures))
-        yield from (age, to_rotation, count, signing, failures)
+        yield from (age, to_rotation, count, signing, waiting, failures)
 
 
 class _EventsCollector(Collector):

@@ -18,6 +18,7 @@ import orjson
 
 from .. import __version__
 from .limits import MAX_BODY_BYTES
+from .openapi_rollover import ROLLOVER_SCHEMAS
 from .openapi_schemas import (
     EVENT_ID,
     FORM,
@@ -442,7 +443,7 @@ DOCUMENT: dict[str, Any] = {
     ],
     "paths": PATHS,
     "components": {
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **ROLLOVER_SCHEMAS},
         "responses": RESPONSES,
         "headers": HEADERS,
         "securitySchemes": {

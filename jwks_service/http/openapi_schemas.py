@@ -268,6 +268,11 @@ SCHEMAS: dict[str, Schema] = {
                     ["kid", "keyset", "revoked_at"],
                 ),
             },
+            "waiting": {
+                "type": "object",
+                "description": "keysets whose due scheduled rotation waits for the adoption gate, and why",
+                "additionalProperties": ref("GateState"),
+            },
         },
         ["keys", "revoked"],
     ),
@@ -422,16 +427,34 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "RotateRequest": _obj({"force": {"type": "boolean", "default": False}, "reason": ref("Reason")}),
     "RotateResponse": _obj(
-        {"keyset": {"type": "string"}, "current": _KID_OR_NULL, "previous": _KID_OR_NULL, "next": _KID_OR_NULL},
+        {
+            "keyset": {"type": "string"},
+            "current": _KID_OR_NULL,
+            "previous": _KID_OR_NULL,
+            "next": _KID_OR_NULL,
+            "laggards": ref("Laggards"),
+        },
         ["keyset", "current", "previous", "next"],
     ),
     "RevokeKeyRequest": _obj({"reason": {"allOf": [ref("Reason"), {"minLength": 1}]}}, ["reason"]),
     "RevokeKeyResponse": _obj(
-        {"keyset": {"type": "string"}, "revoked": {"type": "string"}, "current": _KID_OR_NULL, "next": _KID_OR_NULL},
+        {
+            "keyset": {"type": "string"},
+            "revoked": {"type": "string"},
+            "current": _KID_OR_NULL,
+            "next": _KID_OR_NULL,
+            "laggards": ref("Laggards"),
+        },
         ["keyset", "revoked", "current", "next"],
     ),
     "TaintKeyResponse": _obj(
-        {"keyset": {"type": "string"}, "tainted": {"type": "string"}, "current": _KID_OR_NULL, "next": _KID_OR_NULL},
+        {
+            "keyset": {"type": "string"},
+            "tainted": {"type": "string"},
+            "current": _KID_OR_NULL,
+            "next": _KID_OR_NULL,
+            "laggards": ref("Laggards"),
+        },
         ["keyset", "tainted", "current", "next"],
     ),
     "ClientRequest": _obj(

@@ -168,7 +168,9 @@ async def key_status(request: Request) -> Response:
                     "tainted": key.tainted,
                 }
             )
-    return JSONResponse({"keys": keys, "revoked": revoked}, headers={"Cache-Control": "no-cache"})
+    # A due rotation that waits for the adoption gate says so and why (API.md §6); no fetcher identities.
+    waiting = {name: gate.as_dict() for name, gate in list(runtime.keys.waiting.items())}
+    return JSONResponse({"keys": keys, "revoked": revoked, "waiting": waiting}, headers={"Cache-Control": "no-cache"})
 
 
 def _draining() -> Response:

@@ -39,6 +39,8 @@ from .runtime import (
     vault_users,
 )
 from .service import KeyService
+from .stores import Store
+from .stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from .vault_auth import VaultAuth
@@ -61,7 +63,7 @@ def check_deployment(settings: Settings, say: Say, warn: Say) -> dict[str, Keyse
     vault = check_vault(settings, say) if settings.uses_vault else None
     try:
         kek = _kek_if_present(settings, vault, say)
-        stored = _read_store(settings, say)
+        stored = _read_store(settings, say, warn)
     finally:
         if vault is not None:
             vault.close()
@@ -91,7 +93,7 @@ def _kek_if_present(settings: Settings, vault: VaultAuth | None, say: Say) -> Lo
     return kek
 
 
-def _read_store(settings: Settings, say: Say) -> dict[str, Keyset]:
+def _read_store(settings: Settings, say: Say, warn: Say) -> dict[str, Keyset]:
     if not store_exists(settings):
         say(f"store: {settings.store_display} does not exist yet: the first start creates it")
         return {}
@@ -100,10 +102,26 @@ def _read_store(settings: Settings, say: Say) -> dict[str, Keyset]:
         # The same check a start makes; it reads the store and the settings only (no backends needed).
         KeyService(settings, store, {}, SystemClock()).check_store_against_config()
         stored = {ks.name: ks for ks in store.list_keysets()}
+        say(f"store: {settings.store_display} reachable, {len(stored)} keyset{'' if len(stored) == 1 else 's'} stored")
+        _check_persistence(store, say, warn)
     finally:
         store.close()
-    say(f"store: {settings.store_display} reachable, {len(stored)} keyset{'' if len(stored) == 1 else 's'} stored")
     return stored
+
+
+def _check_persistence(store: Store, say: Say, warn: Say) -> None:
+    """API.md §7: a Redis that keeps nothing on disk is worth a warning (not a refusal: it works)."""
+    if isinstance(store, SQLiteStore):
+        return
+    from .stores import persistence  # redis-py: only for a Redis store
+    from .stores.redis import RedisStore
+
+    if not isinstance(store, RedisStore):
+        return
+    found = persistence.of_store(store, SystemClock().now())
+    say(f"store persistence: {found.describe()}")
+    if found.warning is not None:
+        warn(f"store: {found.warning}: a restart of Redis would lose every client, stored key and revocation")
 
 
 def vault_needs(settings: Settings) -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -26,12 +26,17 @@ AppendFsync = Literal["always", "everysec", "no"]
 
 
 class RedisServer:
-    """`appendfsync=None`: no persistence at all, the data goes with the process. Otherwise an
-    append-only file, fsynced as named: a clean stop (SIGTERM flushes the AOF) loses nothing."""
+    """`appendfsync=None` (and no `save`): no persistence at all, the data goes with the process. Otherwise
+    an append-only file, fsynced as named: a clean stop (SIGTERM flushes the AOF) loses nothing."""
 
-    def __init__(self, workdir: Path, *, appendfsync: AppendFsync | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, appendfsync: AppendFsync | None = None, save: str = "", args: Sequence[str] = ()
+    ) -> None:
+        """`save`: RDB snapshots (redis.conf's `save`, e.g. "3600 1"; "" for none); `args`: more options."""
         self.workdir = workdir
         self.appendfsync = appendfsync
+        self.save = save
+        self.args = list(args)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,7 +50,7 @@ class RedisServer:
                 "named by REDIS_URL=redis://host:port/db",
                 pytrace=False,
             )
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", self.save, *self.args]
         if self.appendfsync is None:
             args += ["--appendonly", "no"]
         else:

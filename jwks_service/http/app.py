@@ -22,6 +22,7 @@ from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
+from ..store_warnings import StoreWarnings
 from . import admin, oauth, openapi, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
@@ -121,12 +122,14 @@ def create_app(
         runtime = build_runtime(settings or load_settings(), clock)
     rt = runtime
     hub = EventHub(rt, heartbeat=events_heartbeat)
+    store_warnings = StoreWarnings(rt.store, rt.clock)  # /readyz "warnings", checked in the background
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             if background:
                 tg.start_soon(scheduler.run, rt, hub.observe)
+                tg.start_soon(store_warnings.run)
             yield
             hub.close()
             tg.cancel_scope.cancel()
@@ -149,6 +152,7 @@ def create_app(
     app.state.metrics = Metrics(rt, hub)
     app.state.events = hub
     app.state.readiness = wellknown.Readiness(rt)
+    app.state.store_warnings = store_warnings
     app.state.denied_audit = admin.DeniedAuditBudget()
     app.state.drain = drain or Drain()
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))

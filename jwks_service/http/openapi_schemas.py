@@ -45,6 +45,8 @@ def _obj(properties: Schema, required: list[str] | None = None, *, closed: bool 
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _KID_OR_NULL = {"type": ["string", "null"]}
+# What an operator should fix while the service stays ready, in public wording (store_warnings).
+_WARNINGS = {"type": "array", "items": {"type": "string"}}
 
 
 def _typed(kind: str, *names: str) -> Schema:
@@ -278,7 +280,12 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Health": _obj({"status": {"const": "ok"}}, ["status"]),
     "Ready": _obj(
-        {"status": {"const": "ready"}, "keysets": {"type": "array", "items": {"type": "string"}}}, ["status"]
+        {
+            "status": {"const": "ready"},
+            "keysets": {"type": "array", "items": {"type": "string"}},
+            "warnings": _WARNINGS,
+        },
+        ["status"],
     ),
     "NotReady": _obj(
         {
@@ -286,6 +293,7 @@ SCHEMAS: dict[str, Schema] = {
             "error": {"const": "not_ready"},
             "error_description": {"type": "string"},
             "problems": {"type": "object", "additionalProperties": {"type": "string"}},
+            "warnings": _WARNINGS,
         },
         ["status", "error", "error_description"],
     ),

@@ -238,6 +238,8 @@ async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     readiness: Readiness = request.app.state.readiness
     problems = public_problems(readiness.check())
+    # Not failures: what an operator should fix while the service stays ready (store_warnings).
+    warnings = list(request.app.state.store_warnings.current)
     if problems:
         return JSONResponse(
             {
@@ -245,8 +247,9 @@ async def readyz(request: Request) -> Response:
                 "error": "not_ready",
                 "error_description": "not ready: " + "; ".join(f"{k} {v}" for k, v in sorted(problems.items())),
                 "problems": problems,
+                "warnings": warnings,
             },
             status_code=503,
             headers={"Cache-Control": "no-store"},
         )
-    return JSONResponse({"status": "ready", "keysets": sorted(runtime.keys.snapshot.signing)})
+    return JSONResponse({"status": "ready", "keysets": sorted(runtime.keys.snapshot.signing), "warnings": warnings})

@@ -262,8 +262,9 @@ def upstreams() -> dict[str, tuple[str, int]]:
     return out
 
 
-def proxy_health_path() -> str:
-    _, backend = proxy_frontend()
+def proxy_health_path(backend: list[str] | None = None) -> str:
+    if backend is None:
+        _, backend = proxy_frontend()
     assert "option httpchk" in backend, "the proxy checks its upstreams over HTTP"
     (send,) = [line.split() for line in backend if line.startswith("http-check send ")]
     uri = send[send.index("uri") + 1]
@@ -466,8 +467,20 @@ def test_health_checks_hit_real_routes(app_routes: set[tuple[str, str]]) -> None
 
     path = proxy_health_path()
     assert ("GET", path) in app_routes
-    # /readyz is 503 while Redis is down, when every replica still signs and serves the JWKS from memory.
-    assert path != "/readyz", "the proxy must not drop every replica during a Redis outage"
+    assert path == "/readyz", "the proxy routes to replicas that are ready"
+    # /readyz is 503 while Redis is down, when every replica still signs and serves the JWKS from memory:
+    # then the proxy must route by liveness instead, to the same servers, rather than drop them all.
+    sections = haproxy()
+    (frontend,) = [lines for (kind, _), lines in sections.items() if kind == "frontend"]
+    (fallback,) = [line.split() for line in frontend if line.startswith("use_backend ")]
+    _, default = proxy_frontend()
+    (default_name,) = [name for (kind, name), lines in sections.items() if kind == "backend" and lines == default]
+    assert fallback[2:] == ["if", "{", "nbsrv(" + default_name + ")", "eq", "0", "}"], fallback
+    live = sections[("backend", fallback[1])]
+    assert proxy_health_path(live) == "/healthz"
+    assert [line for line in live if line.startswith("server ")] == [
+        line for line in default if line.startswith("server ")
+    ], "the fallback has the same servers"
 
 
 def test_every_service_healthy_dependency_has_a_health_check() -> None:

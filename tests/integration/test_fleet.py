@@ -11,13 +11,13 @@ and with the SDK (`jwks_service.sdk.Verifier`, subscribed to /keys/events). Mean
 - a rolling restart of the three replicas with SIGTERM, one at a time, each ready before the next;
 - Redis frozen with SIGSTOP for 3 s.
 
-The HAProxy configuration is written from the template below, which is deploy/haproxy.cfg with
-loopback addresses, free ports, faster health checks and a log line per request that names the
-request id, the server and HAProxy's termination state. Every fault must cost 0 failed requests of
-any kind. One kind of failure cannot be avoided by any proxy setting: a token request (POST, not
-safe to replay) that was written to a replica at the moment it was SIGKILLed gets no answer, and
-HAProxy answers 502. Those are counted apart (as "in flight to a killed replica", each confirmed by
-HAProxy's log) and are the only failures allowed.
+The HAProxy configuration is written from the template of tests/haproxyserver.py, which is
+deploy/haproxy.cfg with loopback addresses, free ports, faster health checks and a log line per
+request that names the request id, the server and HAProxy's termination state. Every fault must
+cost 0 failed requests of any kind. One kind of failure cannot be avoided by any proxy setting: a
+token request (POST, not safe to replay) that was written to a replica at the moment it was
+SIGKILLed gets no answer, and HAProxy answers 502. Those are counted apart (as "in flight to a
+killed replica", each confirmed by HAProxy's log) and are the only failures allowed.
 
 Run alone, with the tables: `pytest -m fleet -s`.
 """
@@ -25,12 +25,7 @@ Run alone, with the tables: `pytest -m fleet -s`.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -41,10 +36,10 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from haproxyserver import HAProxy
 from replicas import Fleet, Policy, Replica, kid_of, percentile, promotions
-from support import PROJECT_ROOT, free_port
+from support import free_port
 
-from bench.baoserver import stop_process
 from jwks_service.sdk import InvalidTokenError, SDKError
 from jwks_service.sdk.verifier import Verifier
 
@@ -58,145 +53,6 @@ WORKERS = 4  # load threads
 PAUSE = 0.02  # seconds between two rounds of one load thread
 MAX_ROUNDS = 20_000  # per thread: the load is bounded in count as well as in time
 RUN_LIMIT = 150.0  # seconds: the whole fault sequence must end within this
-
-HAPROXY_TEMPLATE = """\
-# Written by tests/integration/test_fleet.py: deploy/haproxy.cfg on loopback with free ports, checks every
-# 500 ms, a stats socket and a log line per request. The retry and check lines are the shipped ones.
-global
-    log stdout format raw local0 info
-    stats socket {socket} mode 600 level admin
-
-defaults
-    mode http
-    log global
-    option httplog
-    option forwardfor
-    # A retry goes to another server each time (a killed replica refuses the next connection).
-    option redispatch 1
-    retries 3
-    # What is safe to retry; the backends narrow it to requests that can be replayed.
-    retry-on conn-failure empty-response response-timeout 503
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-    timeout check 1s
-
-frontend public
-    bind 127.0.0.1:{port}
-    http-request capture req.hdr(x-request-id) len 64
-    log-format "rid=%[capture.req.hdr(0)] srv=%s status=%ST term=%ts retries=%rc time=%Tt %HM %HU"
-    use_backend token if METH_POST {{ path /oauth/token }}
-    default_backend jwks
-
-backend jwks
-    balance roundrobin
-    # Replayed after an empty response, a timeout or a 503 only what has no effect when replayed:
-    # GET/HEAD, introspection and token revocation (RFC 7009: revoking twice is revoking once). Admin
-    # changes are retried only when the connection failed, before a byte was sent.
-    http-request disable-l7-retry unless METH_GET || {{ path /oauth/introspect /oauth/revoke }}
-    option httpchk
-    http-check send meth GET uri /healthz
-    http-check expect status 200
-    # observe layer4: a refused connection from real traffic takes the server out at once.
-    default-server check inter 500ms fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down
-{servers}
-
-# POST /oauth/token: retried after a 503 (the replica issued nothing), never after an empty response.
-backend token
-    balance roundrobin
-    retry-on conn-failure 503
-{tracking}
-"""
-
-
-DEPLOY_HAPROXY = PROJECT_ROOT / "deploy" / "haproxy.cfg"
-# The lines that decide what is retried, where to, and how health is checked: the same as shipped.
-POLICY_LINES = ("option redispatch", "retries ", "retry-on ", "http-request disable-l7-retry", "option httpchk")
-POLICY_LINES += ("http-check ", "option forwardfor", "use_backend ", "backend ", "balance ")
-
-
-def same_policy(template: str, deployed: str) -> bool:
-    def lines(text: str) -> list[str]:
-        stripped = (line.split("#", 1)[0].strip() for line in text.replace("{{", "{").replace("}}", "}").splitlines())
-        return sorted(line for line in stripped if line.startswith(POLICY_LINES))
-
-    return lines(template) == lines(deployed)
-
-
-class HAProxy:
-    """A private haproxy in the foreground; its per-request log is kept in `workdir/haproxy.log`."""
-
-    def __init__(self, workdir: Path, port: int, servers: list[Replica]) -> None:
-        self.workdir = workdir
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.socket = workdir / "haproxy.sock"
-        self.config = workdir / "haproxy.cfg"
-        self.log = workdir / "haproxy.log"
-        self.servers = servers
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert same_policy(HAPROXY_TEMPLATE, DEPLOY_HAPROXY.read_text()), "the template and deploy/haproxy.cfg differ"
-        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        if not Path(binary).exists():
-            pytest.fail("haproxy is not installed (Debian/Ubuntu: apt-get install haproxy)", pytrace=False)
-        lines = "\n".join(f"    server {r.name} 127.0.0.1:{r.port}" for r in self.servers)
-        tracking = "\n".join(f"    server {r.name} 127.0.0.1:{r.port} track jwks/{r.name}" for r in self.servers)
-        text = HAPROXY_TEMPLATE.format(port=self.port, socket=self.socket, servers=lines, tracking=tracking)
-        self.config.write_text(text)
-        check = subprocess.run([binary, "-c", "-f", str(self.config)], capture_output=True, text=True, check=False)
-        assert check.returncode == 0, check.stdout + check.stderr
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, "-db", "-f", str(self.config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
-        for name in (r.name for r in self.servers):
-            self.wait_status(name, "UP", timeout=15)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def statuses(self) -> dict[str, str]:
-        """Server name -> UP / DOWN / MAINT ..., from the stats socket."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect(str(self.socket))
-            s.sendall(b"show stat\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        text = b"".join(chunks).decode().lstrip("# ")
-        return {
-            row["svname"]: row["status"]
-            for row in csv.DictReader(io.StringIO(text))
-            if row.get("pxname") == "jwks" and row["svname"] not in ("FRONTEND", "BACKEND")
-        }
-
-    def wait_status(self, name: str, status: str, timeout: float) -> float:
-        """Seconds until HAProxy reports server `name` in `status` (AssertionError after `timeout`)."""
-        start = time.monotonic()
-        while True:
-            with contextlib.suppress(OSError):
-                if self.statuses().get(name, "").startswith(status):
-                    return time.monotonic() - start
-            if time.monotonic() - start > timeout:
-                raise AssertionError(f"HAProxy: {name} not {status} within {timeout}s: {self.statuses()}")
-            time.sleep(0.05)
-
-    def requests(self) -> dict[str, dict[str, str]]:
-        """Request id -> the fields of HAProxy's log line for it."""
-        out: dict[str, dict[str, str]] = {}
-        for line in self.log.read_text(errors="replace").splitlines():
-            if not line.startswith("rid="):
-                continue
-            head, _, request = line.partition(" time=")
-            fields = dict(part.split("=", 1) for part in head.split() if "=" in part)
-            fields["time"], _, fields["request"] = request.partition(" ")
-            out[fields["rid"]] = fields
-        return out
 
 
 # ----- the load -------------------------------------------------------------------------------------
@@ -512,7 +368,10 @@ def table(run: Run) -> str:
     for name, start, end in run.phases:
         outs = [o for o in run.outcomes if o.phase == name]
         retried = sum(1 for o in outs if o.rid in log and log[o.rid]["retries"] not in ("0", "+0"))
+        live = sum(1 for o in outs if o.rid in log and log[o.rid]["be"] == "jwks_live")
         rows.append(f"\n== {name} ({end - start:.1f}s; HAProxy retried {retried} requests) ==")
+        if live:
+            rows.append(f"  {live} requests went to the replicas that were alive while none was ready")
         rows.append(f"{'kind':<11}{'requests':>9}{'failed':>8}{'killed':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
         for kind in KINDS:
             mine = [o for o in outs if o.kind == kind]

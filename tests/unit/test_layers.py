@@ -72,6 +72,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.issuance": SERVICES,
     "jwks_service.service": SERVICES,
     "jwks_service.scheduler": SERVICES,
+    "jwks_service.store_warnings": SERVICES,
     "jwks_service.backup": SERVICES,
     "jwks_service.backup_checks": SERVICES,
     "jwks_service.backup_merge": SERVICES,

@@ -9,13 +9,17 @@ user's connections (CLIENT KILL USER), so that every client must authenticate ag
 `VaultRedis`: on the session's OpenBao, a KV v2 mount and a database secrets engine mount of this test
 alone (the redis-database-plugin, pointed at the AclRedis as `admin`), and a token for the service holding
 only deploy/vault-policy.hcl and deploy/vault-policy-redis.hcl (its paths moved to those mounts).
+`hashed_passwords_in` finds passwords known only by their hash (Vault's dynamic ones: Redis keeps their
+SHA-256) in a text.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
+import string
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,9 @@ class AclRedis(RedisServer):
         self._users: dict[str, str] = {}
 
     def start(self) -> None:
+        """Start the server (nothing to do when it runs) and set its users up."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
         super().start()
         with redis.Redis(port=self.port) as r:  # the default user, before it is restricted
             r.execute_command("ACL", "SETUSER", "admin", "on", f">{self.admin_password}", "~*", "&*", "+@all")
@@ -46,7 +53,10 @@ class AclRedis(RedisServer):
         return redis.Redis(port=self.port, username="admin", password=self.admin_password, decode_responses=True)
 
     def user(self, name: str, password: str) -> None:
+        """`name` may do everything, with `password` only (set at start when the server is not running)."""
         self._users[name] = password
+        if self.proc is None:
+            return
         with self.admin() as r:
             r.execute_command("ACL", "SETUSER", name, "on", "resetpass", f">{password}", "~*", "&*", "+@all")
 
@@ -60,6 +70,26 @@ class AclRedis(RedisServer):
     def users(self) -> set[str]:
         with self.admin() as r:
             return {str(u) for u in r.execute_command("ACL", "USERS")}
+
+    def password_hashes(self, name: str) -> set[str]:
+        """The SHA-256 (hex) of `name`'s passwords, as Redis keeps them (empty when there is no such user)."""
+        with self.admin() as r:
+            user = r.acl_getuser(name)
+        return set(user["passwords"]) if user else set()
+
+
+def hashed_passwords_in(text: str, hashes: set[str], length: int) -> set[str]:
+    """The hashes of `hashes` whose password is in `text`: every run of `length` characters of the
+    alphabet of Vault's generated passwords is hashed and looked up."""
+    alphabet = set(string.ascii_letters + string.digits + "-")
+    found = set()
+    for i in range(len(text) - length + 1):
+        window = text[i : i + length]
+        if window[0] in alphabet and window[-1] in alphabet and set(window) <= alphabet:
+            digest = hashlib.sha256(window.encode()).hexdigest()
+            if digest in hashes:
+                found.add(digest)
+    return found
 
 
 def service_policies(kv_mount: str, db_mount: str) -> str:
@@ -89,8 +119,6 @@ class VaultRedis:
         token = self.client.auth.token.create(policies=[self.policy], ttl="1h", renewable=True)
         self.token_file = workdir / "vault-token"
         self.token_file.write_text(token["auth"]["client_token"] + "\n")
-        self.audit_path = f"audit-{tag}"
-        self.audit_file = workdir / "vault-audit.jsonl"
 
     def config(self) -> str:
         """The [vault] table of the service."""
@@ -122,30 +150,13 @@ class VaultRedis:
             },
         )
 
-    def record_secrets(self) -> None:
-        """Log every answer in clear (log_raw) to `audit_file`: how the test learns the dynamic passwords."""
-        self.client.sys.enable_audit_device(
-            "file", path=self.audit_path, options={"file_path": str(self.audit_file), "log_raw": "true"}
-        )
-
-    def dynamic_passwords(self) -> set[str]:
-        found = set()
-        if self.audit_file.exists():
-            for line in self.audit_file.read_text().splitlines():
-                entry = json.loads(line)
-                data = ((entry.get("response") or {}).get("data")) or {}
-                if entry.get("type") == "response" and isinstance(data.get("password"), str):
-                    found.add(data["password"])
-        return found
-
     def close(self) -> None:
         """Undo it all (before the AclRedis stops: disabling the database mount revokes its leases there)."""
         steps = [
-            lambda: self.client.sys.disable_audit_device(self.audit_path),
             lambda: self.client.sys.disable_secrets_engine(self.db_mount),
             lambda: self.client.sys.disable_secrets_engine(self.kv_mount),
             lambda: self.client.sys.delete_policy(self.policy),
         ]
         for step in steps:
-            with contextlib.suppress(Exception):  # e.g. no audit device was enabled
+            with contextlib.suppress(Exception):  # e.g. Redis is gone: the leases are dropped anyway
                 step()

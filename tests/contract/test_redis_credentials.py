@@ -16,7 +16,9 @@ import pytest
 from redisacl import AclRedis, VaultRedis
 
 from bench.baoserver import OpenBaoServer
-from jwks_service.errors import StoreError
+from jwks_service.config import Settings, build_settings
+from jwks_service.errors import ConfigError, StoreError
+from jwks_service.operations import check_vault
 from jwks_service.stores.redis import RedisStore
 from jwks_service.stores.redis_credentials import REFRESH_COOLDOWN, PasswordFile, VaultCreds, VaultKV, split_user
 from jwks_service.vaultapi import VaultClient
@@ -179,3 +181,45 @@ def test_dynamic_credentials_are_renewed_then_replaced_before_their_max_ttl_with
         store.close()
     # close() gave the lease back (the deploy policy allows sys/leases/revoke): its user is gone
     assert not {u for u in acl_redis.users() if u.startswith("V_")}
+
+
+def test_passwords_handed_out_are_redacted_from_store_errors(acl_redis: AclRedis, tmp_path: Path) -> None:
+    first = password()
+    acl_redis.user("jwks", first)
+    secret = tmp_path / "redis-password"
+    secret.write_text(first)
+    store = RedisStore(f"redis://127.0.0.1:{acl_redis.port}/0", credential_provider=PasswordFile(str(secret), "jwks"))
+    try:
+        store.revision()
+        assert store._describe(RuntimeError(f"AUTH jwks {first} failed")) == "AUTH jwks *** failed"
+    finally:
+        store.close()
+
+
+def test_check_config_names_the_vault_paths_the_credentials_need(
+    openbao: OpenBaoServer, vault_redis: VaultRedis, tmp_path: Path
+) -> None:
+    weak = tmp_path / "weak-token"
+    weak.write_text(openbao.client().auth.token.create(policies=["default"], ttl="10m")["auth"]["client_token"])
+
+    def settings(token_file: Path, **store: str) -> Settings:
+        return build_settings(
+            {
+                "store": {"url": "redis://127.0.0.1:6379/0", **store},
+                "vault": {"addr": openbao.addr, "token_file": str(token_file)},
+            }
+        )
+
+    with pytest.raises(ConfigError) as info:
+        check_vault(settings(weak, vault_creds=vault_redis.creds_path), lambda _: None)
+    # (Vault's default policy grants sys/leases/renew already.)
+    assert info.value.description.splitlines() == [
+        f"vault: the token's policy must allow read on {vault_redis.creds_path} (see deploy/vault-policy-redis.hcl)",
+    ]
+    with pytest.raises(ConfigError, match=re.escape(f"allow read on {vault_redis.kv_path} (see")):
+        check_vault(settings(weak, vault_kv=f"{vault_redis.kv_path}#password"), lambda _: None)
+    said: list[str] = []
+    check_vault(settings(vault_redis.token_file, vault_creds=vault_redis.creds_path), said.append).close()
+    assert said == [
+        f"vault: {openbao.addr}: logged in (the token in vault.token_file {vault_redis.token_file}); policy OK"
+    ]

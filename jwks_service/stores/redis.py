@@ -231,9 +231,10 @@ class RedisStore:
         self._credentials = credential_provider.install(self._r) if credential_provider else NO_CREDENTIALS
         kwargs = self._r.connection_pool.connection_kwargs
         self._password: str | None = kwargs.get("password")
-        self.where = (
-            f"unix:{kwargs['path']}" if "path" in kwargs else f"{kwargs.get('host')}:{kwargs.get('port', 6379)}"
-        )
+        if "path" in kwargs:
+            self.where = f"unix:{kwargs['path']}"
+        else:
+            self.where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self.namespace = namespace
         p = f"{{{namespace}}}:"
         self._prefix = p

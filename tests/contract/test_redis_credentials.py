@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from redisacl import AclRedis, VaultRedis
+from redisserver import RedisServer
 
 from bench.baoserver import OpenBaoServer
 from jwks_service.config import Settings, build_settings
@@ -223,3 +225,30 @@ def test_check_config_names_the_vault_paths_the_credentials_need(
     assert said == [
         f"vault: {openbao.addr}: logged in (the token in vault.token_file {vault_redis.token_file}); policy OK"
     ]
+
+
+def test_a_password_file_for_the_default_user_follows_requirepass(tmp_path: Path) -> None:
+    """No username: AUTH with the password alone, as `requirepass` (the default user) wants it."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    first, second = password(), password()
+    secret = tmp_path / "redis-password"
+    secret.write_text(first)
+    try:
+        with redis.Redis(port=server.port) as r:
+            r.config_set("requirepass", first)
+        creds = PasswordFile(str(secret))
+        store = RedisStore(server.url, credential_provider=creds)
+        try:
+            assert calls(store, 3) == 0
+            secret.write_text(second)
+            with redis.Redis(port=server.port, password=first) as r:
+                r.config_set("requirepass", second)
+                r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            assert calls(store, 10) == 0
+            assert (creds.reads, creds.get_credentials()) == (2, (second,))
+        finally:
+            store.close()
+    finally:
+        server.stop()

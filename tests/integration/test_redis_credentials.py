@@ -188,7 +188,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, openbao: OpenBaoServer) -> Ca
                 f"\n{source}: {sum(r.requests.values())} requests ({dict(r.requests)}), {len(r.failures)} failed;"
                 f" {r.rotations} rotations closing {r.killed} connections;"
                 f" {r.log_count('Redis refused the credentials: re-read')} re-reads on refusal;"
-                f" {r.log_count('new Redis credentials from Vault')} leases obtained by the replicas,"
+                f" {r.log_count('new Redis credentials from Vault')} leases obtained by the replicas"
+                f" ({r.log_count('sys/leases/renew')} renewals),"
                 f" {len(r.users_seen)} dynamic Redis users seen; {len(r.passwords) or len(r.hashes)} passwords used;"
                 f" log lines: {r.log_count(' WARNING ')} warnings, {r.log_count(' ERROR ')} errors"
             )

@@ -150,14 +150,14 @@ class RedisCredentials(CredentialProvider):
 
     def refresh(self) -> bool:
         """Read the source again now (Redis refused what it gave): True when the credentials changed.
-        Refusals within REFRESH_COOLDOWN of a read share it. CredentialsUnavailableError when the
-        source cannot be read."""
+        Refusals within REFRESH_COOLDOWN of another refusal's read share it. CredentialsUnavailableError
+        when the source cannot be read."""
         before = self._current
         return self._load() != before
 
     def refused(self, error: BaseException) -> None:
-        """Redis refused the credentials (CredentialRetry): re-read them, logging a failure to (the
-        retry then fails as Redis answers, naming the refusal)."""
+        """Redis refused the credentials (CredentialRetry): re-read them. A source that cannot be read is
+        logged; the retry then goes on with what it has, and fails as Redis answers."""
         try:
             self.refresh()
         except CredentialsUnavailableError as exc:

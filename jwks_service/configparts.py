@@ -249,6 +249,11 @@ def redis_settings(table: Mapping[str, Any], store_url: str, vault_addr: str, pr
             problems.append(f"store.{name}: only for a Redis store (store.url is not redis)")
     if len(given) > 1:
         problems.append(f"store.{given[1]}: the Redis password comes from one source; also set: store.{given[0]}")
+    userinfo = urlsplit(store_url).netloc.rpartition("@")[0] if redis else ""
+    if given and ":" in userinfo:
+        problems.append(f"store.url: has a password, but store.{given[0]} gives it; leave it out of the URL")
+    elif userinfo and out.vault_creds:
+        problems.append("store.url: names a user, but store.vault_creds gives both the username and the password")
     if out.vault_kv:
         path, field_name = out.kv_path_field
         if not _VAULT_PATH.fullmatch(path) or "/data/" not in f"/{path}" or not _KV_FIELD.fullmatch(field_name):

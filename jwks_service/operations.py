@@ -63,7 +63,7 @@ def check_deployment(settings: Settings, say: Say, warn: Say) -> dict[str, Keyse
     vault = check_vault(settings, say) if settings.uses_vault else None
     try:
         kek = _kek_if_present(settings, vault, say)
-        stored = _read_store(settings, say, warn)
+        stored = _read_store(settings, say, warn, vault)
     finally:
         if vault is not None:
             vault.close()
@@ -93,11 +93,11 @@ def _kek_if_present(settings: Settings, vault: VaultAuth | None, say: Say) -> Lo
     return kek
 
 
-def _read_store(settings: Settings, say: Say, warn: Say) -> dict[str, Keyset]:
+def _read_store(settings: Settings, say: Say, warn: Say, vault: VaultAuth | None = None) -> dict[str, Keyset]:
     if not store_exists(settings):
         say(f"store: {settings.store_display} does not exist yet: the first start creates it")
         return {}
-    store = open_store(settings)
+    store = open_store(settings, vault)
     try:
         # The same check a start makes; it reads the store and the settings only (no backends needed).
         KeyService(settings, store, {}, SystemClock()).check_store_against_config()
@@ -106,6 +106,8 @@ def _read_store(settings: Settings, say: Say, warn: Say) -> dict[str, Keyset]:
         _check_persistence(store, say, warn)
     finally:
         store.close()
+    if source := redis_credentials_source(settings):
+        say(f"store credentials: {source}: read, and Redis accepted them")
     return stored
 
 
@@ -124,6 +126,18 @@ def _check_persistence(store: Store, say: Say, warn: Say) -> None:
         warn(f"store: {found.warning}: a restart of Redis would lose every client, stored key and revocation")
 
 
+def redis_credentials_source(settings: Settings) -> str:
+    """Where the Redis credentials come from, for check-config (never a value); "" for the URL's own."""
+    redis = settings.redis
+    if redis.password_file:
+        return f"the password in store.password_file {redis.password_file}"
+    if redis.vault_kv:
+        return f"the password in Vault KV store.vault_kv {redis.vault_kv}"
+    if redis.vault_creds:
+        return f"dynamic credentials (leased, renewed, replaced) from Vault store.vault_creds {redis.vault_creds}"
+    return ""
+
+
 def vault_needs(settings: Settings) -> dict[str, list[str]]:
     """The capabilities the service's token needs, by path (deploy/vault-policy.hcl)."""
     mount = settings.vault.transit_mount.strip("/")
@@ -139,6 +153,11 @@ def vault_needs(settings: Settings) -> dict[str, list[str]]:
         needs[f"{mount}/verify/{key}"] = ["update"]
     if settings.kek_transit_key:
         needs[f"{mount}/decrypt/{settings.kek_transit_key}"] = ["update"]
+    if settings.redis.vault_kv:
+        needs[settings.redis.kv_path_field[0]] = ["read"]
+    if settings.redis.vault_creds:
+        needs[settings.redis.vault_creds] = ["read"]
+        needs["sys/leases/renew"] = ["update"]
     return needs
 
 
@@ -153,6 +172,7 @@ def check_vault(settings: Settings, say: Say) -> VaultAuth:
     try:
         auth.login(strict=True)
         needs = vault_needs(settings)
+        mount = settings.vault.transit_mount.strip("/")
         answer = auth.client.call(VaultRequest.post("sys/capabilities-self", "update", {"paths": list(needs)}))
         granted = answer.get("data") or answer if isinstance(answer, dict) else {}
         problems = []
@@ -160,13 +180,13 @@ def check_vault(settings: Settings, say: Say) -> VaultAuth:
             have = set(granted.get(path) or [])
             missing = [] if "root" in have else [c for c in wanted if c not in have or "deny" in have]
             if missing:
+                policy = "vault-policy.hcl" if path.startswith(f"{mount}/") else "vault-policy-redis.hcl"
                 problems.append(
-                    f"vault: the token's policy must allow {', '.join(missing)} on {path} (see deploy/vault-policy.hcl)"
+                    f"vault: the token's policy must allow {', '.join(missing)} on {path} (see deploy/{policy})"
                 )
-        mount = settings.vault.transit_mount.strip("/")
         # A read of a signing key (absent is fine): a path under no mount answers "no handler for
         # route" (vaultapi.VaultMountError). A wrapped KEK's unwrap finds a missing engine itself.
-        for probe in [path for path, wanted in needs.items() if "read" in wanted][:1]:
+        for probe in [path for path, wanted in needs.items() if "read" in wanted and path.startswith(f"{mount}/")][:1]:
             try:
                 auth.client.call(VaultRequest.get(probe, absent_ok=True, replayable=True, engine=("transit", mount)))
             except KeyValidationError as exc:
@@ -179,7 +199,8 @@ def check_vault(settings: Settings, say: Say) -> VaultAuth:
         auth.close()
         raise
     namespace = f", namespace {settings.vault.namespace}" if settings.vault.namespace else ""
-    say(f"vault: {settings.vault.addr}{namespace}: logged in ({auth.source}); transit engine at {mount}/; policy OK")
+    transit = f"transit engine at {mount}/; " if any(path.startswith(f"{mount}/") for path in needs) else ""
+    say(f"vault: {settings.vault.addr}{namespace}: logged in ({auth.source}); {transit}policy OK")
     return auth
 
 

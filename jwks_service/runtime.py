@@ -23,6 +23,7 @@ from .stores import Store
 from .stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
+    from .stores.redis_credentials import RedisCredentials
     from .vault_auth import VaultAuth
 
 log = logging.getLogger("jwks_service")
@@ -66,23 +67,53 @@ class Runtime:
         return deleted
 
     def close(self) -> None:
+        self.store.close()  # first: its Redis credentials may give their lease back through the Vault login
         if self.vault is not None:
             self.vault.close()
-        self.store.close()
 
 
-def open_store(settings: Settings) -> Store:
-    """The configured store, with the [audit] sinks listening to the events it appends."""
+def open_store(settings: Settings, vault: VaultAuth | None = None) -> Store:
+    """The configured store, with the [audit] sinks listening to the events it appends. Redis
+    credentials from Vault ([store] vault_kv, vault_creds) are read with `vault`, the runtime's login,
+    or with a login of the store's own when none is given (closed with the store)."""
     store: Store
     if settings.embedded:
         store = SQLiteStore(sqlite_path(settings.store_url))
     else:
         from .stores.redis import RedisStore  # only deployments with replicas need redis-py loaded
 
-        store = RedisStore(settings.store_url)
+        url, credentials = redis_credentials(settings, vault)
+        try:
+            store = RedisStore(url, credential_provider=credentials)
+        except BaseException:
+            if credentials is not None:
+                credentials.close()
+            raise
     for sink in audit_sinks.sinks(settings.audit_file, settings.audit_syslog):
         store.audit_tap.listen(sink.write)
     return store
+
+
+def redis_credentials(settings: Settings, vault: VaultAuth | None) -> tuple[str, RedisCredentials | None]:
+    """The store URL to connect to and where its credentials come from ([store] password_file, vault_kv,
+    vault_creds; None: the URL's own). With a source, the URL keeps its username (if any) but no password."""
+    from .stores import redis_credentials as rc
+
+    redis = settings.redis
+    if not redis.credential_source:
+        return settings.store_url, None
+    url, username = rc.split_user(settings.store_url)
+    if redis.password_file:
+        return url, rc.PasswordFile(redis.password_file, username)
+    closers = []
+    if vault is None:
+        vault = open_vault_auth(settings)
+        vault.start()
+        closers.append(vault.close)
+    if redis.vault_kv:
+        path, field_name = redis.kv_path_field
+        return url, rc.VaultKV(vault.client, path, field_name, username, on_close=closers)
+    return url, rc.VaultCreds(vault.client, redis.vault_creds, on_close=closers)
 
 
 def vault_users(settings: Settings) -> str:
@@ -90,6 +121,10 @@ def vault_users(settings: Settings) -> str:
     users = [f"keysets.{p.name} uses backend = vault" for p in settings.keysets.values() if p.backend == "vault"]
     if settings.kek_transit_key:
         users.insert(0, f"secrets.kek wraps the KEK with Vault Transit key {settings.kek_transit_key}")
+    if settings.redis.vault_kv:
+        users.append(f"store.vault_kv reads the Redis password from Vault KV {settings.redis.vault_kv}")
+    if settings.redis.vault_creds:
+        users.append(f"store.vault_creds reads the Redis credentials from Vault {settings.redis.vault_creds}")
     return ", ".join(users)
 
 
@@ -190,7 +225,7 @@ def build_runtime(
     vault = open_vault_auth(settings) if settings.uses_vault else None
     try:
         kek = open_kek(settings, vault, create=settings.embedded and not read_only)
-        store = open_store(settings)
+        store = open_store(settings, vault)
     except BaseException:
         if vault is not None:
             vault.close()
@@ -231,8 +266,8 @@ def build_runtime(
             keys.start()
             keys.degraded.update(unsealed)  # not ready, with the reason, until restarted with the right KEK
     except BaseException:
+        store.close()
         if vault is not None:
             vault.close()
-        store.close()
         raise
     return Runtime(settings, store, keys, clients, kek, clock, vault)

@@ -168,8 +168,11 @@ class Fleet:
         replica_env: dict[int, dict[str, str]] | None = None,
         issuer: str | None = None,
         serve_args: Sequence[str] = (),
+        store_extra: str = "",
+        extra_config: str = "",
     ) -> None:
-        """`issuer`: the URL clients use (a proxy in front), by default the first replica's."""
+        """`issuer`: the URL clients use (a proxy in front), by default the first replica's. `store_extra`:
+        more lines of the [store] table; `extra_config`: more tables at the end of the configuration."""
         self.workdir = workdir
         self.policy = policy
         self.redis = RedisServer(workdir, appendfsync="always")
@@ -190,6 +193,7 @@ class Fleet:
             )
             for i, port in enumerate(ports)
         ]
+        self.store_extra, self.extra_config = store_extra, extra_config
         self.client_id = ""
         self.client_secret = ""
         self.http = httpx.Client(timeout=5)
@@ -215,11 +219,12 @@ class Fleet:
         p = self.policy
         self.config.write_text(
             f'issuer = "{self.issuer}"\n'
-            f'[store]\nurl = "{self.redis.url}"\n'
+            f'[store]\nurl = "{self.redis.url}"\n{self.store_extra}'
             f'[secrets]\nkek_file = "{self.kek}"\n'
             f'[jwks]\nmax_age = "{p.max_age}"\n'
             f'[keysets.default]\nalg = "{p.alg}"\nrotation_period = "{p.rotation_period}"\n'
             f'prepublish = "{p.prepublish}"\ntoken_ttl = "{p.token_ttl}"\nleeway = "{p.leeway}"\n'
+            f"{self.extra_config}"
         )
         for r in self.replicas:
             r.start()

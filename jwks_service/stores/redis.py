@@ -41,7 +41,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any
 
@@ -57,6 +57,7 @@ from ..errors import ConfigError, RevisionConflictError, StoreError
 from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 from . import AuditTap, chain, clamp_limit, prunable
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
+from .redis_credentials import NO_CREDENTIALS, Provider, redact
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,9 @@ def _num(value: float) -> str:
 
 
 class RedisStore:
-    def __init__(self, url: str, *, socket_timeout: float = 2.0, namespace: str = "jwks") -> None:
+    def __init__(
+        self, url: str, *, socket_timeout: float = 2.0, namespace: str = "jwks", credential_provider: Provider = None
+    ) -> None:
         if not namespace or any(c in namespace for c in "{}") or any(c.isspace() for c in namespace):
             raise ConfigError(f"Redis namespace {namespace!r}: must be non-empty, without braces or spaces")
         try:
@@ -221,9 +224,11 @@ class RedisStore:
                     supported_errors=(RedisConnectionError,),
                 ),
                 decode_responses=True,
+                credential_provider=credential_provider,
             )
         except ValueError as exc:
             raise StoreError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+        self._credentials = credential_provider.install(self._r) if credential_provider else NO_CREDENTIALS
         kwargs = self._r.connection_pool.connection_kwargs
         self._password: str | None = kwargs.get("password")
         if "path" in kwargs:
@@ -259,10 +264,7 @@ class RedisStore:
     # -- errors ---------------------------------------------------------------------------------
 
     def _describe(self, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
+        return redact(str(exc) or type(exc).__name__, self._password, *self._credentials.secrets())
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -585,10 +587,8 @@ class RedisStore:
                 stop.wait(delay)
                 delay = min(delay * 2, SUBSCRIBE_BACKOFF_MAX)
             finally:
-                try:
+                with suppress(RedisError):
                     pubsub.close()
-                except RedisError:
-                    pass
 
     def close(self) -> None:
         with self._sub_lock:
@@ -596,3 +596,4 @@ class RedisStore:
         for cancel in cancels:
             cancel()
         self._r.close()
+        self._credentials.close()

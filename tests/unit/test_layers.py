@@ -38,6 +38,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.config": CORE,
     "jwks_service.configparts": CORE,
     "jwks_service.adoption": CORE,
+    "jwks_service.plan": CORE,
     "jwks_service.addresses": CORE,
     "jwks_service.crypto": CORE,
     "jwks_service.jws": CORE,

@@ -45,6 +45,7 @@ class KeyPlan:
 
     kid: str
     state: KeyState
+    created_at: float
     tainted_at: float | None
     revoked_at: float | None
     published: Moment | None
@@ -64,6 +65,7 @@ class KeyPlan:
         return {
             "kid": self.kid,
             "state": self.state.value,
+            "created_at": rfc3339(self.created_at),
             "tainted": self.tainted,
             "tainted_at": rfc3339(self.tainted_at),
             "revoked_at": rfc3339(self.revoked_at),
@@ -216,7 +218,9 @@ def _key_plan(policy: KeysetPolicy, key: KeyVersion, rotations: tuple[Rotation, 
             retire = Moment(key.retire_at, True)
         elif key.state == KeyState.RETIRED and key.retired_at is not None:
             retire = Moment(key.retired_at, False)
-    return KeyPlan(key.kid, key.state, key.tainted_at, key.revoked_at, published, signing, stop, retire, share)
+    return KeyPlan(
+        key.kid, key.state, key.created_at, key.tainted_at, key.revoked_at, published, signing, stop, retire, share
+    )
 
 
 def _forced(policy: KeysetPolicy, keyset: Keyset, adopted: Adoption | None, now: float) -> ForcedRotation:
@@ -277,17 +281,19 @@ def keyset_plan(
     )
 
 
+def span(seconds: float) -> str:
+    """A duration for people: its two largest units, e.g. "3d 4h", "20m 5s", "0s"."""
+    s = int(abs(seconds))
+    for (unit, size), (small, small_size) in itertools.pairwise((("d", 86400), ("h", 3600), ("m", 60), ("s", 1))):
+        if s >= size:
+            rest = (s % size) // small_size
+            return f"{s // size}{unit}" + (f" {rest}{small}" if rest else "")
+    return f"{s}s"
+
+
 def relative(at: float, now: float) -> str:
-    """A moment for people, against now: "in 3d 4h", "2h 5m ago", "now" (two largest units)."""
+    """A moment for people, against now: "in 3d 4h", "2h 5m ago", "now"."""
     seconds = round(at - now)
     if seconds == 0:
         return "now"
-    s = abs(seconds)
-    text = f"{s}s"
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    for (unit, size), (small, small_size) in itertools.pairwise(units):
-        if s >= size:
-            rest = (s % size) // small_size
-            text = f"{s // size}{unit}" + (f" {rest}{small}" if rest else "")
-            break
-    return f"in {text}" if seconds > 0 else f"{text} ago"
+    return f"in {span(seconds)}" if seconds > 0 else f"{span(seconds)} ago"

@@ -20,7 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import audit, views
+from .. import audit, planning, views
 from ..clients import MAX_SECRET_GRACE, check_grace
 from ..clock import MissingTimeZoneError, parse_rfc3339
 from ..config import format_duration, parse_duration
@@ -257,6 +257,13 @@ def _client_view(runtime: Runtime, client: Client) -> dict[str, Any]:
 async def list_keysets(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
     out = views.keysets_view(runtime.settings.keysets, runtime.keys.snapshot.keysets)
     return JSONResponse({"keysets": out}), "keysets", ""
+
+
+@admin("keysets.plan")
+async def keyset_plan(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    name = request.path_params["name"]
+    plan = await anyio.to_thread.run_sync(planning.read_plan, runtime, name)
+    return JSONResponse(plan.as_dict(), headers={"Cache-Control": "no-store"}), f"keyset:{name}", ""
 
 
 @admin("keysets.rotate")

@@ -22,7 +22,7 @@ from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
-from . import admin, oauth, openapi, wellknown
+from . import admin, oauth, openapi, status, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
@@ -85,6 +85,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/.well-known/oauth-authorization-server", {"GET": wellknown.discovery, "OPTIONS": preflight}),
         RouteSpec("/keys/status", {"GET": wellknown.key_status}),
         RouteSpec("/keys/events", {"GET": events_endpoint}),
+        RouteSpec("/status", {"GET": status.status_page}),
         RouteSpec("/healthz", {"GET": wellknown.healthz}),
         RouteSpec("/readyz", {"GET": wellknown.readyz}),
         RouteSpec("/metrics", {"GET": metrics_endpoint}, admin=True),
@@ -93,6 +94,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/oauth/revoke", {"POST": oauth.revoke}),
         RouteSpec("/admin/keysets", {"GET": admin.list_keysets}, admin=True),
         RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}, admin=True),
+        RouteSpec("/admin/keysets/{name}/plan", {"GET": admin.keyset_plan}, admin=True),
         RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}, admin=True),
         RouteSpec("/admin/keys/{kid}/taint", {"POST": admin.taint_key}, admin=True),
         RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}, admin=True),
@@ -149,6 +151,7 @@ def create_app(
     app.state.metrics = Metrics(rt, hub)
     app.state.events = hub
     app.state.readiness = wellknown.Readiness(rt)
+    app.state.public_adoption = status.PublicAdoption(rt)
     app.state.denied_audit = admin.DeniedAuditBudget()
     app.state.drain = drain or Drain()
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))

@@ -18,6 +18,7 @@ import orjson
 
 from .. import __version__
 from .limits import MAX_BODY_BYTES
+from .openapi_plan import PLAN_SCHEMAS
 from .openapi_schemas import (
     EVENT_ID,
     FORM,
@@ -417,6 +418,33 @@ PATHS: dict[str, Schema] = {
             "responses": _responses(_ok("The events.", ref("AuditEvents")), "400", *_ADMIN_ERRORS),
         }
     },
+    "/admin/keysets/{name}/plan": {
+        "get": {
+            **_ADMIN,
+            "operationId": "getKeysetPlan",
+            "summary": "Each key's published/signing/stop-signing/retire times (past and planned), the next three "
+            "scheduled rotations, the adoption gate, and what a forced rotation now would do (API.md §6).",
+            "parameters": [{**_path_param("name", "the keyset"), "example": "default"}],
+            "responses": _responses(
+                _ok("The plan.", ref("KeysetPlan"), Cache_Control="NoStore"), *_ADMIN_ERRORS, "404"
+            ),
+        }
+    },
+    "/status": {
+        "get": {
+            **_PUBLIC,
+            "operationId": "getStatusPage",
+            "summary": "An HTML page of every keyset: its keys on a timeline, the next rotation, adoption shares "
+            "and the latest key events; public information only, no external assets, live from /keys/events.",
+            "responses": {
+                "200": {
+                    "description": "The page.",
+                    "headers": {"Cache-Control": header("Cache-Control"), "Content-Security-Policy": header("CSP")},
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
 }
 
 
@@ -442,7 +470,7 @@ DOCUMENT: dict[str, Any] = {
     ],
     "paths": PATHS,
     "components": {
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **PLAN_SCHEMAS},
         "responses": RESPONSES,
         "headers": HEADERS,
         "securitySchemes": {

@@ -176,6 +176,7 @@ HEADERS: dict[str, Schema] = {
     },
     "WWW-Authenticate": {"description": "The authentication challenge.", "schema": {"type": "string"}},
     "CORS": {"description": "`*`: any origin may read the document (CORS).", "schema": {"const": "*"}},
+    "CSP": {"description": "The Content-Security-Policy of an HTML page.", "schema": {"type": "string"}},
 }
 
 _ALGS = sorted(ALGORITHMS)

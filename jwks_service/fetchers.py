@@ -182,6 +182,7 @@ class AdoptionReader:
         self.clock = clock
         self._keysets = keysets
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._records: _Records | None = None
 
     def _keyset(self, name: str) -> Keyset:
@@ -200,14 +201,29 @@ class AdoptionReader:
             self._records = _Records(time.monotonic(), now, tuple(fetches), revisions)
 
     def _fresh(self) -> _Records:
-        with self._lock:
-            records = self._records
-        if records is None or time.monotonic() - records.read_at >= READ_SECONDS:
-            self.reload()
+        """The records, read again when older than READ_SECONDS (by one caller while the others wait)."""
+        with self._reload_lock:
             with self._lock:
                 records = self._records
+            if records is None or time.monotonic() - records.read_at >= READ_SECONDS:
+                self.reload()
+                with self._lock:
+                    records = self._records
         assert records is not None
         return records
+
+    def adoptions(self) -> dict[str, Adoption]:
+        """Every served keyset's adoption (blocking); from the records read last when the store cannot
+        be read (nothing before a first read): for /keys/status, which must answer while the store is down."""
+        try:
+            records: _Records | None = self._fresh()
+        except JwksServiceError:
+            with self._lock:
+                records = self._records
+        if records is None:
+            return {}
+        now = self.clock.now()
+        return {name: self._compute(ks, records, now) for name, ks in self._keysets().items()}
 
     def _compute(self, keyset: Keyset, records: _Records, now: float) -> Adoption:
         return rules.adoption(keyset, records.fetches, records.revisions, now=now, window=self.settings.adoption.window)

@@ -10,6 +10,7 @@ from typing import Any
 from .. import __version__
 from ..assertions import AUTH_METHODS as AUTH_CHOICES
 from ..errors import ConfigError, JwksServiceError
+from .adoption import cmd_keys_adoption
 from .manage import (
     cmd_clients_create,
     cmd_clients_delete,
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(keys, "taint", cmd_keys_taint, "mark a key as suspect: it stops signing, keeps verifying")
     p.add_argument("kid", help="the key's kid (it may start with '-')")
     p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+    p = command(keys, "adoption", cmd_keys_adoption, "who holds which key: JWKS fetchers per kid, and laggards")
+    p.add_argument("keyset", nargs="?", help="one keyset (default: every keyset)")
     p.add_argument("--json", action="store_true")
 
     clients = _actions(sub, "clients", "OAuth clients")

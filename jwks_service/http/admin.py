@@ -280,6 +280,16 @@ async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Respon
     return JSONResponse(summary), f"keyset:{name}", reason
 
 
+@admin("keysets.adoption")
+async def keyset_adoption(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    """Who holds which of the keyset's keys (API.md §6), from every replica's records."""
+    name = request.path_params["name"]
+    if name not in runtime.settings.keysets:
+        raise NotFoundError(f"no keyset {name}")
+    adopted = await anyio.to_thread.run_sync(runtime.adoption.adoption, name)
+    return JSONResponse(adopted.as_dict()), f"keyset:{name}", ""
+
+
 @admin("keys.revoke")
 async def revoke_key(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
     return await _key_action(request, runtime.keys.revoke, runtime, actor, "revoked")

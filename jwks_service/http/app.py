@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import scheduler
+from .. import fetchers, scheduler
 from ..addresses import split_listen
 from ..clock import Clock
 from ..config import Settings, load_settings
@@ -95,6 +95,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/admin/keysets", {"GET": admin.list_keysets}, admin=True),
         RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}, admin=True),
         RouteSpec("/admin/keysets/{name}/plan", {"GET": admin.keyset_plan}, admin=True),
+        RouteSpec("/admin/keysets/{name}/adoption", {"GET": admin.keyset_adoption}, admin=True),
         RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}, admin=True),
         RouteSpec("/admin/keys/{kid}/taint", {"POST": admin.taint_key}, admin=True),
         RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}, admin=True),
@@ -129,6 +130,7 @@ def create_app(
         async with anyio.create_task_group() as tg:
             if background:
                 tg.start_soon(scheduler.run, rt, hub.observe)
+                tg.start_soon(fetchers.flush_loop, rt.fetches, rt.adoption, rt.store, rt.clock)
             yield
             hub.close()
             tg.cancel_scope.cancel()

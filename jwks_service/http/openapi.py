@@ -309,6 +309,16 @@ PATHS: dict[str, Schema] = {
             ),
         }
     },
+    "/admin/keysets/{name}/adoption": {
+        "get": {
+            **_ADMIN,
+            "operationId": "keysetAdoption",
+            "summary": "Who holds which key (API.md §6): per published kid, how many of the window's JWKS fetchers"
+            " hold it, and the fetchers that do not hold next (laggards), from every replica's records.",
+            "parameters": [{**_path_param("name", "the keyset"), "example": "default"}],
+            "responses": _responses(_ok("The keyset's adoption.", ref("Adoption")), *_ADMIN_ERRORS, "404"),
+        }
+    },
     "/admin/keys/{kid}/revoke": _key_action(
         "revokeKey", "Emergency revocation of a key (API.md §2); idempotent.", "revocation", "RevokeKeyResponse"
     ),

@@ -79,6 +79,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.views": SERVICES,
     "jwks_service.operations": SERVICES,
     "jwks_service.runtime": SERVICES,
+    "jwks_service.fetchers": SERVICES,
     # 4 edges: parse input, call a service, render its answer.
     "jwks_service.http": EDGES,
     "jwks_service.cli": EDGES,

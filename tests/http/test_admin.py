@@ -32,6 +32,7 @@ ENDPOINTS = [
     ("GET", "/admin/keysets", None),
     ("POST", "/admin/keysets/default/rotate", {"force": True}),
     ("GET", "/admin/keysets/default/adoption", None),
+    ("GET", "/admin/keysets/default/plan", None),
     ("POST", "/admin/keys/somekid/revoke", {"reason": "x"}),
     ("POST", "/admin/keys/somekid/taint", {"reason": "x"}),
     ("GET", "/admin/clients", None),

@@ -78,6 +78,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.backup_merge": SERVICES,
     "jwks_service.views": SERVICES,
     "jwks_service.operations": SERVICES,
+    "jwks_service.planning": SERVICES,
     "jwks_service.runtime": SERVICES,
     "jwks_service.fetchers": SERVICES,
     # 4 edges: parse input, call a service, render its answer.

@@ -84,13 +84,15 @@ def print_plan(plan: KeysetPlan) -> None:
     for n, r in enumerate(plan.rotations, 1):
         promotes = r.promotes or f"the key made by rotation {n - 1}"
         demotes = r.demotes or f"the key promoted by rotation {n - 1}"
-        when = f"{rfc3339(r.at)} ({'due since ' + relative(r.at, now) if r.at <= now else relative(r.at, now)})"
+        when = f"{rfc3339(r.at)} ({'due ' + relative(r.at, now) if r.at <= now else relative(r.at, now)})"
         held = f"; waiting for adoption, at the latest {rfc3339(r.latest)}" if r.waiting and r.latest else ""
         print(f"  {n}. {when}: {promotes} signs, {demotes} stops{held}")
     if not plan.rotations:
         print("  none: no current key")
     print()
     gate = "unknown (no adoption records)" if plan.gate is None else plan.gate.describe()
+    if plan.gate is not None and plan.gate.waiting and plan.rotations and plan.rotations[0].at > now:
+        gate += f"; nothing waits yet (the rotation is due {relative(plan.rotations[0].at, now)})"
     print(f"Adoption gate ({p.adoption_gate:.0%} of fetchers must hold next): {gate}")
     print()
     _print_forced(plan)

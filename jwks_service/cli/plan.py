@@ -90,12 +90,23 @@ def print_plan(plan: KeysetPlan) -> None:
     if not plan.rotations:
         print("  none: no current key")
     print()
-    gate = "unknown (no adoption records)" if plan.gate is None else plan.gate.describe()
-    if plan.gate is not None and plan.gate.waiting and plan.rotations and plan.rotations[0].at > now:
-        gate += f"; nothing waits yet (the rotation is due {relative(plan.rotations[0].at, now)})"
-    print(f"Adoption gate ({p.adoption_gate:.0%} of fetchers must hold next): {gate}")
+    print(f"Adoption gate ({p.adoption_gate:.0%} of fetchers must hold next): {_gate(plan)}")
     print()
     _print_forced(plan)
+
+
+def _gate(plan: KeysetPlan) -> str:
+    g, now = plan.gate, plan.now
+    if g is None:
+        return "unknown (no adoption records)"
+    if g.waiting and plan.rotations and plan.rotations[0].at > now:
+        share = "n/a" if g.share is None else f"{g.share:.0%}"
+        return (
+            f"closed for now: {share} of {g.fetchers} fetchers hold next, {g.required:.0%} needed (the rotation is"
+            f" due {relative(plan.rotations[0].at, now)}; it waits for them at most"
+            f" {span(plan.policy.adoption_max_wait)})"
+        )
+    return g.describe()
 
 
 def _print_forced(plan: KeysetPlan) -> None:

@@ -99,7 +99,7 @@ def test_the_text_names_laggards_and_says_when_the_gate_holds(capsys: pytest.Cap
         return capsys.readouterr().out
 
     out = show(t0 + 7200)
-    assert "40% of 20 fetchers hold it, 90% needed; nothing waits yet (the rotation is due in 22h)" in out
+    assert "closed for now: 40% of 20 fetchers hold next, 90% needed (the rotation is due in 22h;" in out
     assert "12 fetcher(s) would meet an unknown kid" in out and 'svc-0/1  holds "r1"' in out
     assert "svc-9/1" in out and "svc-10/1" not in out and "... and 2 more" in out
     assert "it needs no --force" in out
@@ -107,4 +107,4 @@ def test_the_text_names_laggards_and_says_when_the_gate_holds(capsys: pytest.Cap
     out = show(t0 + day + 600)
     due = rfc3339(t0 + day)
     assert f"1. {due} (due 10m ago): nxt signs, cur stops; waiting for adoption, at the latest" in out
-    assert "nothing waits yet" not in out
+    assert "closed for now" not in out and "waiting for adoption of next: 40% of 20 fetchers hold it" in out

@@ -139,3 +139,10 @@ def test_the_running_app_flushes_every_second_and_once_more_at_shutdown(runtime:
         http.get(JWKS, headers={"JWKS-Verifier": "billing/2"})  # noted just before shutdown
     assert {f.fetcher for f in runtime.store.list_fetches(0.0)} == {"orders-api/1", "billing/2"}
     assert runtime.fetches.pending == 0
+
+
+def test_a_long_user_agent_gives_a_bounded_name(http: TestClient, runtime: Runtime) -> None:
+    http.get(JWKS, headers={"User-Agent": "A" * 5000})
+    http.get(JWKS, headers={"User-Agent": "A" * 5000})
+    (name,) = notes(runtime)
+    assert name.startswith("testclient AAAA") and len(name) <= 200

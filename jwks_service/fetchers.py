@@ -184,6 +184,7 @@ class AdoptionReader:
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._records: _Records | None = None
+        self._failed: tuple[float, JwksServiceError] | None = None  # the last failed read, and when
 
     def _keyset(self, name: str) -> Keyset:
         keyset = self._keysets().get(name)
@@ -206,7 +207,15 @@ class AdoptionReader:
             with self._lock:
                 records = self._records
             if records is None or time.monotonic() - records.read_at >= READ_SECONDS:
-                self.reload()
+                failed = self._failed
+                if failed is not None and time.monotonic() - failed[0] < READ_SECONDS:
+                    raise failed[1]  # the store failed just now: do not wait for it again yet
+                try:
+                    self.reload()
+                except JwksServiceError as exc:
+                    self._failed = (time.monotonic(), exc)
+                    raise
+                self._failed = None
                 with self._lock:
                     records = self._records
         assert records is not None

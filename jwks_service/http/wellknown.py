@@ -30,9 +30,12 @@ log = logging.getLogger("jwks_service")
 # The JWKS and the metadata answer cross-origin reads (API.md §8): a browser app may fetch them. The
 # header bytes are made once; the JWKS adds them to its pre-built heads, at no cost per request.
 CORS_ORIGIN = (b"access-control-allow-origin", b"*")
-# Clients whose fetcher names the JWKS endpoint remembers (then it starts again).
-MAX_REMEMBERED_FETCHERS = 4096
 CORS_EXPOSE_ETAG = (b"access-control-expose-headers", b"ETag")
+
+# Clients whose fetcher names the JWKS endpoint remembers (then it starts again), and the longest
+# JWKS-Verifier plus User-Agent it remembers one by (longer ones are named on every request).
+MAX_REMEMBERED_FETCHERS = 4096
+MAX_REMEMBERED_HEADERS = 512
 
 
 class Preflight:
@@ -153,9 +156,11 @@ class JwksEndpoint:
             host,
             None if agent is None else agent.decode("latin-1"),
         )
-        if len(self._fetchers) >= MAX_REMEMBERED_FETCHERS:
-            self._fetchers.clear()
-        named = self._fetchers[(verifier, agent, host)] = (name, source_address(host))
+        named = (name, source_address(host))
+        if len(verifier or b"") + len(agent or b"") <= MAX_REMEMBERED_HEADERS:
+            if len(self._fetchers) >= MAX_REMEMBERED_FETCHERS:
+                self._fetchers.clear()
+            self._fetchers[(verifier, agent, host)] = named
         return named
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import anyio
 import pytest
 from starlette.testclient import TestClient
-from support import ISSUER, basic
+from support import ISSUER, basic, wait_until
 
 from jwks_service.adoption import Fetch
 from jwks_service.clock import ManualClock
+from jwks_service.http import create_app
 from jwks_service.runtime import Runtime
 
 from .test_admin import token_for
@@ -129,3 +130,19 @@ def test_metrics_export_adoption_and_drops(http: TestClient, runtime: Runtime) -
     assert samples[("jwks_adoption_share", (("keyset", "default"), ("kid", kid)))] == 1.0
     assert samples[("jwks_adoption_dropped_total", (("reason", "per_source"),))] == 2
     assert samples[("jwks_adoption_dropped_total", (("reason", "buffer_full"),))] == 0
+
+
+def test_the_running_app_flushes_every_second_and_once_more_at_shutdown(runtime: Runtime) -> None:
+    with TestClient(create_app(runtime=runtime), base_url=ISSUER) as http:
+        http.get(JWKS, headers={"JWKS-Verifier": "orders-api/1"})
+        wait_until(lambda: [f.fetcher for f in runtime.store.list_fetches(0.0)] == ["orders-api/1"], timeout=5)
+        http.get(JWKS, headers={"JWKS-Verifier": "billing/2"})  # noted just before shutdown
+    assert {f.fetcher for f in runtime.store.list_fetches(0.0)} == {"orders-api/1", "billing/2"}
+    assert runtime.fetches.pending == 0
+
+
+def test_a_long_user_agent_gives_a_bounded_name(http: TestClient, runtime: Runtime) -> None:
+    http.get(JWKS, headers={"User-Agent": "A" * 5000})
+    http.get(JWKS, headers={"User-Agent": "A" * 5000})
+    (name,) = notes(runtime)
+    assert name.startswith("testclient AAAA") and len(name) <= 200

@@ -4,6 +4,7 @@ records against the served keysets, the read cache, unknown keysets, the gate)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -173,3 +174,28 @@ def test_an_unknown_keyset_is_not_found(served: Runtime) -> None:
 def test_settings_reach_the_recorder(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, adoption={"window": "1h", "max_fetchers": 5, "max_per_source": 2})
     assert settings.adoption == AdoptionSettings(window=3600, max_fetchers=5, max_per_source=2)
+
+
+class BrokenReads(SQLiteStore):
+    reads = 0
+
+    def list_fetches(self, since: float) -> list[Fetch]:
+        self.reads += 1
+        raise StoreError("store down")
+
+
+def test_status_reads_survive_a_store_outage_and_do_not_wait_for_it_again_at_once(
+    runtime_factory: Callable[..., Runtime],
+) -> None:
+    served = runtime_factory()
+    reader = served.adoption
+    reader.reload()
+    assert reader.adoptions()["default"].fetchers == 0  # a first read
+    broken = BrokenReads(":memory:")
+    reader.store = broken
+    reader._records = replace(reader._records, read_at=0.0) if reader._records else None  # stale now
+    assert reader.adoptions()["default"].fetchers == 0  # the last read, while the store is down
+    with pytest.raises(StoreError):
+        reader.adoption("default")
+    assert broken.reads == 1  # the second caller did not wait for the store again within a second
+    broken.close()

@@ -7,16 +7,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from collections.abc import Callable
 from html.parser import HTMLParser
+from typing import Any
 
 import anyio
 import pytest
 from starlette.testclient import TestClient
-from support import ISSUER
+from support import ISSUER, wait_until
 
+from jwks_service.adoption import Adoption, Gate
 from jwks_service.clock import ManualClock
 from jwks_service.http import create_app
+from jwks_service.http.status import ADOPTION_WAIT
 from jwks_service.model import KeyState
 from jwks_service.runtime import Runtime
 
@@ -142,3 +146,42 @@ def test_every_keyset_shows_hmac_ones_too(runtime_factory: Callable[..., Runtime
     for key in hmac.keys:
         assert f'data-kid="{key.kid}" data-state="{key.state.value}"' in html
     assert hmac.by_state(KeyState.CURRENT)
+
+
+class CountingReader:
+    """The runtime's adoption reader, counting its reads, each `delay` seconds long."""
+
+    def __init__(self, inner: Any, delay: float = 0.0) -> None:
+        self.inner, self.delay, self.reads = inner, delay, 0
+
+    def adoption(self, name: str) -> Adoption:
+        self.reads += 1
+        time.sleep(self.delay)
+        result: Adoption = self.inner.adoption(name)
+        return result
+
+    def gate(self, name: str) -> Gate:
+        result: Gate = self.inner.gate(name)
+        return result
+
+
+def test_visitors_share_one_read_of_the_adoption_records(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = CountingReader(runtime.adoption)
+    monkeypatch.setattr(runtime, "adoption", reader)
+    with TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER) as client:
+        for _ in range(20):
+            assert client.get("/status").status_code == 200
+    assert reader.reads == 1  # one keyset, read once for every visitor within ADOPTION_TTL
+
+
+def test_a_slow_store_does_not_hold_the_page(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = CountingReader(runtime.adoption, delay=ADOPTION_WAIT + 3)
+    monkeypatch.setattr(runtime, "adoption", reader)
+    with TestClient(create_app(runtime=runtime, background=False), base_url=ISSUER) as client:
+        started = time.monotonic()
+        html = client.get("/status").text
+        assert time.monotonic() - started < ADOPTION_WAIT + 2
+        assert ">unknown</td>" in html  # the page, without the shares it could not wait for
+        # The read goes on by itself, once: the page shows its result when it is in.
+        wait_until(lambda: "no fetcher yet" in client.get("/status").text, timeout=15)
+    assert reader.reads == 1

@@ -89,6 +89,8 @@ white-space:nowrap}
 .share svg{vertical-align:middle;margin-right:6px}
 .share .track{fill:var(--grid)}.share .fill{fill:var(--current)}
 .muted{color:var(--muted)}
+a{color:var(--next)}
+@media (prefers-color-scheme:dark){a{color:#60a5fa}}
 h3{font-size:13px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);margin:16px 0 6px}
 ol.events{list-style:none;margin:0;padding:0;display:grid;gap:4px}
 ol.events li{display:flex;gap:10px;align-items:baseline;font-size:13.5px}
@@ -122,7 +124,9 @@ JS = """
   }
   function tick() {
     const now = Date.now() / 1000;
-    for (const el of document.querySelectorAll("[data-at]")) el.textContent = relative(+el.dataset.at, now);
+    for (const el of document.querySelectorAll("[data-at]")) {
+      el.textContent = ("due" in el.dataset ? "due " : "") + relative(+el.dataset.at, now);
+    }
   }
   let timer = null, busy = false, again = false;
   async function refresh() {

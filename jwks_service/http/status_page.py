@@ -46,9 +46,13 @@ def _when(moment: Moment | None, now: float) -> str:
     stamp = rfc3339(moment.at)
     planned = " planned" if moment.planned else ""
     note = "planned" if moment.planned else ""
+    # Planned but past: it has not happened yet (a held rotation, a retirement the scheduler has not reached).
+    past_due = moment.planned and moment.at <= now
+    due = ' data-due=""' if past_due else ""
+    rel = ("due " if past_due else "") + relative(moment.at, now)
     return (
         f'<td class="when{planned}" title="{note}"><time datetime="{stamp}">{_short(moment.at)}</time>'
-        f'<span class="rel" data-at="{moment.at:.0f}">{relative(moment.at, now)}</span></td>'
+        f'<span class="rel" data-at="{moment.at:.0f}"{due}>{rel}</span></td>'
     )
 
 
@@ -70,6 +74,8 @@ def _badges(key: KeyPlan) -> str:
 def _share(key: KeyPlan, status: KeysetStatus) -> str:
     if key.state not in (KeyState.NEXT, KeyState.CURRENT, KeyState.PREVIOUS):
         return '<td class="share muted">—</td>'
+    if status.plan is not None and not status.plan.published:
+        return '<td class="share muted" title="HMAC keys are never published">—</td>'
     if not status.adoption_known or status.plan is None:
         return '<td class="share muted" title="adoption records are not available">unknown</td>'
     fetchers = status.plan.fetchers or 0

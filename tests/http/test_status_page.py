@@ -143,6 +143,7 @@ def test_every_keyset_shows_hmac_ones_too(runtime_factory: Callable[..., Runtime
         html = client.get("/status").text
     hmac = runtime.keys.snapshot.keysets["internal"]
     assert 'id="keyset-internal"' in html and "HMAC: never published" in html
+    assert html.count('title="HMAC keys are never published">—</td>') == len(hmac.keys)
     for key in hmac.keys:
         assert f'data-kid="{key.kid}" data-state="{key.state.value}"' in html
     assert hmac.by_state(KeyState.CURRENT)

@@ -39,6 +39,7 @@ PARTS = ("sign", "verify", "jwks", "http")
 TARGETS = {
     "issuance_2w_vs_openbao": 4.0,
     "jwks_vs_openbao": 1.5,
+    "jwks_2w_vs_openbao": 3.0,
     "vault_batched_vs_naive": 10.0,
 }
 RSS_TARGET_MIB = 100.0

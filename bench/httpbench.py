@@ -5,7 +5,8 @@ What is loaded (each for ``--duration`` seconds with ``--connections`` open conn
 - issuance: ``POST /oauth/token`` (client_credentials, client_secret_basic, ES256, 15 min TTL) with
   1 and 2 uvicorn workers, against OpenBao's ``GET /v1/identity/oidc/token/:role`` (an ES256 named
   key, the same TTL, a userpass token with an entity: a Vault user's built-in token issuer);
-- JWKS: ``GET /.well-known/jwks.json`` against OpenBao's ``GET /v1/identity/oidc/.well-known/keys``;
+- JWKS: ``GET /.well-known/jwks.json`` with 1 and 2 workers against OpenBao's
+  ``GET /v1/identity/oidc/.well-known/keys``;
 - HTTPS: issuance and the JWKS again over TLS on kept-alive connections (``[http] tls_cert`` with a
   certificate made for the run, one worker), against a second OpenBao started with ``-dev-tls``;
 - introspection: ``POST /oauth/introspect`` of a valid token;
@@ -452,6 +453,7 @@ class HttpResults:
         ratio("issuance_1w_vs_openbao", self.find("issuance", "ours", 1, c), bao)
         ratio("issuance_2w_vs_openbao", self.find("issuance", "ours", 2, c), bao)
         ratio("jwks_vs_openbao", self.find("jwks", "ours", 1), self.find("jwks", "openbao"))
+        ratio("jwks_2w_vs_openbao", self.find("jwks", "ours", 2), self.find("jwks", "openbao"))
         ours_https = self.find("issuance-https", "ours")
         ratio("https_issuance_vs_openbao", ours_https, self.find("issuance-https", "openbao"))
         ratio("https_jwks_vs_openbao", self.find("jwks-https", "ours"), self.find("jwks-https", "openbao"))
@@ -528,9 +530,10 @@ def run_http(
                 pids = [ours.pid]
                 warm_up(token_req)  # every worker up and warm; not measured
                 load("issuance", "ours", workers, token_req, pids, connections)
+                # Every JWKS answer is noted for adoption (API.md §6): measured with it, as served.
+                load("jwks", "ours", workers, Request("GET", ours.base + "/.well-known/jwks.json"), pids, connections)
                 if workers == 2:
                     continue
-                load("jwks", "ours", 1, Request("GET", ours.base + "/.well-known/jwks.json"), pids, connections)
                 import httpx
 
                 token = httpx.post(

@@ -16,6 +16,7 @@ from .clients import ClientRegistry
 from .clock import Clock, SystemClock
 from .config import Settings
 from .errors import ConfigError, JwksServiceError, KeyValidationError, NotFoundError, UnavailableError
+from .fetchers import AdoptionReader, AdoptionRecorder
 from .kek import LoadedKek, load_kek, load_wrapped_kek
 from .model import Keyset
 from .service import KeyService
@@ -46,9 +47,13 @@ class Runtime:
     vault: VaultAuth | None = None  # the Vault login (and its renewal thread) when anything uses Vault
     audit_prune_due: float = float("-inf")  # when this process prunes the audit log next
     audit_log: audit.AuditLog = field(init=False)
+    adoption: AdoptionReader = field(init=False)  # who holds which key (API.md §6), from the store's records
+    fetches: AdoptionRecorder = field(init=False)  # this process's JWKS fetches, until flushed to the store
 
     def __post_init__(self) -> None:
         self.audit_log = audit.AuditLog(self.store)
+        self.adoption = AdoptionReader(self.store, self.settings, self.clock, lambda: self.keys.snapshot.keysets)
+        self.fetches = AdoptionRecorder(self.settings.adoption)
 
     def prune_audit(self) -> int:
         """Delete audit events older than audit.retention when due (see AUDIT_PRUNE_EVERY): blocking

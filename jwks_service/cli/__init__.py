@@ -10,6 +10,7 @@ from typing import Any
 from .. import __version__
 from ..assertions import AUTH_METHODS as AUTH_CHOICES
 from ..errors import ConfigError, JwksServiceError
+from .adoption import cmd_keys_adoption
 from .manage import (
     cmd_clients_create,
     cmd_clients_delete,
@@ -23,6 +24,7 @@ from .manage import (
     cmd_keys_taint,
     cmd_token,
 )
+from .plan import cmd_keys_plan
 from .serve import GRACEFUL_SHUTDOWN_SECONDS, cmd_serve, uvicorn_proxy_options
 from .store import (
     cmd_audit_prune,
@@ -87,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         " load balancer takes the replica out of rotation first (default 0s: stop at once)",
     )
 
-    keys = _actions(sub, "keys", "list, rotate, taint and revoke signing keys")
+    keys = _actions(sub, "keys", "list, plan, rotate, taint and revoke signing keys")
     p = command(keys, "list", cmd_keys_list, "every key of every keyset")
+    p.add_argument("--json", action="store_true")
+    p = command(keys, "plan", cmd_keys_plan, "each key's times, the next rotations, the gate, a forced rotation's cost")
+    p.add_argument("keyset", nargs="?", help="one keyset (default: every keyset)")
     p.add_argument("--json", action="store_true")
     p = command(keys, "rotate", cmd_keys_rotate, "promote the next key now")
     p.add_argument("keyset")
@@ -102,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(keys, "taint", cmd_keys_taint, "mark a key as suspect: it stops signing, keeps verifying")
     p.add_argument("kid", help="the key's kid (it may start with '-')")
     p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true")
+    p = command(keys, "adoption", cmd_keys_adoption, "who holds which key: JWKS fetchers per kid, and laggards")
+    p.add_argument("keyset", nargs="?", help="one keyset (default: every keyset)")
     p.add_argument("--json", action="store_true")
 
     clients = _actions(sub, "clients", "OAuth clients")

@@ -20,7 +20,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import audit, views
+from .. import audit, planning, views
 from ..clients import MAX_SECRET_GRACE, check_grace
 from ..clock import MissingTimeZoneError, parse_rfc3339
 from ..config import format_duration, parse_duration
@@ -259,6 +259,13 @@ async def list_keysets(request: Request, runtime: Runtime, actor: str) -> tuple[
     return JSONResponse({"keysets": out}), "keysets", ""
 
 
+@admin("keysets.plan")
+async def keyset_plan(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    name = request.path_params["name"]
+    plan = await anyio.to_thread.run_sync(planning.read_plan, runtime, name)
+    return JSONResponse(plan.as_dict(), headers={"Cache-Control": "no-store"}), f"keyset:{name}", ""
+
+
 @admin("keysets.rotate")
 async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
     name = request.path_params["name"]
@@ -271,6 +278,16 @@ async def rotate(request: Request, runtime: Runtime, actor: str) -> tuple[Respon
         raise NotFoundError(f"no keyset {name}")
     summary = await anyio.to_thread.run_sync(lambda: runtime.keys.rotate(name, force=force, reason=reason, actor=actor))
     return JSONResponse(summary), f"keyset:{name}", reason
+
+
+@admin("keysets.adoption")
+async def keyset_adoption(request: Request, runtime: Runtime, actor: str) -> tuple[Response, str, str]:
+    """Who holds which of the keyset's keys (API.md §6), from every replica's records."""
+    name = request.path_params["name"]
+    if name not in runtime.settings.keysets:
+        raise NotFoundError(f"no keyset {name}")
+    adopted = await anyio.to_thread.run_sync(runtime.adoption.adoption, name)
+    return JSONResponse(adopted.as_dict()), f"keyset:{name}", ""
 
 
 @admin("keys.revoke")

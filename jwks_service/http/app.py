@@ -16,14 +16,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import scheduler
+from .. import fetchers, scheduler
 from ..addresses import split_listen
 from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
 from ..store_warnings import StoreWarnings
-from . import admin, oauth, openapi, wellknown
+from . import admin, oauth, openapi, status, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
@@ -86,6 +86,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/.well-known/oauth-authorization-server", {"GET": wellknown.discovery, "OPTIONS": preflight}),
         RouteSpec("/keys/status", {"GET": wellknown.key_status}),
         RouteSpec("/keys/events", {"GET": events_endpoint}),
+        RouteSpec("/status", {"GET": status.status_page}),
         RouteSpec("/healthz", {"GET": wellknown.healthz}),
         RouteSpec("/readyz", {"GET": wellknown.readyz}),
         RouteSpec("/metrics", {"GET": metrics_endpoint}, admin=True),
@@ -94,6 +95,8 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/oauth/revoke", {"POST": oauth.revoke}),
         RouteSpec("/admin/keysets", {"GET": admin.list_keysets}, admin=True),
         RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}, admin=True),
+        RouteSpec("/admin/keysets/{name}/plan", {"GET": admin.keyset_plan}, admin=True),
+        RouteSpec("/admin/keysets/{name}/adoption", {"GET": admin.keyset_adoption}, admin=True),
         RouteSpec("/admin/keys/{kid}/revoke", {"POST": admin.revoke_key}, admin=True),
         RouteSpec("/admin/keys/{kid}/taint", {"POST": admin.taint_key}, admin=True),
         RouteSpec("/admin/clients", {"GET": admin.list_clients, "POST": admin.create_client}, admin=True),
@@ -130,6 +133,7 @@ def create_app(
             if background:
                 tg.start_soon(scheduler.run, rt, hub.observe)
                 tg.start_soon(store_warnings.run)
+                tg.start_soon(fetchers.flush_loop, rt.fetches, rt.adoption, rt.store, rt.clock)
             yield
             hub.close()
             tg.cancel_scope.cancel()
@@ -153,6 +157,7 @@ def create_app(
     app.state.events = hub
     app.state.readiness = wellknown.Readiness(rt)
     app.state.store_warnings = store_warnings
+    app.state.public_adoption = status.PublicAdoption(rt)
     app.state.denied_audit = admin.DeniedAuditBudget()
     app.state.drain = drain or Drain()
     app.state.metadata_body = orjson.dumps(wellknown.metadata(rt.settings))

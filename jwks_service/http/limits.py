@@ -55,7 +55,11 @@ def source_of(request: HTTPConnection) -> str:
     """What a per-source limit counts: the client's address (the peer, or what a trusted proxy says),
     an IPv6 one by its /64, since one host commonly holds a whole /64 and could otherwise take a new
     address per request."""
-    host = request.client.host if request.client else "unknown"
+    return source_address(request.client.host if request.client else "unknown")
+
+
+def source_address(host: str) -> str:
+    """`source_of` for a peer's address as given (the JWKS endpoint reads it from the ASGI scope)."""
     if ":" not in host:  # IPv4 (or a name): as it is, with no parsing on the token endpoint's hot path
         return host
     try:

@@ -68,6 +68,38 @@ class _KeyCollector(Collector):
         yield from (age, to_rotation, count, signing, waiting, failures)
 
 
+class _AdoptionCollector(Collector):
+    """Adoption per keyset and kid (API.md §6) from the records this process read last (no store I/O
+    at scrape time: the flush loop reads them every few seconds), and the notes this process dropped."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        fetchers = GaugeMetricFamily(
+            "jwks_adoption_fetchers", "JWKS fetchers seen within the adoption window", labels=["keyset"]
+        )
+        share = GaugeMetricFamily(
+            "jwks_adoption_share", "Share of the window's fetchers that hold the kid", labels=["keyset", "kid"]
+        )
+        for name in self.runtime.settings.keysets:
+            adopted = self.runtime.adoption.peek(name)
+            if adopted is None:
+                continue
+            fetchers.add_metric([name], float(adopted.fetchers))
+            for key in adopted.keys:
+                if key.share is not None:
+                    share.add_metric([name, key.kid], key.share)
+        dropped = CounterMetricFamily(
+            "jwks_adoption_dropped",
+            "JWKS fetches not recorded: buffer_full (max_fetchers) or per_source (max_per_source)",
+            labels=["reason"],
+        )
+        for reason, count in self.runtime.fetches.dropped.items():
+            dropped.add_metric([reason], float(count))
+        yield from (fetchers, share, dropped)
+
+
 class _EventsCollector(Collector):
     """Open /keys/events streams and key events fanned out by this process (http/events.EventHub)."""
 
@@ -113,6 +145,7 @@ class Metrics:
             "jwks_introspections", "Introspection answers (active, inactive, or an error code)", ["outcome"], registry=r
         )
         r.register(_KeyCollector(runtime))
+        r.register(_AdoptionCollector(runtime))
         if events is not None:
             r.register(_EventsCollector(events))
         runtime.keys.listeners.append(self.on_transitions)

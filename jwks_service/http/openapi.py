@@ -18,6 +18,7 @@ import orjson
 
 from .. import __version__
 from .limits import MAX_BODY_BYTES
+from .openapi_plan import PLAN_SCHEMAS
 from .openapi_rollover import ROLLOVER_SCHEMAS
 from .openapi_schemas import (
     EVENT_ID,
@@ -309,6 +310,16 @@ PATHS: dict[str, Schema] = {
             ),
         }
     },
+    "/admin/keysets/{name}/adoption": {
+        "get": {
+            **_ADMIN,
+            "operationId": "keysetAdoption",
+            "summary": "Who holds which key (API.md §6): per published kid, how many of the window's JWKS fetchers"
+            " hold it, and the fetchers that do not hold next (laggards), from every replica's records.",
+            "parameters": [{**_path_param("name", "the keyset"), "example": "default"}],
+            "responses": _responses(_ok("The keyset's adoption.", ref("Adoption")), *_ADMIN_ERRORS, "404"),
+        }
+    },
     "/admin/keys/{kid}/revoke": _key_action(
         "revokeKey", "Emergency revocation of a key (API.md §2); idempotent.", "revocation", "RevokeKeyResponse"
     ),
@@ -418,6 +429,33 @@ PATHS: dict[str, Schema] = {
             "responses": _responses(_ok("The events.", ref("AuditEvents")), "400", *_ADMIN_ERRORS),
         }
     },
+    "/admin/keysets/{name}/plan": {
+        "get": {
+            **_ADMIN,
+            "operationId": "getKeysetPlan",
+            "summary": "Each key's published/signing/stop-signing/retire times (past and planned), the next three "
+            "scheduled rotations, the adoption gate, and what a forced rotation now would do (API.md §6).",
+            "parameters": [{**_path_param("name", "the keyset"), "example": "default"}],
+            "responses": _responses(
+                _ok("The plan.", ref("KeysetPlan"), Cache_Control="NoStore"), *_ADMIN_ERRORS, "404"
+            ),
+        }
+    },
+    "/status": {
+        "get": {
+            **_PUBLIC,
+            "operationId": "getStatusPage",
+            "summary": "An HTML page of every keyset: its keys on a timeline, the next rotation, adoption shares "
+            "and the latest key events; public information only, no external assets, live from /keys/events.",
+            "responses": {
+                "200": {
+                    "description": "The page.",
+                    "headers": {"Cache-Control": header("Cache-Control"), "Content-Security-Policy": header("CSP")},
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
 }
 
 
@@ -443,7 +481,7 @@ DOCUMENT: dict[str, Any] = {
     ],
     "paths": PATHS,
     "components": {
-        "schemas": {**SCHEMAS, **ROLLOVER_SCHEMAS},
+        "schemas": {**SCHEMAS, **ROLLOVER_SCHEMAS, **PLAN_SCHEMAS},
         "responses": RESPONSES,
         "headers": HEADERS,
         "securitySchemes": {

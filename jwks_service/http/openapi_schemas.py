@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..adoption import MAX_LAGGARDS
 from ..algorithms import ALGORITHMS
 from ..assertions import ASSERTION_TYPE, AUTH_METHODS, MAX_JWKS_URI_CHARS
 from ..clients import _SCOPE_TOKEN
@@ -47,6 +48,8 @@ _TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _KID_OR_NULL = {"type": ["string", "null"]}
 # What an operator should fix while the service stays ready, in public wording (store_warnings).
 _WARNINGS = {"type": "array", "items": {"type": "string"}}
+# A share of the adoption window's fetchers: null when there is none (or for an unpublished key).
+_SHARE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 
 
 def _typed(kind: str, *names: str) -> Schema:
@@ -178,6 +181,7 @@ HEADERS: dict[str, Schema] = {
     },
     "WWW-Authenticate": {"description": "The authentication challenge.", "schema": {"type": "string"}},
     "CORS": {"description": "`*`: any origin may read the document (CORS).", "schema": {"const": "*"}},
+    "CSP": {"description": "The Content-Security-Policy of an HTML page.", "schema": {"type": "string"}},
 }
 
 _ALGS = sorted(ALGORITHMS)
@@ -259,6 +263,10 @@ SCHEMAS: dict[str, Schema] = {
                         "created_at": _TIME,
                         "published": {"type": "boolean", "description": "false for HMAC keys (no public JWK)"},
                         "tainted": {"type": "boolean", "description": "marked suspect: verifies, never signs again"},
+                        "adoption": _obj(
+                            {"fetchers": {"type": "integer", "minimum": 0}, "share": _SHARE},
+                            ["fetchers", "share"],
+                        ),
                     },
                     ["kid", "keyset", "alg", "state", "not_before", "not_after"],
                 ),
@@ -454,6 +462,36 @@ SCHEMAS: dict[str, Schema] = {
             "laggards": ref("Laggards"),
         },
         ["keyset", "revoked", "current", "next"],
+    ),
+    "Adoption": _obj(
+        {
+            "keyset": {"type": "string"},
+            "window": {"type": "integer", "minimum": 0, "description": "seconds: [adoption] window"},
+            "fetchers": {"type": "integer", "minimum": 0, "description": "fetchers seen within the window"},
+            "keys": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "kid": {"type": "string"},
+                        "state": {"enum": _PUBLISHED},
+                        "holding": {"type": "integer", "minimum": 0},
+                        "share": _SHARE,
+                    },
+                    ["kid", "state", "holding", "share"],
+                ),
+            },
+            "laggards": {
+                "type": "array",
+                "maxItems": MAX_LAGGARDS,
+                "description": "fetchers that do not hold next, oldest fetch first",
+                "items": _obj(
+                    {"fetcher": {"type": "string"}, "revision": {"type": "string"}, "last_fetch": _TIME},
+                    ["fetcher", "revision", "last_fetch"],
+                ),
+            },
+            "laggard_count": {"type": "integer", "minimum": 0, "description": "every laggard, beyond the list too"},
+        },
+        ["keyset", "window", "fetchers", "keys", "laggards"],
     ),
     "TaintKeyResponse": _obj(
         {

@@ -6,10 +6,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..adoption import Adoption, fetcher_identity
 from ..assertions import ASSERTION_ALGORITHMS, AUTH_METHODS
 from ..clock import rfc3339
 from ..config import Settings
@@ -19,6 +21,7 @@ from ..model import KeyState
 from ..runtime import Runtime
 from ..snapshot import NOT_CREATED
 from ..vaultapi import PUBLIC_CAUSE
+from .limits import source_address
 from .responses import JSONResponse
 
 log = logging.getLogger("jwks_service")
@@ -29,6 +32,11 @@ log = logging.getLogger("jwks_service")
 CORS_ORIGIN = (b"access-control-allow-origin", b"*")
 CORS_EXPOSE_ETAG = (b"access-control-expose-headers", b"ETag")
 
+# Clients whose fetcher names the JWKS endpoint remembers (then it starts again), and the longest
+# JWKS-Verifier plus User-Agent it remembers one by (longer ones are named on every request).
+MAX_REMEMBERED_FETCHERS = 4096
+MAX_REMEMBERED_HEADERS = 512
+
 
 class Preflight:
     """OPTIONS on a public document: the CORS preflight a browser sends before a GET with a header of
@@ -38,7 +46,7 @@ class Preflight:
         self.headers = [
             CORS_ORIGIN,
             (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
-            (b"access-control-allow-headers", b"If-None-Match"),
+            (b"access-control-allow-headers", b"If-None-Match, JWKS-Verifier"),
             (b"access-control-max-age", b"86400"),
             (b"content-length", b"0"),
         ]
@@ -95,6 +103,10 @@ class JwksEndpoint:
         self._head_304: list[tuple[bytes, bytes]] = []
         self.counter_200: Any = None
         self.counter_304: Any = None
+        self.recorder = runtime.fetches
+        self.clock = runtime.clock
+        # (JWKS-Verifier, User-Agent, address) -> (fetcher name, source): names made once per client
+        self._fetchers: dict[tuple[bytes | None, bytes | None, str], tuple[str, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rendered = self.runtime.keys.snapshot.jwks
@@ -111,19 +123,45 @@ class JwksEndpoint:
         if self.counter_200 is None:
             counter = scope["app"].state.metrics.jwks_requests
             self.counter_200, self.counter_304 = counter.labels("200"), counter.labels("304")
-        inm = None
+        inm = verifier = agent = None
         for name, value in scope["headers"]:
             if name == b"if-none-match":
-                inm = value.decode("latin-1")
-                break
-        if inm is not None and etag_matches(inm, rendered.etag):
+                inm = value
+            elif name == b"jwks-verifier":
+                verifier = value
+            elif name == b"user-agent":
+                agent = value
+        get = scope["method"] == "GET"
+        if get:  # who now holds this revision (API.md §6): a 200 hands it over, a matching 304 confirms it
+            client = scope.get("client")
+            host = client[0] if client else "unknown"
+            named = self._fetchers.get((verifier, agent, host))
+            if named is None:
+                named = self._fetcher(verifier, agent, host)
+            self.recorder.note(named[0], named[1], rendered.etag, rendered.kids, self.clock.now())
+        if inm is not None and etag_matches(inm.decode("latin-1"), rendered.etag):
             self.counter_304.inc()
             await send({"type": "http.response.start", "status": 304, "headers": self._head_304})
             await send({"type": "http.response.body", "body": b""})
             return
         self.counter_200.inc()
         await send({"type": "http.response.start", "status": 200, "headers": self._head_200})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else rendered.body})
+        await send({"type": "http.response.body", "body": rendered.body if get else b""})
+
+    def _fetcher(self, verifier: bytes | None, agent: bytes | None, host: str) -> tuple[str, str]:
+        """The fetcher's name and the source its per-source cap counts (an IPv6 address by its /64),
+        remembered for the next request of the same client (bounded)."""
+        name = fetcher_identity(
+            None if verifier is None else verifier.decode("latin-1"),
+            host,
+            None if agent is None else agent.decode("latin-1"),
+        )
+        named = (name, source_address(host))
+        if len(verifier or b"") + len(agent or b"") <= MAX_REMEMBERED_HEADERS:
+            if len(self._fetchers) >= MAX_REMEMBERED_FETCHERS:
+                self._fetchers.clear()
+            self._fetchers[(verifier, agent, host)] = named
+        return named
 
 
 async def discovery(request: Request) -> Response:
@@ -136,6 +174,7 @@ _DISCOVERY_HEADERS = {"Cache-Control": "public, max-age=3600", "Access-Control-A
 
 async def key_status(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
+    adoptions = await anyio.to_thread.run_sync(runtime.adoption.adoptions)  # read at most once a second
     snap = runtime.keys.snapshot
     keys: list[dict[str, Any]] = []
     revoked: list[dict[str, Any]] = []
@@ -166,11 +205,20 @@ async def key_status(request: Request) -> Response:
                     "created_at": rfc3339(key.created_at),
                     "published": key.public_jwk is not None,
                     "tainted": key.tainted,
+                    "adoption": _adoption_of(adoptions.get(name), key.kid),
                 }
             )
     # A due rotation that waits for the adoption gate says so and why (API.md §6); no fetcher identities.
     waiting = {name: gate.as_dict() for name, gate in list(runtime.keys.waiting.items())}
     return JSONResponse({"keys": keys, "revoked": revoked, "waiting": waiting}, headers={"Cache-Control": "no-cache"})
+
+
+def _adoption_of(adopted: Adoption | None, kid: str) -> dict[str, Any]:
+    """A key's adoption for anyone to read: how many fetchers in the window, the share holding it (None
+    with no fetcher, for an unpublished HMAC key, or before the records could first be read)."""
+    if adopted is None:
+        return {"fetchers": 0, "share": None}
+    return {"fetchers": adopted.fetchers, "share": adopted.share(kid)}
 
 
 def _draining() -> Response:

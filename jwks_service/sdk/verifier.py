@@ -36,6 +36,7 @@ from .errors import (
     UnknownKeyError,
 )
 from .flows import Answer, Backoff, Command, Request, arun, http_client, retry_after, run, scheme
+from .identity import DEFAULT_VERIFIER_NAME, verifier_header
 from .introspection import Introspections
 from .introspection import failed as introspection_failed
 from .keys import ASYMMETRIC_ALGORITHMS, KeySetError, load_key_set
@@ -101,9 +102,11 @@ class _Core:
         allow_http: bool = False,
         http: httpx.Client | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        name: str = DEFAULT_VERIFIER_NAME,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required")
+        self.verifier_id = verifier_header(name)  # sent as JWKS-Verifier: the issuer counts who holds its keys
         allowed = frozenset(algorithms) if algorithms is not None else ASYMMETRIC_ALGORITHMS
         unknown = allowed - ASYMMETRIC_ALGORITHMS - HMAC_ALGORITHMS
         if unknown:
@@ -312,7 +315,7 @@ class _Core:
     # ----- JWKS responses --------------------------------------------------------------------
 
     def _jwks_request_headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/jwk-set+json, application/json"}
+        headers = {"Accept": "application/jwk-set+json, application/json", "JWKS-Verifier": self.verifier_id}
         if self.cache.etag:
             headers["If-None-Match"] = self.cache.etag
         return headers

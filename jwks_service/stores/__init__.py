@@ -9,10 +9,11 @@ and two updates of one client never overwrite each other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
+from ..adoption import Fetch
 from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,28 @@ class Store(Protocol):
         first time, False while it is remembered (a replay), atomically, so that of replicas sharing the
         store exactly one accepts an assertion. Entries go once expired (the caller bounds `expires_at`
         to a few minutes ahead of `now`). Short-lived like the failure counters: no `revision` bump."""
+        ...
+
+    def record_fetches(
+        self,
+        fetches: Sequence[Fetch],
+        revisions: Mapping[str, Sequence[str]],
+        now: float,
+        window: int,
+        max_fetchers: int,
+    ) -> None:
+        """Adoption records (API.md §6), one round trip: each fetcher's revision and last fetch, replaced
+        only by a later fetch (replicas flush out of order); the kids of each revision (ETag -> kids; the
+        newest 256 first recorded are kept); then fetchers whose last fetch is before `now - window` go,
+        and beyond `max_fetchers` the oldest. Not state: no `revision` bump, no notification, no audit."""
+        ...
+
+    def list_fetches(self, since: float) -> list[Fetch]:
+        """Every fetcher whose last fetch is at or after `since`, oldest fetch first."""
+        ...
+
+    def list_revisions(self) -> dict[str, list[str]]:
+        """The kids of each recorded JWKS revision, by ETag."""
         ...
 
     def is_empty(self) -> bool:

@@ -57,6 +57,7 @@ from ..errors import ConfigError, RevisionConflictError, StoreError
 from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 from . import AuditTap, chain, clamp_limit, prunable
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
+from .redis_adoption import AdoptionRecords  # the adoption keys: {jwks}:fetchers*, {jwks}:revisions*
 from .redis_credentials import NO_CREDENTIALS, Provider, redact
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-class RedisStore:
+class RedisStore(AdoptionRecords):
     def __init__(
         self, url: str, *, socket_timeout: float = 2.0, namespace: str = "jwks", credential_provider: Provider = None
     ) -> None:

@@ -10,11 +10,12 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from ..adoption import Fetch
 from ..errors import RevisionConflictError, StoreError
 from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 from . import MAX_LIMIT, AuditTap, chain, clamp_limit, prunable
@@ -39,12 +40,18 @@ CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures (key, at);
 CREATE TABLE IF NOT EXISTS assertion_jtis (
   client_id TEXT NOT NULL, jti TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (client_id, jti));
 CREATE INDEX IF NOT EXISTS assertion_jtis_expiry ON assertion_jtis (expires_at);
+CREATE TABLE IF NOT EXISTS fetchers (fetcher TEXT PRIMARY KEY, revision TEXT NOT NULL, last_fetch REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS fetchers_last_fetch ON fetchers (last_fetch);
+CREATE TABLE IF NOT EXISTS revisions (etag TEXT PRIMARY KEY, kids TEXT NOT NULL, first_seen REAL NOT NULL);
 """
 
 # Columns added to a table after its first release: a store made before them gets them when opened.
 _ADDED_COLUMNS = {
     "keysets": {"claimed_version": "INTEGER NOT NULL DEFAULT 0", "claimed_at": "REAL"},
 }
+
+# JWKS revisions whose kids are kept (the newest first recorded), as in Redis (stores/redis_adoption.py).
+MAX_REVISIONS = 256
 
 # Failure counters older than this are deleted as new ones are written (the longest window is a minute).
 AUTH_FAILURE_RETENTION = 300.0
@@ -268,6 +275,49 @@ class SQLiteStore:
             (*keys, since),
         )
         return {str(k): (int(str(n)), float(str(t))) for k, n, t in rows}
+
+    def record_fetches(
+        self,
+        fetches: Sequence[Fetch],
+        revisions: Mapping[str, Sequence[str]],
+        now: float,
+        window: int,
+        max_fetchers: int,
+    ) -> None:
+        with self._housekeeping() as db:
+            db.executemany(
+                "INSERT INTO fetchers (fetcher, revision, last_fetch) VALUES (?, ?, ?) ON CONFLICT (fetcher)"
+                " DO UPDATE SET revision = excluded.revision, last_fetch = excluded.last_fetch"
+                " WHERE excluded.last_fetch > fetchers.last_fetch",
+                [(f.fetcher, f.revision, f.last_fetch) for f in fetches],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO revisions (etag, kids, first_seen) VALUES (?, ?, ?)",
+                [(etag, json.dumps(list(kids)), now) for etag, kids in revisions.items()],
+            )
+            db.execute("DELETE FROM fetchers WHERE last_fetch < ?", (now - window,))
+            # The oldest go first; among equal times the smallest name, as a Redis sorted set orders them.
+            db.execute(
+                "DELETE FROM fetchers WHERE fetcher IN (SELECT fetcher FROM fetchers"
+                " ORDER BY last_fetch DESC, fetcher DESC LIMIT -1 OFFSET ?)",
+                (max(0, max_fetchers),),
+            )
+            db.execute(
+                "DELETE FROM revisions WHERE etag IN (SELECT etag FROM revisions"
+                " ORDER BY first_seen DESC, etag DESC LIMIT -1 OFFSET ?)",
+                (MAX_REVISIONS,),
+            )
+
+    def list_fetches(self, since: float) -> list[Fetch]:
+        rows = self._read(
+            "SELECT fetcher, revision, last_fetch FROM fetchers WHERE last_fetch >= ? ORDER BY last_fetch, fetcher",
+            (since,),
+        )
+        return [Fetch(str(f), str(r), float(str(t))) for f, r, t in rows]
+
+    def list_revisions(self) -> dict[str, list[str]]:
+        rows = self._read("SELECT etag, kids FROM revisions")
+        return {str(etag): [str(k) for k in json.loads(str(kids))] for etag, kids in rows}
 
     def is_empty(self) -> bool:
         rows = self._read(

@@ -69,6 +69,7 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
         "issuance_1w_vs_openbao",
         "issuance_2w_vs_openbao",
         "jwks_vs_openbao",
+        "jwks_2w_vs_openbao",
         "vault_batched_vs_naive",
         "https_issuance_vs_openbao",
         "https_jwks_vs_openbao",

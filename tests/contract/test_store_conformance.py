@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from jwks_service.adoption import Fetch
 from jwks_service.errors import RevisionConflictError
 from jwks_service.model import AuditChain, AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash, event_hash
 from jwks_service.stores import Store
 from jwks_service.stores.redis import RedisStore
-from jwks_service.stores.sqlite import SQLiteStore
+from jwks_service.stores.sqlite import MAX_REVISIONS, SQLiteStore
 
 
 def redis_opener(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Store]:
@@ -425,3 +426,73 @@ def test_is_empty(store: Store) -> None:
     assert store.is_empty()
     store.append_audit([AuditEvent(at=1.0, actor="x", action="y", target="z")])
     assert not store.is_empty()
+
+
+# ----- adoption records (API.md §6) --------------------------------------------------------------
+
+WINDOW = 3600
+REV_A, REV_B = '"aaaa"', '"bbbb"'
+
+
+def test_fetches_are_recorded_and_listed(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    before = a.revision()
+    a.record_fetches(
+        [Fetch("orders/1", REV_A, 100.0), Fetch("10.0.0.1 curl/8", REV_B, 101.0)],
+        {REV_A: ["k1"], REV_B: ["k1", "k2"]},
+        now=101.0,
+        window=WINDOW,
+        max_fetchers=100,
+    )
+    assert b.list_fetches(0.0) == [Fetch("orders/1", REV_A, 100.0), Fetch("10.0.0.1 curl/8", REV_B, 101.0)]
+    assert b.list_fetches(100.5) == [Fetch("10.0.0.1 curl/8", REV_B, 101.0)]
+    assert b.list_revisions() == {REV_A: ["k1"], REV_B: ["k1", "k2"]}
+    assert a.revision() == before  # not a change of state
+    assert a.list_audit() == []
+    assert a.is_empty()
+
+
+def test_a_later_fetch_wins_whatever_the_order_of_flushes(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    a.record_fetches([Fetch("orders/1", REV_B, 200.0)], {REV_B: ["k2"]}, now=200.0, window=WINDOW, max_fetchers=10)
+    b.record_fetches([Fetch("orders/1", REV_A, 150.0)], {REV_A: ["k1"]}, now=201.0, window=WINDOW, max_fetchers=10)
+    assert a.list_fetches(0.0) == [Fetch("orders/1", REV_B, 200.0)]
+    b.record_fetches([Fetch("orders/1", REV_A, 250.0)], {}, now=250.0, window=WINDOW, max_fetchers=10)
+    assert a.list_fetches(0.0) == [Fetch("orders/1", REV_A, 250.0)]
+
+
+def test_fetchers_expire_after_the_window(store: Store) -> None:
+    store.record_fetches(
+        [Fetch("old", REV_A, 400.0), Fetch("new", REV_A, 4000.0)], {}, now=4000.0, window=WINDOW, max_fetchers=10
+    )
+    assert [f.fetcher for f in store.list_fetches(0.0)] == ["old", "new"]  # 400 is at the window's edge
+    store.record_fetches([], {}, now=4000.5, window=WINDOW, max_fetchers=10)
+    assert [f.fetcher for f in store.list_fetches(0.0)] == ["new"]
+
+
+def test_fetchers_beyond_the_bound_go_oldest_first(store: Store) -> None:
+    fetches = [Fetch(f"f{i:02d}", REV_A, 1000.0 + i) for i in range(12)]
+    store.record_fetches(fetches[6:], {}, now=1100.0, window=WINDOW, max_fetchers=8)
+    store.record_fetches(fetches[:6], {}, now=1100.0, window=WINDOW, max_fetchers=8)
+    assert store.list_fetches(0.0) == fetches[4:]
+    # a fetcher that fetches again is young again
+    store.record_fetches([Fetch("f04", REV_B, 1200.0)], {}, now=1200.0, window=WINDOW, max_fetchers=8)
+    assert [f.fetcher for f in store.list_fetches(0.0)] == [f"f{i:02d}" for i in range(5, 12)] + ["f04"]
+
+
+def test_an_unknown_revision_is_kept_but_names_no_kids(store: Store) -> None:
+    store.record_fetches([Fetch("orders/1", '"gone"', 10.0)], {}, now=10.0, window=WINDOW, max_fetchers=10)
+    assert store.list_fetches(0.0) == [Fetch("orders/1", '"gone"', 10.0)]
+    assert store.list_revisions() == {}
+
+
+def test_a_revision_keeps_the_kids_first_recorded_and_only_the_newest_are_kept(store: Store) -> None:
+    store.record_fetches([], {REV_A: ["k1"]}, now=1.0, window=WINDOW, max_fetchers=10)
+    store.record_fetches([], {REV_A: ["k9"]}, now=2.0, window=WINDOW, max_fetchers=10)
+    assert store.list_revisions() == {REV_A: ["k1"]}
+    for i in range(MAX_REVISIONS + 4):
+        store.record_fetches([], {f'"r{i:04d}"': [f"k{i}"]}, now=10.0 + i, window=WINDOW, max_fetchers=10)
+    kept = store.list_revisions()
+    assert len(kept) == MAX_REVISIONS
+    assert REV_A not in kept and '"r0000"' not in kept and '"r0003"' not in kept
+    assert kept['"r0004"'] == ["k4"] and f'"r{MAX_REVISIONS + 3:04d}"' in kept

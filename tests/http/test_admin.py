@@ -31,6 +31,8 @@ def admin(http: TestClient, runtime: Runtime) -> dict[str, str]:
 ENDPOINTS = [
     ("GET", "/admin/keysets", None),
     ("POST", "/admin/keysets/default/rotate", {"force": True}),
+    ("GET", "/admin/keysets/default/adoption", None),
+    ("GET", "/admin/keysets/default/plan", None),
     ("POST", "/admin/keys/somekid/revoke", {"reason": "x"}),
     ("POST", "/admin/keys/somekid/taint", {"reason": "x"}),
     ("GET", "/admin/clients", None),

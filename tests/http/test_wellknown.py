@@ -51,7 +51,8 @@ def test_public_documents_answer_cross_origin_reads(http: TestClient, path: str)
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "GET" in preflight.headers["access-control-allow-methods"]
-    assert preflight.headers["access-control-allow-headers"].lower() == "if-none-match"
+    # a browser app's verifier may name itself (API.md §6)
+    assert preflight.headers["access-control-allow-headers"].lower() == "if-none-match, jwks-verifier"
     # Writes stay refused.
     assert http.post(path).status_code == 405
 

@@ -5,7 +5,7 @@ promtool checks and unit-tests the rules and parses the dashboard's queries (ski
 not installed, except in CI, where `.ci/run` installs it). Every PromQL expression of the rules and
 the dashboard is read for the series and label names it selects, and each is compared with what
 /metrics of an app in this process shows after one token, one failed authentication, one JWKS
-fetch and one introspection.
+fetch (recorded for adoption) and one introspection.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -181,6 +182,8 @@ def exported(http: TestClient, runtime: Runtime) -> dict[str, set[str]]:
     introspection = http.post("/oauth/introspect", data={"token": token.json()["access_token"]}, headers=auth)
     assert introspection.json()["active"] is True
     runtime.keys.rotate("default", force=True, reason="monitoring test")  # a transition
+    anyio.run(runtime.fetches.flush, runtime.store, runtime.clock.now())  # the JWKS fetch, recorded
+    runtime.adoption.reload()  # as the flush loop reads it back (adoption metrics)
     scrape = http.get("/metrics")
     assert scrape.status_code == 200
     series: dict[str, set[str]] = {}

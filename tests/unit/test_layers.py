@@ -38,6 +38,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.config": CORE,
     "jwks_service.configparts": CORE,
     "jwks_service.adoption": CORE,
+    "jwks_service.plan": CORE,
     "jwks_service.addresses": CORE,
     "jwks_service.crypto": CORE,
     "jwks_service.jws": CORE,
@@ -79,7 +80,9 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.backup_merge": SERVICES,
     "jwks_service.views": SERVICES,
     "jwks_service.operations": SERVICES,
+    "jwks_service.planning": SERVICES,
     "jwks_service.runtime": SERVICES,
+    "jwks_service.fetchers": SERVICES,
     # 4 edges: parse input, call a service, render its answer.
     "jwks_service.http": EDGES,
     "jwks_service.cli": EDGES,

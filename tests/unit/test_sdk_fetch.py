@@ -56,6 +56,7 @@ class Issuer:
             **metadata,
         }
         self.requests: list[str] = []
+        self.jwks_verifiers: list[str | None] = []  # the JWKS-Verifier header of each JWKS request
         self.jwks_status = 200
         self.cache_control = "max-age=100"
 
@@ -65,6 +66,7 @@ class Issuer:
         if request.url.path == "/.well-known/oauth-authorization-server":
             return httpx.Response(200, json=self.metadata)
         if request.url.path == "/jwks":
+            self.jwks_verifiers.append(request.headers.get("jwks-verifier"))
             if self.jwks_status != 200:
                 return httpx.Response(self.jwks_status)
             return httpx.Response(
@@ -87,6 +89,34 @@ class Issuer:
 
 def verifier(issuer: Issuer, clock: Callable[[], float] = lambda: NOW, **options: Any) -> Verifier:
     return Verifier(ISSUER, "api", http=issuer.client(), clock=clock, **options)
+
+
+# ----- naming itself (API.md §6 "Adoption") --------------------------------------------------
+
+
+def test_every_jwks_fetch_names_the_verifier_and_its_instance() -> None:
+    issuer = Issuer()
+    now = [NOW]
+    v = verifier(issuer, clock=lambda: now[0], name="orders-api")
+    v.verify(mint())  # the first fetch
+    now[0] += 200
+    v.refresh()
+    assert len(issuer.jwks_verifiers) >= 2
+    assert len(set(issuer.jwks_verifiers)) == 1
+    name, _, instance = str(issuer.jwks_verifiers[0]).partition("/")
+    assert name == "orders-api" and len(instance) == 8 and int(instance, 16) >= 0
+    other = verifier(issuer, name="orders-api")
+    other.refresh()
+    assert issuer.jwks_verifiers[-1] != issuer.jwks_verifiers[0]  # another instance
+
+
+def test_the_default_name_and_bad_names() -> None:
+    issuer = Issuer()
+    verifier(issuer).refresh()
+    assert str(issuer.jwks_verifiers[0]).startswith("jwks-service-sdk/")
+    for bad in ("", "orders api", "x" * 101, "caf\u00e9"):
+        with pytest.raises(ValueError, match="name"):
+            verifier(issuer, name=bad)
 
 
 # ----- downgrades -----------------------------------------------------------------------------

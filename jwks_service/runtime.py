@@ -54,6 +54,7 @@ class Runtime:
         self.audit_log = audit.AuditLog(self.store)
         self.adoption = AdoptionReader(self.store, self.settings, self.clock, lambda: self.keys.snapshot.keysets)
         self.fetches = AdoptionRecorder(self.settings.adoption)
+        self.keys.rotation.adoption_source = self.adoption  # the promotion gate reads it (API.md §6)
 
     def prune_audit(self) -> int:
         """Delete audit events older than audit.retention when due (see AUDIT_PRUNE_EVERY): blocking

@@ -63,6 +63,10 @@ class Policy:
     token_ttl: str = "5s"
     leeway: str = "0s"
     alg: str = "ES256"
+    # Off unless a test is about the gate (API.md §6): these fleets rotate every second, and a test's
+    # one-off JWKS fetches would otherwise hold every rotation for adoption_max_wait.
+    adoption_gate: str = "0"
+    adoption_max_wait: str = "7d"
 
     def seconds(self, name: str) -> int:
         return parse_duration(getattr(self, name), name)
@@ -224,6 +228,7 @@ class Fleet:
             f'[jwks]\nmax_age = "{p.max_age}"\n'
             f'[keysets.default]\nalg = "{p.alg}"\nrotation_period = "{p.rotation_period}"\n'
             f'prepublish = "{p.prepublish}"\ntoken_ttl = "{p.token_ttl}"\nleeway = "{p.leeway}"\n'
+            f'adoption_gate = {p.adoption_gate}\nadoption_max_wait = "{p.adoption_max_wait}"\n'
             f"{self.extra_config}"
         )
         for r in self.replicas:

@@ -92,7 +92,7 @@ def _preflight(operation_id: str) -> Schema:
     return {
         **_PUBLIC,
         "operationId": operation_id,
-        "summary": "CORS preflight: any origin may GET this document, with If-None-Match.",
+        "summary": "CORS preflight: any origin may GET this document, with If-None-Match (and JWKS-Verifier).",
         "responses": {"204": {"description": "Allowed.", "headers": _CORS}},
     }
 
@@ -121,6 +121,14 @@ PATHS: dict[str, Schema] = {
             "summary": "The public keys of every key in next, current and previous (RFC 7517).",
             "parameters": [
                 {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+                {
+                    "name": "JWKS-Verifier",
+                    "in": "header",
+                    "required": False,
+                    "description": "Who fetches (API.md §6 adoption), e.g. `orders-api/1a2b3c4d`; without it, the"
+                    " source address and User-Agent name the fetcher.",
+                    "schema": {"type": "string"},
+                },
             ],
             "responses": {
                 "200": {

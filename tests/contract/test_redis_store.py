@@ -21,6 +21,7 @@ from redis.crc import key_slot
 from support import free_port
 
 import jwks_service.stores.redis as redis_module
+from jwks_service.adoption import Fetch
 from jwks_service.errors import ConfigError, RevisionConflictError, StoreError
 from jwks_service.model import AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash
 from jwks_service.stores.codec import client_to_dict
@@ -174,6 +175,7 @@ def test_every_key_shares_one_hash_tag(
     store.revoke_token("jti-1", 2000.0)
     store.append_audit([event("audit")])
     store.record_auth_failure(["client:{x}", "addr:127.0.0.1"], 10.0)
+    store.record_fetches([Fetch("orders/{1}", '"e"', 10.0)], {'"e"': ["a"]}, 10.0, 3600, 10)
     assert store.is_empty() is False
 
     ours = set(raw.scan_iter(match=f"*{namespace}*", count=1000))
@@ -183,6 +185,7 @@ def test_every_key_shares_one_hash_tag(
     kinds = {k[len(prefix) :].split(":")[0] for k in ours}
     expected = {"revision", "keysets", "keyset", "clients", "client", "revoked", "audit", "audit_at", "audit_seq"}
     expected |= {"audit_last", "audit_first"}  # the audit chain's ends
+    expected |= {"fetchers", "fetchers_at", "revisions", "revisions_at"}  # adoption records
     assert kinds == expected | {"fail", "op"}
     assert raw.exists(f"{prefix}client:gone") == 0
     if redis_server is not None:  # a private server: nothing else writes, so nothing may lie outside the namespace
@@ -341,6 +344,7 @@ def test_a_write_on_one_store_notifies_another_within_a_second(open_store: OpenS
         write()
         assert changes.wait_for(writer.revision(), timeout=1.0) < 1.0
     writer.record_auth_failure(["addr:1"], 1.0)  # not a change: no notification
+    writer.record_fetches([Fetch("orders/1", '"e"', 1.0)], {'"e"': ["a"]}, 1.0, 3600, 10)  # nor is a fetch
     time.sleep(0.3)
     assert changes.drain() == []
     stop()

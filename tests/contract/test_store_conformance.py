@@ -496,3 +496,9 @@ def test_a_revision_keeps_the_kids_first_recorded_and_only_the_newest_are_kept(s
     assert len(kept) == MAX_REVISIONS
     assert REV_A not in kept and '"r0000"' not in kept and '"r0003"' not in kept
     assert kept['"r0004"'] == ["k4"] and f'"r{MAX_REVISIONS + 3:04d}"' in kept
+
+
+def test_a_flush_far_beyond_the_bound_keeps_the_newest(store: Store) -> None:
+    fetches = [Fetch(f"f{i:05d}", REV_A, 1000.0 + i) for i in range(2500)]
+    store.record_fetches(fetches, {REV_A: ["k1"]}, now=4000.0, window=WINDOW, max_fetchers=1000)
+    assert store.list_fetches(0.0) == fetches[1500:]

@@ -20,6 +20,7 @@ import pytest
 from support import free_port, wait_until
 
 from bench.baoserver import stop_process
+from jwks_service.stores.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +100,18 @@ def test_trusted_proxies_setting_is_validated() -> None:
     for bad in (["proxy.example"], ["10.0.0.1/8"], "*", [5], {"a": 1}):
         with pytest.raises(ConfigError, match=r"http\.trusted_proxies"):
             build_settings({"http": {"trusted_proxies": bad}})
+
+
+def test_a_jwks_fetcher_behind_a_trusted_proxy_is_named_by_the_forwarded_address(
+    serve: Callable[..., str], tmp_path: Path
+) -> None:
+    base = serve(JWKS_HTTP__TRUSTED_PROXIES="127.0.0.1")
+    port = base.rsplit(":", 1)[1]
+    with httpx.Client(timeout=10) as http:
+        headers = {"User-Agent": "PyJWT/2.9", "X-Forwarded-For": "203.0.113.7"}
+        assert http.get(f"{base}/.well-known/jwks.json", headers=headers).status_code == 200
+    store = SQLiteStore(tmp_path / port / "var" / "jwks.db")
+    try:
+        wait_until(lambda: [f.fetcher for f in store.list_fetches(0.0)] == ["203.0.113.7 PyJWT/2.9"], timeout=10)
+    finally:
+        store.close()

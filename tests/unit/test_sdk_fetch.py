@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from jwks_service.algorithms import ALGORITHMS
 from jwks_service.crypto import make_signer
 from jwks_service.jws import b64encode
 from jwks_service.sdk import (
+    AsyncVerifier,
     IntrospectionUnavailableError,
     KeysUnavailableError,
     TokenClient,
@@ -108,6 +110,19 @@ def test_every_jwks_fetch_names_the_verifier_and_its_instance() -> None:
     other = verifier(issuer, name="orders-api")
     other.refresh()
     assert issuer.jwks_verifiers[-1] != issuer.jwks_verifiers[0]  # another instance
+
+
+def test_the_async_verifier_names_itself_too() -> None:
+    issuer = Issuer()
+
+    async def fetch() -> str:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(issuer.handle))
+        async with AsyncVerifier(ISSUER, "api", http=http, clock=lambda: NOW, name="billing") as v:
+            await v.refresh()
+            return v.verifier_id
+
+    verifier_id = asyncio.run(fetch())
+    assert verifier_id.startswith("billing/") and issuer.jwks_verifiers == [verifier_id]
 
 
 def test_the_default_name_and_bad_names() -> None:

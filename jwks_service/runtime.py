@@ -79,7 +79,7 @@ def open_store(settings: Settings) -> Store:
     else:
         from .stores.redis import RedisStore  # only deployments with replicas need redis-py loaded
 
-        store = RedisStore(settings.store_url)
+        store = RedisStore(settings.store_url, settings.redis)
     for sink in audit_sinks.sinks(settings.audit_file, settings.audit_syslog):
         store.audit_tap.listen(sink.write)
     return store

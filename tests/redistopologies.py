@@ -107,6 +107,7 @@ class TlsRedis:
                 "--tls-key-file", str(cert.key_file),
                 "--tls-ca-cert-file", str(self.ca.file),
                 "--tls-auth-clients", "no",
+                "--bind", "127.0.0.1 127.0.0.2",  # 127.0.0.2: an address the certificate does not name
             ],
             port=0,
         )  # fmt: skip

@@ -200,5 +200,7 @@ def _cluster(target: StoreURL, common: dict[str, Any], auth: dict[str, Any]) -> 
         text = str(exc) or type(exc).__name__
         if target.password:
             text = text.replace(target.password, "***")
-        raise StoreError(f"Redis at {target.where} unreachable (map the cluster): {text}") from None
+        refused = "WRONGPASS" in text or "username-password" in text or "NOAUTH" in text
+        problem = "refused the credentials" if refused else "unreachable"
+        raise StoreError(f"Redis at {target.where} {problem} (map the cluster): {text}") from None
     return client, target.where

@@ -27,7 +27,7 @@ Every write of state (keysets, clients, revocations, audit) is one Lua script: t
 keyset's or client's revision for compare-and-set), the change, its audit events, the INCR of the global
 revision and the PUBLISH run as one atomic unit. There is no lock anywhere. On a cluster, PUBLISH
 reaches the subscribers of every node. With store.revocation_acks = N, a revocation (of a token, or a
-keyset write whose audit says a key was revoked) is confirmed only after WAIT N says N replicas hold it.
+key revocation through confirm_revocation) is confirmed only after WAIT N says N replicas hold it.
 
 The audit chain is compare-and-set too: the writer reads the chain's head, numbers and links its
 events after it (stores.chain; Lua in Redis has no SHA-256), and the script appends them only while
@@ -46,8 +46,9 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
+import redis
 from redis.cluster import RedisCluster
 from redis.credentials import CredentialProvider
 from redis.exceptions import AuthenticationError, RedisError
@@ -206,24 +207,38 @@ class RedisStore:
         raise StoreError(f"Redis at {self.where}: the audit log kept moving under {AUDIT_ATTEMPTS} attempts to append")
 
     def _run(self, script: Any, keys: list[str], args: list[object], acks: int) -> Any:
-        """The script's reply. With `acks` (store.revocation_acks), the script and a WAIT go down one
-        connection to the master (WAIT counts the replicas that hold that connection's writes), and a
-        write fewer replicas acknowledge in time is a StoreError: a 503, never a false success."""
+        """The script's reply; with `acks`, confirmed by WAIT on the same connection (see _wait)."""
         if not acks:
             return script(keys=keys, args=args)
-        master = self._r
-        if isinstance(master, RedisCluster):  # the node that owns the hash tag's slot
-            master = master.get_node_from_key(keys[0]).redis_connection  # type: ignore[no-untyped-call]
-        pipe = master.pipeline(transaction=False)
+        pipe = self._master().pipeline(transaction=False)
         script(keys=keys, args=args, client=pipe)
+        (reply,), acked = self._wait(pipe, acks)
+        if reply[0] == 1:  # written (a lost compare-and-set or a moved audit head wrote nothing)
+            self._check_acks(acked, acks)
+        return reply
+
+    def _master(self) -> redis.Redis:
+        """A client of the master that owns the store's hash tag (on a cluster, that one node's)."""
+        if isinstance(self._r, RedisCluster):
+            node = self._r.get_node_from_key(self._k_revision)  # type: ignore[no-untyped-call]
+            return cast(redis.Redis, node.redis_connection)
+        return self._r
+
+    def _wait(self, pipe: Any, acks: int) -> tuple[list[Any], int]:
+        """Run `pipe` (writes) and a WAIT after them down one connection: WAIT counts the replicas that
+        hold that connection's writes, and so every write the master ran before them. The writes'
+        replies, and how many replicas acknowledged."""
         pipe.execute_command("WAIT", acks, self._wait_ms)
-        reply, acked = pipe.execute()
-        if reply[0] == 1 and int(acked) < acks:
+        *replies, acked = pipe.execute()
+        return replies, int(acked)
+
+    def _check_acks(self, acked: int, acks: int) -> None:
+        """A write fewer replicas acknowledge in time is a StoreError: a 503, never a false success."""
+        if acked < acks:
             raise StoreError(
                 f"Redis at {self.where}: {acked} of the {acks} replicas store.revocation_acks asks for acknowledged"
                 f" the revocation within {self._wait_ms} ms; it is not confirmed"
             )
-        return reply
 
     def _chain_after_head(self, audit: Sequence[AuditEvent]) -> tuple[str, list[AuditEvent]]:
         """The chain's head as read now (audit_seq, "" when none) and `audit` linked after it."""
@@ -290,7 +305,6 @@ class RedisStore:
                 [self._keyset_key(keyset.name), self._k_keysets],
                 [expected_revision, keyset.name, json.dumps(data, separators=(",", ":"))],
                 audit,
-                self.revocation_acks if any(e.action == "key.revoked" for e in audit) else 0,
             )
         if not ok:
             raise RevisionConflictError(
@@ -341,6 +355,17 @@ class RedisStore:
     def revoke_token(self, jti: str, expires_at: float) -> None:
         with self._guard("revoke a token"):
             self._write(self._revoke_token, [self._k_revoked], [_num(expires_at), jti], (), self.revocation_acks)
+
+    def confirm_revocation(self) -> None:
+        """With store.revocation_acks: one write (an op key) and WAIT, so the replicas that acknowledge
+        hold every write before it too (a key revocation saved by any connection)."""
+        if not self.revocation_acks:
+            return
+        with self._guard("confirm a revocation"):
+            pipe = self._master().pipeline(transaction=False)
+            pipe.set(f"{self._prefix}op:{uuid.uuid4().hex}", "0", ex=OP_TTL)
+            _, acked = self._wait(pipe, self.revocation_acks)
+        self._check_acks(acked, self.revocation_acks)
 
     def revoked_tokens(self, now: float) -> dict[str, float]:
         with self._guard("read revoked tokens"):

@@ -4,9 +4,12 @@ connection, the change feed across a Cluster's nodes, TLS verification, and stor
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from jwks_service.audit import event
 from jwks_service.configparts import RedisSettings
 from jwks_service.errors import ConfigError, StoreError
 from jwks_service.model import Keyset, KeyState, KeyVersion
+from jwks_service.runtime import Runtime
 from jwks_service.stores.redis import RedisStore
 from jwks_service.stores.redis_connect import connect, parse_multi, redact
 
@@ -229,13 +233,17 @@ def test_revocations_wait_for_the_replicas_store_revocation_acks_asks_for(
         assert time.monotonic() - start < 1.5  # WAIT gives up within half the read timeout
         assert "1 of the 2 replicas store.revocation_acks asks for" in info.value.description
         assert info.value.status == 503
+        # A key revocation is a keyset write; confirm_revocation (which the service calls after it, and
+        # after a revocation found done already) WAITs for every write before it.
         revoked = keyset(key("a"), key("b", KeyState.REVOKED))
-        with pytest.raises(StoreError, match="revocation_acks"):
-            two.save_keyset(revoked, saved.revision, [event(2.0, "t", "key.revoked", "b")])
-        again = one.get_keyset("default")
-        assert again is not None
-        done = one.save_keyset(revoked, again.revision, [event(3.0, "t", "key.revoked", "b")])
+        done = two.save_keyset(revoked, saved.revision, [event(2.0, "t", "key.revoked", "b")])
+        with pytest.raises(StoreError, match="1 of the 2 replicas"):
+            two.confirm_revocation()
+        one.confirm_revocation()
         assert raw_replica.hget(f"{{{namespace}}}:keyset:default", "revision") == str(done.revision)
+        lax = RedisStore(url, namespace=namespace)
+        lax.confirm_revocation()  # revocation_acks = 0: nothing to wait for
+        lax.close()
     finally:
         raw_replica.close()
         one.close()
@@ -260,3 +268,27 @@ def test_revocation_acks_on_a_cluster_without_replicas_fail_the_revocation(
             raw.delete(k)
         raw.close()
         store.close()
+
+
+def test_a_key_revocation_is_confirmed_only_when_the_replicas_hold_it(
+    redis_sentinel: SentinelRedis, tmp_path: Path, runtime_factory: Callable[..., Runtime]
+) -> None:
+    """The service's revoke (admin API, CLI): 503 while fewer replicas than store.revocation_acks hold it,
+    and so is a retry (the key is revoked already: that must not read as confirmed); 200 once enough do."""
+    kek = tmp_path / "kek"
+    kek.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    kek.chmod(0o600)
+    strict = runtime_factory(store={"url": redis_sentinel.url, "revocation_acks": 2})
+    try:
+        kid = strict.keys.snapshot.signing["default"].kid
+        for _ in range(2):
+            with pytest.raises(StoreError, match="revocation_acks"):
+                strict.keys.revoke(kid, reason="test: leaked")
+        lenient = runtime_factory(store={"url": redis_sentinel.url, "revocation_acks": 1})
+        keyset_, revoked = lenient.keys.revoke(kid, reason="test: leaked")
+        assert revoked.state == KeyState.REVOKED and keyset_.find(kid) == revoked
+    finally:
+        master = redis_sentinel.client()
+        for k in master.scan_iter(match="{jwks}:*"):
+            master.delete(k)
+        master.close()

@@ -61,7 +61,7 @@ from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 from . import AuditTap, chain, clamp_limit, prunable
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 from .redis_connect import Client as RedisClient
-from .redis_connect import connect, url_password
+from .redis_connect import close, connect, url_password
 from .redis_scripts import (
     APPEND_AUDIT,
     DELETE_CLIENT,
@@ -538,4 +538,4 @@ class RedisStore:
             cancels = list(self._subscriptions)
         for cancel in cancels:
             cancel()
-        self._r.close()
+        close(self._r)

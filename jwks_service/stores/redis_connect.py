@@ -35,6 +35,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from ..addresses import redact_url
 from ..configparts import RedisSettings
 from ..errors import ConfigError, StoreError
 
@@ -74,16 +75,6 @@ def url_password(url: str) -> str | None:
     return unquote(password) if colon and password else None
 
 
-def redact(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    password = url_password(url)
-    scheme, sep, rest = url.partition("://")
-    if not password or not sep:
-        return url
-    userinfo, _, hosts = rest.partition("@")
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}"
-
-
 def parse_multi(url: str) -> StoreURL:
     """A redis+sentinel:// or redis+cluster:// URL, or ConfigError naming what is wrong (no password)."""
     parts = urlsplit(url)
@@ -94,22 +85,22 @@ def parse_multi(url: str) -> StoreURL:
         host, _, port = item.rpartition(":")
         host = host.strip("[]")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"store.url {redact(url)}: {item!r} is not HOST:PORT")
+            raise ConfigError(f"store.url {redact_url(url)}: {item!r} is not HOST:PORT")
         hosts.append((host, int(port)))
     username = unquote(userinfo.partition(":")[0]) or None
     segments = [s for s in parts.path.split("/") if s]
     service = ""
     if scheme == "redis+sentinel":
         if not segments or len(segments) > 2:
-            raise ConfigError(f"store.url {redact(url)}: redis+sentinel:// needs /SERVICE or /SERVICE/DB")
+            raise ConfigError(f"store.url {redact_url(url)}: redis+sentinel:// needs /SERVICE or /SERVICE/DB")
         service = unquote(segments[0])
         db_text = segments[1] if len(segments) == 2 else "0"
     else:
         if len(segments) > 1:
-            raise ConfigError(f"store.url {redact(url)}: redis+cluster:// takes no path but database 0")
+            raise ConfigError(f"store.url {redact_url(url)}: redis+cluster:// takes no path but database 0")
         db_text = segments[0] if segments else "0"
     if not db_text.isdigit() or (scheme == "redis+cluster" and int(db_text) != 0):
-        raise ConfigError(f"store.url {redact(url)}: database {db_text!r} (a cluster has only database 0)")
+        raise ConfigError(f"store.url {redact_url(url)}: database {db_text!r} (a cluster has only database 0)")
     return StoreURL(scheme, tuple(hosts), username, url_password(url), service, int(db_text))
 
 
@@ -133,7 +124,7 @@ def connect(
     settings = settings or RedisSettings()
     scheme = url.partition(":")[0]
     if settings.ca_file and scheme != "rediss":
-        raise ConfigError(f"store.ca_file: TLS needs a rediss:// store.url (got {redact(url)})")
+        raise ConfigError(f"store.ca_file: TLS needs a rediss:// store.url (got {redact_url(url)})")
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
@@ -148,7 +139,7 @@ def connect(
     if scheme == "redis+cluster":
         return _cluster(parse_multi(url), common, auth)
     raise StoreError(
-        f"invalid Redis URL {redact(url)}: the scheme must be redis, rediss, unix, redis+sentinel or redis+cluster"
+        f"invalid Redis URL {redact_url(url)}: the scheme must be redis, rediss, unix, redis+sentinel or redis+cluster"
     )
 
 
@@ -156,7 +147,7 @@ def _single(url: str, settings: RedisSettings, common: dict[str, Any], auth: dic
     try:
         kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
-        raise StoreError(f"invalid Redis URL {redact(url)}: {str(exc).replace(url, redact(url))}") from None
+        raise StoreError(f"invalid Redis URL {redact_url(url)}: {str(exc).replace(url, redact_url(url))}") from None
     if auth:  # the provider's credentials replace the URL's (redis-py refuses both)
         kwargs.pop("username", None)
         kwargs.pop("password", None)
@@ -165,7 +156,7 @@ def _single(url: str, settings: RedisSettings, common: dict[str, Any], auth: dic
         if settings.ca_file:
             kwargs["ssl_ca_certs"] = settings.ca_file
     pool = redis.ConnectionPool(**kwargs, **common, **auth, health_check_interval=10)
-    client = redis.Redis(connection_pool=pool)
+    client = redis.Redis.from_pool(pool)  # owns the pool: close() closes its connections
     where = (
         f"unix:{kwargs['path']}"
         if "path" in kwargs
@@ -204,3 +195,12 @@ def _cluster(target: StoreURL, common: dict[str, Any], auth: dict[str, Any]) -> 
         problem = "refused the credentials" if refused else "unreachable"
         raise StoreError(f"Redis at {target.where} {problem} (map the cluster): {text}") from None
     return client, target.where
+
+
+def close(client: Client) -> None:
+    """Close the client's connections, and for Sentinel those to the Sentinels too."""
+    pool = getattr(client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    client.close()
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()

@@ -19,13 +19,14 @@ from redis.credentials import CredentialProvider, UsernamePasswordCredentialProv
 from redistopologies import ClusterRedis, SentinelRedis, TlsRedis
 
 from bench.certs import make_ca
+from jwks_service.addresses import redact_url
 from jwks_service.audit import event
 from jwks_service.configparts import RedisSettings
 from jwks_service.errors import ConfigError, StoreError
 from jwks_service.model import Keyset, KeyState, KeyVersion
 from jwks_service.runtime import Runtime
 from jwks_service.stores.redis import RedisStore
-from jwks_service.stores.redis_connect import connect, parse_multi, redact
+from jwks_service.stores.redis_connect import connect, parse_multi
 
 
 @pytest.fixture
@@ -51,7 +52,8 @@ def test_multi_host_urls_parse_and_never_show_the_password() -> None:
     assert s.where == "sentinel 127.0.0.1:26379,::1:26380 service mymaster" and "p@ss" not in s.where
     c = parse_multi("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
     assert c.hosts == (("127.0.0.1", 7000), ("127.0.0.1", 7001)) and c.db == 0 and c.password is None
-    assert redact("redis+cluster://u:secret@h:1,h:2") == "redis+cluster://u:***@h:1,h:2"
+    assert redact_url("redis+cluster://u:secret@h:1,h:2") == "redis+cluster://u:***@h:1,h:2"
+    assert redact_url("redis+sentinel://:secret@h:1,h:2/svc/0") == "redis+sentinel://:***@h:1,h:2/svc/0"
     for bad in (
         "redis+sentinel://127.0.0.1:26379",  # no service
         "redis+sentinel://127.0.0.1:26379/svc/0/extra",

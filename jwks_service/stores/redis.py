@@ -54,6 +54,7 @@ from redis.credentials import CredentialProvider
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
 from ..configparts import RedisSettings
 from ..errors import ConfigError, RevisionConflictError, StoreError
@@ -152,6 +153,8 @@ class RedisStore:
     # -- errors ---------------------------------------------------------------------------------
 
     def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, MasterNotFoundError):  # its own text lists every Sentinel client's settings
+            return "no Sentinel named a master for the service (none reachable, or a failover under way)"
         text = str(exc) or type(exc).__name__
         if self._password:
             text = text.replace(self._password, "***")

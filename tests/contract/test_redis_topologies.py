@@ -186,6 +186,20 @@ def test_a_cluster_that_cannot_be_reached_is_a_store_error() -> None:
     assert "pw-secret" not in info.value.description
 
 
+def test_sentinels_that_cannot_be_reached_are_a_short_store_error() -> None:
+    store = RedisStore("redis+sentinel://:pw-secret@127.0.0.1:1,127.0.0.1:2/svc/0", socket_timeout=0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreError) as info:
+            store.revision()
+        assert time.monotonic() - start < 5
+        text = info.value.description
+        assert text.startswith("Redis at sentinel 127.0.0.1:1,127.0.0.1:2 service svc unreachable"), text
+        assert "no Sentinel named a master" in text and "pw-secret" not in text and len(text) < 200, text
+    finally:
+        store.close()
+
+
 # -- TLS ------------------------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.credentials import CredentialProvider
@@ -173,6 +173,9 @@ def _sentinel(target: StoreURL, common: dict[str, Any], auth: dict[str, Any]) ->
             **login,
             "socket_timeout": common["socket_timeout"],
             "socket_connect_timeout": common["socket_timeout"],
+            # A Sentinel that does not answer is skipped for the next one at once: redis-py's default
+            # retries (with backoff from 1 s) would hold every master lookup on a dead Sentinel.
+            "retry": Retry(NoBackoff(), 0),
         },
         **common,
     )

@@ -17,6 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.credentials import CredentialProvider, UsernamePasswordCredentialProvider
 from redistopologies import ClusterRedis, SentinelRedis, TlsRedis
+from support import free_port
 
 from bench.certs import make_ca
 from jwks_service.addresses import redact_url
@@ -196,6 +197,19 @@ def test_sentinels_that_cannot_be_reached_are_a_short_store_error() -> None:
         text = info.value.description
         assert text.startswith("Redis at sentinel 127.0.0.1:1,127.0.0.1:2 service svc unreachable"), text
         assert "no Sentinel named a master" in text and "pw-secret" not in text and len(text) < 200, text
+    finally:
+        store.close()
+
+
+def test_a_dead_sentinel_first_in_the_url_costs_no_time(redis_sentinel: SentinelRedis, namespace: str) -> None:
+    url = redis_sentinel.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{free_port()},")
+    store = RedisStore(url, namespace=namespace)
+    try:
+        start = time.monotonic()
+        for _ in range(20):  # each new connection asks the Sentinels again, the dead one first
+            store.revision()
+            store.close()
+        assert time.monotonic() - start < 2
     finally:
         store.close()
 

@@ -156,7 +156,7 @@ def test_a_sentinel_failover_under_load(fleet: SentinelFleet) -> None:
     group: SentinelRedis = fleet.redis  # type: ignore[assignment]
     old = group.node_on(group.master_port())
     rec, stop = Record(), threading.Event()
-    wall_started = time.time()
+    wall_started, started = time.time(), time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         workers = [
             pool.submit(token_worker, fleet, rec, stop, 0),
@@ -206,7 +206,8 @@ def test_a_sentinel_failover_under_load(fleet: SentinelFleet) -> None:
     promoted = promotions(events)
     rotation_pause = max(b.at - a.at for a, b in itertools.pairwise(promoted))
     report = (
-        f"Sentinel failover with {len(group.replicas)} replica(s): promoted {promoted_at - killed_at:.2f}s after "
+        f"Sentinel failover with {len(group.replicas)} replica(s), {rec.tokens[-1][0] - started:.0f}s of load: "
+        f"promoted {promoted_at - killed_at:.2f}s after "
         "the SIGKILL of the master; "
         f"token requests {len(rec.tokens)}, failed {len(failed_tokens)}; introspections {len(rec.introspections)}, "
         f"interrupted for at most {longest_gap(after_kill):.2f}s (not 200 active: "

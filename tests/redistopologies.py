@@ -67,6 +67,7 @@ class Node:
         self.args = list(args)
         self.log = self.dir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.password: str | None = None  # what client() logs in with
 
     def start(self, *, conf: Path | None = None, sentinel: bool = False) -> None:
         argv = [redis_binary(), *([str(conf)] if conf else []), *(["--sentinel"] if sentinel else [])]
@@ -76,7 +77,9 @@ class Node:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
     def client(self, **kw: object) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True, **kw)  # type: ignore[arg-type]
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2, decode_responses=True, **kw
+        )  # type: ignore[arg-type]
 
     def kill(self) -> None:
         """SIGKILL: a crash."""
@@ -200,9 +203,13 @@ class SentinelRedis:
         sentinels: int = 3,
         down_after_ms: int = 1000,
         appendonly: bool = False,
+        password: str = "",
     ) -> None:
+        """`password`: of every server and Sentinel (requirepass; masterauth, auth-pass), and in `url`."""
         persistence = ["--repl-diskless-sync-delay", "0"]
         persistence += ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else []
+        persistence += ["--requirepass", password, "--masterauth", password] if password else []
+        self.password = password
         self.master = Node(workdir, "master", persistence)
         self.replicas = [
             Node(workdir, f"replica{i}", [*persistence, "--replicaof", "127.0.0.1", str(self.master.port)])
@@ -210,9 +217,10 @@ class SentinelRedis:
         ]
         self.sentinels = [Node(workdir, f"sentinel{i}") for i in range(sentinels)]
         self.down_after_ms = down_after_ms
-        self.url = (
-            "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{SENTINEL_SERVICE}/0"
-        )
+        for n in [*self.nodes, *self.sentinels]:
+            n.password = password or None
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        self.url = f"redis+sentinel://{f':{password}@' if password else ''}{hosts}/{SENTINEL_SERVICE}/0"
         self.settings = RedisSettings()
 
     @property
@@ -263,6 +271,11 @@ class SentinelRedis:
                 f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
                 f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+                + (
+                    f"requirepass {self.password}\nsentinel auth-pass {SENTINEL_SERVICE} {self.password}\n"
+                    if self.password
+                    else ""
+                )
             )
             s.start(conf=conf, sentinel=True)
 

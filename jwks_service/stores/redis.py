@@ -121,8 +121,8 @@ class RedisStore:
         self._r: RedisClient = client
         self.where = where or "redis"
         self._password = url_password(url)
-        # A revocation waits this long for store.revocation_acks replicas (WAIT), within one read timeout.
         self.revocation_acks = settings.revocation_acks
+        # How long a revocation's WAIT waits for them: half a read timeout, so it answers before the socket gives up.
         self._wait_ms = max(100, int(socket_timeout * 500))
         self.namespace = namespace
         p = f"{{{namespace}}}:"

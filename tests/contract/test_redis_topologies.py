@@ -201,6 +201,23 @@ def test_sentinels_that_cannot_be_reached_are_a_short_store_error() -> None:
         store.close()
 
 
+def test_the_url_password_logs_in_to_the_sentinels_and_the_master(tmp_path: Path, namespace: str) -> None:
+    group = SentinelRedis(tmp_path, replicas=0, sentinels=1, password="s3ntinel-pass")
+    group.start()
+    try:
+        store = RedisStore(group.url, namespace=namespace)
+        store.append_audit([event(1.0, "t", "write", "x")])
+        assert store.revision() == 1
+        store.close()
+        wrong = RedisStore(group.url.replace("s3ntinel-pass", "wrong-pass"), namespace=namespace)
+        with pytest.raises(StoreError) as info:
+            wrong.revision()
+        wrong.close()
+        assert "wrong-pass" not in info.value.description and "s3ntinel" not in info.value.description
+    finally:
+        group.stop()
+
+
 def test_a_dead_sentinel_first_in_the_url_costs_no_time(redis_sentinel: SentinelRedis, namespace: str) -> None:
     url = redis_sentinel.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{free_port()},")
     store = RedisStore(url, namespace=namespace)

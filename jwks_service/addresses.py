@@ -11,19 +11,17 @@ DEFAULT_LISTEN = "127.0.0.1:8000"
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
+    """The URL with its password replaced by ***, for messages and logs. Works on the text of the
+    authority, so that URLs with several hosts (redis+sentinel://, redis+cluster://) are redacted too."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     except ValueError:
         return "<unparsable Redis URL>"
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def default_issuer(listen: str, *, tls: bool = False) -> str:

@@ -242,8 +242,12 @@ class Rotation:
         return None
 
     def revoke(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
-        """Emergency revocation of a key, by kid, in whichever keyset holds it; idempotent."""
-        return self._by_kid(kid, lambda ks: plan_revoke(ks, kid), actor=actor, reason=reason)
+        """Emergency revocation of a key, by kid, in whichever keyset holds it; idempotent. Confirmed
+        only once the store holds it durably (store.revocation_acks), also when it was revoked already
+        (a retry after an unconfirmed revocation)."""
+        revoked = self._by_kid(kid, lambda ks: plan_revoke(ks, kid), actor=actor, reason=reason)
+        self.store.confirm_revocation()
+        return revoked
 
     def taint(self, kid: str, *, reason: str, actor: str = "cli") -> tuple[Keyset, KeyVersion]:
         """Mark a current or previous key as suspect (API.md §6), by kid; idempotent."""

@@ -90,7 +90,7 @@ def open_store(settings: Settings, vault: VaultAuth | None = None) -> Store:
 
         url, credentials = redis_credentials(settings, vault)
         try:
-            store = RedisStore(url, credential_provider=credentials)
+            store = RedisStore(url, settings.redis, credential_provider=credentials)
         except BaseException:
             if credentials is not None:
                 credentials.close()

@@ -116,6 +116,12 @@ class Store(Protocol):
         """Every revoked jti that has not expired yet, with its expiry."""
         ...
 
+    def confirm_revocation(self) -> None:
+        """Return once every write made so far (a key revocation just saved, or found saved already)
+        is held as durably as the deployment asks (Redis: store.revocation_acks replicas, by WAIT);
+        StoreError when it is not. `revoke_token` confirms its own write."""
+        ...
+
     def record_auth_failure(self, keys: Sequence[str], now: float) -> None:
         """Count one failed client authentication under each key (e.g. client id + address, address).
         Failures are short-lived counters: they do not bump `revision`."""

@@ -1,4 +1,5 @@
-"""The shared store for several replicas: Redis (one server or Sentinel's master; keys are Cluster-ready).
+"""The shared store for several replicas: Redis (one server, Sentinel's master, or a Redis Cluster; the
+client comes from stores.redis_connect, the Lua scripts from stores.redis_scripts).
 
 Key layout: every key starts with one hash tag, ``{<namespace>}:``, so all of them live in one
 Cluster slot and every multi-key command or script is legal there:
@@ -24,7 +25,9 @@ Cluster slot and every multi-key command or script is legal there:
 
 Every write of state (keysets, clients, revocations, audit) is one Lua script: the check (the
 keyset's or client's revision for compare-and-set), the change, its audit events, the INCR of the global
-revision and the PUBLISH run as one atomic unit. There is no lock anywhere.
+revision and the PUBLISH run as one atomic unit. There is no lock anywhere. On a cluster, PUBLISH
+reaches the subscribers of every node. With store.revocation_acks = N, a revocation (of a token, or a
+key revocation through confirm_revocation) is confirmed only after WAIT N says N replicas hold it.
 
 The audit chain is compare-and-set too: the writer reads the chain's head, numbers and links its
 events after it (stores.chain; Lua in Redis has no SHA-256), and the script appends them only while
@@ -43,22 +46,33 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
-from ..addresses import redact_url
+from ..configparts import RedisSettings
 from ..errors import ConfigError, RevisionConflictError, StoreError
 from ..model import AuditChain, AuditEvent, Client, Keyset, event_hash
 from . import AuditTap, chain, clamp_limit, prunable
 from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_dict, key_to_dict
 from .redis_adoption import AdoptionRecords  # the adoption keys: {jwks}:fetchers*, {jwks}:revisions*
+from .redis_connect import Client as RedisClient
+from .redis_connect import close, connect, url_password
 from .redis_credentials import NO_CREDENTIALS, Provider, redact
+from .redis_scripts import (
+    APPEND_AUDIT,
+    DELETE_CLIENT,
+    LIST_AUDIT_SINCE,
+    PRUNE_AUDIT,
+    REVOKE_TOKEN,
+    SAVE_CLIENT,
+    SAVE_KEYSET,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,126 +88,6 @@ OP_TTL = 60
 SUBSCRIBE_BACKOFF_MIN = 0.1
 SUBSCRIBE_BACKOFF_MAX = 2.0
 
-# Shared head of every write script.
-#   KEYS: 1 op, 2 revision, 3 audit, 4 audit_at, 5 audit_seq, 6 audit_last, 7 audit_first,
-#         8.. the script's own keys
-#   ARGV: 1 channel, 2 op ttl, 3 number of audit events N, 4 audit_seq as the writer read it,
-#         5 audit_last after the events, 6 audit_first if the chain starts here, then N triples
-#         (id, at, JSON with id and prev), then the script's own arguments from index A.
-# A replayed op (same op key) returns the first reply without writing again. Replies carry a third
-# element when the audit events were written; {2, 0} when the chain's head moved (nothing written).
-_PRELUDE = """
-local done = redis.call('GET', KEYS[1])
-if done then return {1, tonumber(done), 1} end
-local N = tonumber(ARGV[3])
-local A = 7 + 3 * N
-if N > 0 and (redis.call('GET', KEYS[5]) or '') ~= ARGV[4] then return {2, 0} end
-local function commit(reply)
-  for i = 0, N - 1 do
-    redis.call('ZADD', KEYS[3], ARGV[7 + 3 * i], ARGV[9 + 3 * i])
-    redis.call('ZADD', KEYS[4], ARGV[8 + 3 * i], ARGV[7 + 3 * i])
-  end
-  if N > 0 then
-    redis.call('SET', KEYS[5], ARGV[7 + 3 * (N - 1)])
-    redis.call('SET', KEYS[6], ARGV[5])
-    redis.call('SET', KEYS[7], ARGV[6], 'NX')
-  end
-  local revision = redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', ARGV[1], revision)
-  redis.call('SET', KEYS[1], reply, 'EX', ARGV[2])
-  return {1, reply, 1}
-end
-"""
-
-# KEYS 8 keyset hash, 9 keysets set; ARGV A expected revision, A+1 name, A+2 data JSON.
-# Replies {1, new keyset revision} or {0, stored revision} (compare-and-set lost: nothing written).
-_SAVE_KEYSET = (
-    _PRELUDE
-    + """
-local stored = tonumber(redis.call('HGET', KEYS[8], 'revision') or '0')
-if stored ~= tonumber(ARGV[A]) then return {0, stored} end
-redis.call('HSET', KEYS[8], 'revision', stored + 1, 'data', ARGV[A + 2])
-redis.call('SADD', KEYS[9], ARGV[A + 1])
-return commit(stored + 1)
-"""
-)
-
-# KEYS 8 client key, 9 clients set; ARGV A client id, A+1 the client's JSON without its closing brace,
-# A+2 expected revision ('' for a write whatever is stored). The revision is read from the stored JSON
-# (records from before revisions count as 1) and written back into it, one more: the rest of the JSON is
-# stored as sent, never re-encoded here (cjson would round its floats). Replies {1, new revision} or
-# {0, stored revision} (compare-and-set lost: nothing written).
-_SAVE_CLIENT = (
-    _PRELUDE
-    + """
-local stored = 0
-local current = redis.call('GET', KEYS[8])
-if current then stored = tonumber(cjson.decode(current)['revision'] or 1) end
-if ARGV[A + 2] ~= '' and stored ~= tonumber(ARGV[A + 2]) then return {0, stored} end
-redis.call('SET', KEYS[8], ARGV[A + 1] .. ',"revision":' .. string.format('%d', stored + 1) .. '}')
-redis.call('SADD', KEYS[9], ARGV[A])
-return commit(stored + 1)
-"""
-)
-
-# KEYS 8 client key, 9 clients set; ARGV A client id. Replies {1, 1} deleted, {1, 0} no such client
-# (then nothing is written: no audit, no revision).
-_DELETE_CLIENT = (
-    _PRELUDE
-    + """
-if redis.call('DEL', KEYS[8]) == 0 then return {1, 0} end
-redis.call('SREM', KEYS[9], ARGV[A])
-return commit(1)
-"""
-)
-
-# KEYS 8 revoked zset; ARGV A expiry, A+1 jti. GT: an earlier expiry never shortens a revocation.
-_REVOKE_TOKEN = (
-    _PRELUDE
-    + """
-redis.call('ZADD', KEYS[8], 'GT', ARGV[A], ARGV[A + 1])
-return commit(1)
-"""
-)
-
-_APPEND_AUDIT = _PRELUDE + "\nreturn commit(1)\n"
-
-# KEYS 1 audit, 2 audit_at; ARGV 1 since, 2 limit, 3 before id ('' for none). Newest (highest id) first.
-# Lua numbers are doubles, printed with 14 digits: a large limit would reach Redis as "4.6e+18", which
-# it refuses; so only the few events found are counted here.
-_LIST_AUDIT_SINCE = """
-local limit = tonumber(ARGV[2])
-if limit <= 0 then return {} end
-local before = math.huge
-if ARGV[3] ~= '' then before = tonumber(ARGV[3]) end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')
-local nums = {}
-for _, v in ipairs(ids) do
-  local n = tonumber(v)
-  if n < before then nums[#nums + 1] = n end
-end
-table.sort(nums, function(a, b) return a > b end)
-local out = {}
-for i = 1, math.min(limit, #nums) do
-  out[i] = redis.call('ZRANGEBYSCORE', KEYS[1], nums[i], nums[i])[1]
-end
-return out
-"""
-
-# KEYS 1 audit, 2 audit_at, 3 audit_first; ARGV 1 the newest pruned id, 2 audit_first after it,
-# 3.. the pruned ids. The writer chose the run (stores.prunable) and hashed its newest event; a run
-# pruned twice at once is deleted once, and audit_first only moves forward. Housekeeping: no
-# revision bump and no publish. Replies how many events went.
-_PRUNE_AUDIT = """
-local n = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for i = 3, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
-local first = redis.call('GET', KEYS[3])
-if first and tonumber(string.match(first, '^(%d+):')) <= tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[3], ARGV[2])
-end
-return n
-"""
-
 # A writer whose audit events lost the race for the chain's head this many times in a row gives up.
 AUDIT_ATTEMPTS = 100
 
@@ -204,38 +98,35 @@ def _num(value: float) -> str:
 
 
 class RedisStore(AdoptionRecords):
+    """`url` with `settings` ([store] ca_file, revocation_acks) and `credential_provider` (a password
+    file, Vault) makes the client (stores.redis_connect); or `client` and `where` give one made already."""
+
     def __init__(
-        self, url: str, *, socket_timeout: float = 2.0, namespace: str = "jwks", credential_provider: Provider = None
+        self,
+        url: str = "",
+        settings: RedisSettings | None = None,
+        *,
+        socket_timeout: float = 2.0,
+        namespace: str = "jwks",
+        credential_provider: Provider = None,
+        client: RedisClient | None = None,
+        where: str = "",
     ) -> None:
         if not namespace or any(c in namespace for c in "{}") or any(c.isspace() for c in namespace):
             raise ConfigError(f"Redis namespace {namespace!r}: must be non-empty, without braces or spaces")
-        try:
-            self._r = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                health_check_interval=10,
-                # A few quick retries ride over a restart or a dropped pooled connection; writes stay
-                # exactly-once through the op keys (see _PRELUDE). Timeouts are not retried (redis-py
-                # nests the connect retries inside the command's), so a silent server fails after
-                # about one socket_timeout, and a refused connection within a second.
-                retry=Retry(
-                    ExponentialWithJitterBackoff(cap=0.25, base=0.05),
-                    retries=2,
-                    supported_errors=(RedisConnectionError,),
-                ),
-                decode_responses=True,
-                credential_provider=credential_provider,
+        settings = settings or RedisSettings()
+        if client is None:
+            client, where = connect(
+                url, settings, socket_timeout=socket_timeout, credential_provider=credential_provider
             )
-        except ValueError as exc:
-            raise StoreError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
-        self._credentials = credential_provider.install(self._r) if credential_provider else NO_CREDENTIALS
-        kwargs = self._r.connection_pool.connection_kwargs
-        self._password: str | None = kwargs.get("password")
-        if "path" in kwargs:
-            self.where = f"unix:{kwargs['path']}"
-        else:
-            self.where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        self._r: RedisClient = client
+        # Redis refusing the password has the source re-read (stores.redis_credentials.CredentialRetry).
+        self._credentials = credential_provider.install(client) if credential_provider else NO_CREDENTIALS
+        self.where = where or "redis"
+        self._password = url_password(url)
+        self.revocation_acks = settings.revocation_acks
+        # How long a revocation's WAIT waits for them: half a read timeout, so it answers before the socket gives up.
+        self._wait_ms = max(100, int(socket_timeout * 500))
         self.namespace = namespace
         p = f"{{{namespace}}}:"
         self._prefix = p
@@ -248,23 +139,25 @@ class RedisStore(AdoptionRecords):
         self._k_audit_seq = p + "audit_seq"
         self._k_audit_last = p + "audit_last"
         self._k_audit_first = p + "audit_first"
-        # KEYS 2 to 7 of every write script (see _PRELUDE)
+        # KEYS 2 to 7 of every write script (see redis_scripts.PRELUDE)
         self._k_head = tuple(p + k for k in ("revision", "audit", "audit_at", "audit_seq", "audit_last", "audit_first"))
         self.audit_tap = AuditTap()
         self.channel = p + "changes"
-        self._save_keyset = self._r.register_script(_SAVE_KEYSET)
-        self._save_client = self._r.register_script(_SAVE_CLIENT)
-        self._delete_client = self._r.register_script(_DELETE_CLIENT)
-        self._revoke_token = self._r.register_script(_REVOKE_TOKEN)
-        self._append_audit = self._r.register_script(_APPEND_AUDIT)
-        self._list_audit_since = self._r.register_script(_LIST_AUDIT_SINCE)
-        self._prune_audit = self._r.register_script(_PRUNE_AUDIT)
+        self._save_keyset = self._r.register_script(SAVE_KEYSET)
+        self._save_client = self._r.register_script(SAVE_CLIENT)
+        self._delete_client = self._r.register_script(DELETE_CLIENT)
+        self._revoke_token = self._r.register_script(REVOKE_TOKEN)
+        self._append_audit = self._r.register_script(APPEND_AUDIT)
+        self._list_audit_since = self._r.register_script(LIST_AUDIT_SINCE)
+        self._prune_audit = self._r.register_script(PRUNE_AUDIT)
         self._subscriptions: list[Callable[[], None]] = []
         self._sub_lock = threading.Lock()
 
     # -- errors ---------------------------------------------------------------------------------
 
     def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, MasterNotFoundError):  # its own text lists every Sentinel client's settings
+            return "no Sentinel named a master for the service (none reachable, or a failover under way)"
         return redact(str(exc) or type(exc).__name__, self._password, *self._credentials.secrets())
 
     @contextmanager
@@ -289,9 +182,12 @@ class RedisStore(AdoptionRecords):
     def _fail_key(self, key: str) -> str:
         return f"{self._prefix}fail:{key}"
 
-    def _write(self, script: Any, keys: Sequence[str], args: Sequence[object], audit: Sequence[AuditEvent]) -> Any:
+    def _write(
+        self, script: Any, keys: Sequence[str], args: Sequence[object], audit: Sequence[AuditEvent], acks: int = 0
+    ) -> Any:
         """Run a write script with the shared head: op key, revision, audit chain and channel. Tries
-        again (with a new op key: nothing was written) while the chain's head moves under it."""
+        again (with a new op key: nothing was written) while the chain's head moves under it. With
+        `acks`, a write is confirmed only once that many replicas hold it (see _run)."""
         for _ in range(AUDIT_ATTEMPTS):
             seq, stored = self._chain_after_head(audit)
             audit_args: list[object] = []
@@ -300,9 +196,11 @@ class RedisStore(AdoptionRecords):
             last = f"{stored[-1].id}:{event_hash(stored[-1])}" if stored else ""
             first = f"{stored[0].id}:{stored[0].prev}" if stored else ""
             op = f"{self._prefix}op:{uuid.uuid4().hex}"
-            reply = script(
-                keys=[op, *self._k_head, *keys],
-                args=[self.channel, OP_TTL, len(stored), seq, last, first, *audit_args, *args],
+            reply = self._run(
+                script,
+                [op, *self._k_head, *keys],
+                [self.channel, OP_TTL, len(stored), seq, last, first, *audit_args, *args],
+                acks,
             )
             if reply[0] == 2:
                 continue
@@ -310,6 +208,40 @@ class RedisStore(AdoptionRecords):
                 self.audit_tap.publish(stored)
             return reply[:2]
         raise StoreError(f"Redis at {self.where}: the audit log kept moving under {AUDIT_ATTEMPTS} attempts to append")
+
+    def _run(self, script: Any, keys: list[str], args: list[object], acks: int) -> Any:
+        """The script's reply; with `acks`, confirmed by WAIT on the same connection (see _wait)."""
+        if not acks:
+            return script(keys=keys, args=args)
+        pipe = self._master().pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        (reply,), acked = self._wait(pipe, acks)
+        if reply[0] == 1:  # written (a lost compare-and-set or a moved audit head wrote nothing)
+            self._check_acks(acked, acks)
+        return reply
+
+    def _master(self) -> redis.Redis:
+        """A client of the master that owns the store's hash tag (on a cluster, that one node's)."""
+        if isinstance(self._r, RedisCluster):
+            node = self._r.get_node_from_key(self._k_revision)  # type: ignore[no-untyped-call]
+            return cast(redis.Redis, node.redis_connection)
+        return self._r
+
+    def _wait(self, pipe: Any, acks: int) -> tuple[list[Any], int]:
+        """Run `pipe` (writes) and a WAIT after them down one connection: WAIT counts the replicas that
+        hold that connection's writes, and so every write the master ran before them. The writes'
+        replies, and how many replicas acknowledged."""
+        pipe.execute_command("WAIT", acks, self._wait_ms)
+        *replies, acked = pipe.execute()
+        return replies, int(acked)
+
+    def _check_acks(self, acked: int, acks: int) -> None:
+        """A write fewer replicas acknowledge in time is a StoreError: a 503, never a false success."""
+        if acked < acks:
+            raise StoreError(
+                f"Redis at {self.where}: {acked} of the {acks} replicas store.revocation_acks asks for acknowledged"
+                f" the revocation within {self._wait_ms} ms; it is not confirmed"
+            )
 
     def _chain_after_head(self, audit: Sequence[AuditEvent]) -> tuple[str, list[AuditEvent]]:
         """The chain's head as read now (audit_seq, "" when none) and `audit` linked after it."""
@@ -425,7 +357,18 @@ class RedisStore(AdoptionRecords):
 
     def revoke_token(self, jti: str, expires_at: float) -> None:
         with self._guard("revoke a token"):
-            self._write(self._revoke_token, [self._k_revoked], [_num(expires_at), jti], ())
+            self._write(self._revoke_token, [self._k_revoked], [_num(expires_at), jti], (), self.revocation_acks)
+
+    def confirm_revocation(self) -> None:
+        """With store.revocation_acks: one write (an op key) and WAIT, so the replicas that acknowledge
+        hold every write before it too (a key revocation saved by any connection)."""
+        if not self.revocation_acks:
+            return
+        with self._guard("confirm a revocation"):
+            pipe = self._master().pipeline(transaction=False)
+            pipe.set(f"{self._prefix}op:{uuid.uuid4().hex}", "0", ex=OP_TTL)
+            _, acked = self._wait(pipe, self.revocation_acks)
+        self._check_acks(acked, self.revocation_acks)
 
     def revoked_tokens(self, now: float) -> dict[str, float]:
         with self._guard("read revoked tokens"):
@@ -596,5 +539,5 @@ class RedisStore(AdoptionRecords):
             cancels = list(self._subscriptions)
         for cancel in cancels:
             cancel()
-        self._r.close()
+        close(self._r)
         self._credentials.close()

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from ..adoption import Fetch
 
@@ -72,7 +73,7 @@ def _num(value: float) -> str:
 class AdoptionRecords:
     """record_fetches / list_fetches / list_revisions of the Store protocol, for RedisStore."""
 
-    _r: redis.Redis  # with decode_responses
+    _r: redis.Redis | RedisCluster  # with decode_responses (stores.redis_connect.Client)
     _prefix: str
     _guard: Callable[[str], AbstractContextManager[None]]
     _record_script: Any = None

@@ -36,7 +36,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-import redis
 from redis.credentials import CredentialProvider
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -94,7 +93,7 @@ class RedisCredentials(CredentialProvider):
         self._secrets: deque[str] = deque(maxlen=KEPT_SECRETS)
         self._refused_at = float("-inf")  # when a refusal last had the source read
         self._read_lock = threading.Lock()
-        self._clients: list[redis.Redis] = []
+        self._clients: list[Any] = []  # redis.Redis or RedisCluster
         self._on_close = list(on_close)
 
     def describe(self) -> str:
@@ -112,7 +111,7 @@ class RedisCredentials(CredentialProvider):
         user, password = current
         return (user, password) if user else (password,)
 
-    def install(self, client: redis.Redis) -> RedisCredentials:
+    def install(self, client: Any) -> RedisCredentials:
         """Make `client` re-read this source when Redis refuses it (its Retry becomes a CredentialRetry),
         and close its idle connections when the credentials are replaced. Returns self."""
         base = client.get_retry()
@@ -314,7 +313,11 @@ class VaultCreds(RedisCredentials):
 
     def _disconnect_idle(self) -> None:
         for client in self._clients:
-            client.connection_pool.disconnect(inuse_connections=False)
+            pool = getattr(client, "connection_pool", None)
+            pools = [pool] if pool is not None else [n.redis_connection.connection_pool for n in client.get_nodes()]
+            for each in pools:  # a cluster has one pool per node
+                if each is not None:
+                    each.disconnect(inuse_connections=False)
 
     # ----- the lease thread ---------------------------------------------------------------------
 

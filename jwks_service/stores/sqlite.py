@@ -235,6 +235,9 @@ class SQLiteStore:
                 (jti, expires_at),
             )
 
+    def confirm_revocation(self) -> None:
+        """One file, written in a committed transaction: nothing more to wait for."""
+
     def revoked_tokens(self, now: float) -> dict[str, float]:
         rows = self._read("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ?", (now,))
         return {str(j): float(str(e)) for j, e in rows}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import socket
 import threading
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
@@ -31,35 +33,37 @@ OpenStore = Callable[..., RedisStore]
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A namespace of this test's own; its keys are deleted afterwards (never FLUSHDB: REDIS_URL may be shared)."""
-    ns = f"t-{uuid.uuid4().hex[:12]}"
-    yield ns
-    with redis.Redis.from_url(redis_url) as r:
-        keys = list(r.scan_iter(match=f"{{{ns}}}:*", count=1000))
-        if keys:
-            r.delete(*keys)
+def raw(redis_target: Any) -> Iterator[redis.Redis]:
+    """A plain redis-py client of the test's topology (tests/contract/conftest.py: each test runs on a
+    plain server, over TLS, on a 3-master Cluster and on a Sentinel group)."""
+    r = redis_target.client()
+    yield r
+    r.close()
 
 
 @pytest.fixture
-def open_store(redis_url: str, namespace: str) -> Iterator[OpenStore]:
+def namespace(raw: redis.Redis) -> Iterator[str]:
+    """A namespace of this test's own; its keys are deleted afterwards (never FLUSHDB: REDIS_URL may be shared)."""
+    ns = f"t-{uuid.uuid4().hex[:12]}"
+    yield ns
+    keys = list(raw.scan_iter(match=f"{{{ns}}}:*", count=1000))
+    if keys:
+        raw.delete(*keys)
+
+
+@pytest.fixture
+def open_store(redis_target: Any, namespace: str) -> Iterator[OpenStore]:
     """Opens RedisStores on the test's namespace: each call is another replica's view."""
     opened: list[RedisStore] = []
 
     def open_(**kw: object) -> RedisStore:
-        store = RedisStore(redis_url, namespace=namespace, **kw)  # type: ignore[arg-type]
+        store = RedisStore(redis_target.url, redis_target.settings, namespace=namespace, **kw)  # type: ignore[arg-type]
         opened.append(store)
         return store
 
     yield open_
     for s in opened:
         s.close()
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-        yield r
 
 
 def key(kid: str, state: KeyState = KeyState.CURRENT, t: float = 1000.0, keyset: str = "default") -> KeyVersion:
@@ -162,7 +166,7 @@ def test_client_records_keep_their_floats_and_read_old_records_as_revision_one(
 
 
 def test_every_key_shares_one_hash_tag(
-    open_store: OpenStore, raw: redis.Redis, namespace: str, redis_server: object
+    open_store: OpenStore, raw: redis.Redis, namespace: str, redis_server: object, redis_target: Any
 ) -> None:
     before = set(raw.scan_iter(match="*", count=1000))
     store = open_store()
@@ -188,7 +192,8 @@ def test_every_key_shares_one_hash_tag(
     expected |= {"fetchers", "fetchers_at", "revisions", "revisions_at"}  # adoption records
     assert kinds == expected | {"fail", "op"}
     assert raw.exists(f"{prefix}client:gone") == 0
-    if redis_server is not None:  # a private server: nothing else writes, so nothing may lie outside the namespace
+    # On a server of ours (not $REDIS_URL) nothing else writes, so nothing may lie outside the namespace.
+    if redis_server is not None or redis_target.url != os.environ.get("REDIS_URL"):
         assert set(raw.scan_iter(match="*", count=1000)) - before == ours
 
 
@@ -374,6 +379,7 @@ def test_a_failing_callback_does_not_end_the_subscription(open_store: OpenStore)
     assert not any(t.name == f"redis-changes-{reader.namespace}" for t in threading.enumerate())
 
 
+@pytest.mark.parametrize("redis_target", ["plain"], indirect=True)  # restart_redis restarts the plain server
 def test_the_subscription_resumes_after_a_redis_restart(
     open_store: OpenStore, restart_redis: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,22 +20,29 @@ from jwks_service.stores.redis import RedisStore
 from jwks_service.stores.sqlite import MAX_REVISIONS, SQLiteStore
 
 
-def redis_opener(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Store]:
-    """One namespace per test, derived from its tmp_path: every store a test opens shares it, and no
+def redis_opener(topology: str) -> StoreFactory:
+    """Stores on one Redis topology (tests/contract/conftest.py: plain, TLS, Cluster, Sentinel).
+
+    One namespace per test, derived from its tmp_path: every store a test opens shares it, and no
     other test (nor another run against the same $REDIS_URL) sees it. Its keys are deleted afterwards."""
-    url: str = request.getfixturevalue("redis_url")
-    namespace = "test-" + hashlib.sha256(str(tmp.resolve()).encode()).hexdigest()[:16]
 
-    def cleanup() -> None:
-        import redis
+    def opener(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Store]:
+        target = request.getfixturevalue(f"redis_{topology}")
+        namespace = "test-" + hashlib.sha256(str(tmp.resolve()).encode()).hexdigest()[:16]
 
-        with redis.Redis.from_url(url) as r:
-            keys = list(r.scan_iter(match=f"{{{namespace}}}:*", count=1000))
-            if keys:
-                r.delete(*keys)
+        def cleanup() -> None:
+            r = target.client()
+            try:
+                keys = list(r.scan_iter(match=f"{{{namespace}}}:*", count=1000))
+                if keys:
+                    r.delete(*keys)
+            finally:
+                r.close()
 
-    request.addfinalizer(cleanup)
-    return lambda: RedisStore(url, namespace=namespace)
+        request.addfinalizer(cleanup)
+        return lambda: RedisStore(target.url, target.settings, namespace=namespace)
+
+    return opener
 
 
 # Given the test's request and its tmp_path, each factory returns an opener of stores on one shared
@@ -43,7 +50,10 @@ def redis_opener(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Stor
 StoreFactory = Callable[[pytest.FixtureRequest, Path], Callable[[], Store]]
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "sqlite": lambda request, tmp: lambda: SQLiteStore(tmp / "store.db"),
-    "redis": redis_opener,
+    "redis": redis_opener("plain"),
+    "redis-tls": redis_opener("tls"),
+    "redis-cluster": redis_opener("cluster"),
+    "redis-sentinel": redis_opener("sentinel"),
 }
 
 

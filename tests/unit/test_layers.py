@@ -55,6 +55,8 @@ LAYERS: dict[str, int | str] = {
     # 2 adapters: the ports (Protocols) to the world outside, and what implements them.
     "jwks_service.stores": ADAPTERS,
     "jwks_service.stores.redis_credentials": ADAPTERS,
+    "jwks_service.stores.redis_connect": ADAPTERS,
+    "jwks_service.stores.redis_scripts": ADAPTERS,
     "jwks_service.backends": ADAPTERS,
     "jwks_service.kek": ADAPTERS,
     "jwks_service.kek_transit": ADAPTERS,

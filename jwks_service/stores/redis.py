@@ -50,6 +50,7 @@ from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
+from redis.credentials import CredentialProvider
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -63,7 +64,7 @@ from .codec import audit_from_dict, client_from_dict, client_to_dict, key_from_d
 from .redis_adoption import AdoptionRecords  # the adoption keys: {jwks}:fetchers*, {jwks}:revisions*
 from .redis_connect import Client as RedisClient
 from .redis_connect import close, connect, url_password
-from .redis_credentials import NO_CREDENTIALS, Provider, redact
+from .redis_credentials import NO_CREDENTIALS, RedisCredentials, redact
 from .redis_scripts import (
     APPEND_AUDIT,
     DELETE_CLIENT,
@@ -108,7 +109,7 @@ class RedisStore(AdoptionRecords):
         *,
         socket_timeout: float = 2.0,
         namespace: str = "jwks",
-        credential_provider: Provider = None,
+        credential_provider: CredentialProvider | None = None,
         client: RedisClient | None = None,
         where: str = "",
     ) -> None:
@@ -121,7 +122,9 @@ class RedisStore(AdoptionRecords):
             )
         self._r: RedisClient = client
         # Redis refusing the password has the source re-read (stores.redis_credentials.CredentialRetry).
-        self._credentials = credential_provider.install(client) if credential_provider else NO_CREDENTIALS
+        self._credentials = (
+            credential_provider.install(client) if isinstance(credential_provider, RedisCredentials) else NO_CREDENTIALS
+        )
         self.where = where or "redis"
         self._password = url_password(url)
         self.revocation_acks = settings.revocation_acks

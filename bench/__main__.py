@@ -212,6 +212,9 @@ def markdown(doc: dict[str, Any], charts: Sequence[str]) -> str:
                 f"[≤ {RSS_TARGET_MIB:g} MB and flat over {MEMORY_TARGET_TOKENS:,} tokens: {verdict}]"
             )
         out += [""] + [f"- {n}" for n in h.get("notes", [])] + [""]
+    if "simulate" in doc:
+        name = f"simulate-{doc['simulate']['date']}-{doc['simulate']['verifiers']}.md"
+        out += ["## Simulation", "", f"{doc['simulate']['verifiers']:,} simulated verifiers: [{name}]({name})", ""]
     out += [f"![{Path(c).stem}]({Path(c).name})" for c in charts]
     return "\n".join(out) + "\n"
 

@@ -795,10 +795,11 @@ def charts(main: dict[str, Result], doc: dict[str, Any], stem: Path) -> list[str
     for ax, scenario in zip(axes, scenarios, strict=True):
         for cdn, color in (("CDN", "tab:blue"), ("no CDN", "tab:red")):
             r = main[f"{scenario}, {cdn}"]
-            x = (np.arange(len(r.origin)) - r.t_sign) / 60
-            ax.plot(x, np.maximum(r.origin, 0.1), color=color, lw=0.8, label=f"origin, {cdn}")
+            end = r.horizon - 1  # the last second is cut short by the end of the run
+            x = (np.arange(end) - r.t_sign) / 60
+            ax.plot(x, np.maximum(r.origin[:end], 0.1), color=color, lw=0.8, label=f"origin, {cdn}")
         r = main[f"{scenario}, CDN"]
-        ax.plot(x, np.maximum(r.edge, 0.1), color="tab:gray", lw=0.6, alpha=0.7, label="verifiers -> CDN")
+        ax.plot(x, np.maximum(r.edge[:end], 0.1), color="tab:gray", lw=0.6, alpha=0.7, label="verifiers -> CDN")
         ax.axvline(0, color="k", ls=":", lw=0.8)
         ax.set_yscale("log")
         ax.set_ylabel("requests/s")

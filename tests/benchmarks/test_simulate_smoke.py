@@ -60,13 +60,13 @@ def test_fetch_once_fails_after_promotion_and_every_token_once_the_old_key_is_go
 @pytest.mark.parametrize("max_age", [60.0, 300.0])
 def test_the_cdn_bounds_origin_requests_by_pops_over_max_age(max_age: float) -> None:
     pops = 4
-    r = _run(mix=(0.4, 0.3, 0.3, 0.0), cdn=True, pops=pops, max_age=max_age, prepublish=max_age + 30.0, verifiers=1000)
+    r = _run(mix=(0.4, 0.3, 0.3, 0.0), cdn=True, pops=pops, max_age=max_age, prepublish=max_age + 30.0, verifiers=600)
     # in any window of max_age seconds each POP fetches once (plus a second for the boundary)
     window = int(max_age)
     per_window = np.convolve(r.origin, np.ones(window), mode="valid")
     assert per_window.max() <= 2 * pops
     assert r.edge.sum() > 20 * r.origin.sum()  # the verifiers' requests stop at the POPs
-    without = _run(mix=(0.4, 0.3, 0.3, 0.0), cdn=False, max_age=max_age, prepublish=max_age + 30.0, verifiers=1000)
+    without = _run(mix=(0.4, 0.3, 0.3, 0.0), cdn=False, max_age=max_age, prepublish=max_age + 30.0, verifiers=600)
     assert without.origin.sum() == without.edge.sum() > 20 * r.origin.sum()
 
 
@@ -82,8 +82,8 @@ def test_an_emergency_rotation_makes_a_spike_of_unknown_kid_refetches() -> None:
 
 
 def test_the_run_is_deterministic_for_a_seed() -> None:
-    a = _run(scenario="revoke", verifiers=200, mix=(0.5, 0.5, 0.0, 0.0))
-    b = _run(scenario="revoke", verifiers=200, mix=(0.5, 0.5, 0.0, 0.0))
+    a = _run(scenario="revoke", verifiers=200, mix=(0.1, 0.9, 0.0, 0.0))
+    b = _run(scenario="revoke", verifiers=200, mix=(0.1, 0.9, 0.0, 0.0))
     assert np.array_equal(a.origin, b.origin) and np.array_equal(a.failed, b.failed)
     assert a.summary()["revoked_key_exposure_s"] == b.summary()["revoked_key_exposure_s"]
 

@@ -33,9 +33,11 @@ sys.path.insert(1, str(HERE.parent))
 
 import httpbench  # noqa: E402 - bench/ is put on the path first
 import sign  # noqa: E402
+import simulate  # noqa: E402
 import verify  # noqa: E402
 
-PARTS = ("sign", "verify", "jwks", "http")
+PARTS = ("sign", "verify", "jwks", "http", "simulate")
+DEFAULT_PARTS = PARTS[:4]  # the simulation (minutes, bench/simulate.py) runs when asked: --only simulate
 TARGETS = {
     "issuance_2w_vs_openbao": 4.0,
     "jwks_vs_openbao": 1.5,
@@ -211,6 +213,9 @@ def markdown(doc: dict[str, Any], charts: Sequence[str]) -> str:
                 f"[≤ {RSS_TARGET_MIB:g} MB and flat over {MEMORY_TARGET_TOKENS:,} tokens: {verdict}]"
             )
         out += [""] + [f"- {n}" for n in h.get("notes", [])] + [""]
+    if "simulate" in doc:
+        name = f"simulate-{doc['simulate']['date']}-{doc['simulate']['verifiers']}.md"
+        out += ["## Simulation", "", f"{doc['simulate']['verifiers']:,} simulated verifiers: [{name}]({name})", ""]
     out += [f"![{Path(c).stem}]({Path(c).name})" for c in charts]
     return "\n".join(out) + "\n"
 
@@ -294,7 +299,7 @@ def charts(doc: dict[str, Any], stem: Path) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts (default: {','.join(PARTS)})")
+    p.add_argument("--only", default=",".join(DEFAULT_PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
     p.add_argument("--seconds", type=float, default=0.5, help="in-process budget per cell and round (default 0.5)")
     p.add_argument("--rounds", type=int, default=3, help="in-process interleaved rounds (default 3)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per HTTP load run (default 5)")
@@ -354,6 +359,10 @@ def run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             progress=progress.detail,
         ).as_dict()
         doc["openbao"] = httpbench.bao_version()
+    if "simulate" in args.parts:
+        progress.part("simulation: verifiers, a CDN and rollovers (bench/simulate.py)")
+        n = 10_000 if args.quick else 1_000_000
+        doc["simulate"] = simulate.run(n, min(n, 100_000), 1, Path(args.out), progress.detail)
     return doc
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .. import logs
 from ..config import Settings, load_settings
 from ..kek import LoadedKek
 from ..runtime import Runtime, build_runtime
@@ -50,7 +51,10 @@ def actor() -> str:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    """The settings, and this process's logging set up as their `[log]` says."""
+    settings = load_settings(args.config)
+    logs.configure(settings.log)
+    return settings
 
 
 @contextmanager

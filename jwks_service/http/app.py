@@ -22,7 +22,7 @@ from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
 from ..runtime import Runtime, build_runtime
-from . import admin, oauth, openapi, wellknown
+from . import access, admin, oauth, openapi, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
@@ -138,6 +138,7 @@ def create_app(
     app = Starlette(
         routes=starlette_routes(table),
         middleware=[
+            *access.middleware(rt.settings.log),  # request ids, and the access log when it is on
             *split,
             Middleware(FastRoutes, table=table, handlers=EXCEPTION_HANDLERS),
             Middleware(BodyLimitMiddleware),

@@ -1,0 +1,155 @@
+"""The service's own log lines, as `[log]` asks: `format` (text or json), `level`, on stderr.
+
+- text (the default): `<time> <LEVEL> <logger> <message>`, as before, plus ` request_id=<id>` on the
+  lines written while handling a request.
+- json: one object per line, `{"time" (RFC 3339, UTC, milliseconds), "level", "logger", "message",
+  "request_id"?, ...fields}`; a record's fields are its `extra` items and, for a `Fields` message
+  (audit events), that message's fields, all as top-level keys; a traceback goes in `exception`.
+
+`configure` sets up the process (the CLI, and `serve` before uvicorn starts); `uvicorn_config` is the
+same set-up as a `logging.config` dictionary, which uvicorn applies in its process and again in every
+worker process it starts (`--workers N`), so that all of them log alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import orjson
+
+from .clock import rfc3339
+from .configparts import LogSettings
+from .requestid import REQUEST_ID
+
+SERVICE_LOGGER = "jwks_service"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# The attributes every LogRecord has: anything else on a record came from `extra`. uvicorn adds
+# `color_message` (the message with terminal colours) to its own lines.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+_HEAD = ("time", "level", "logger", "message", "request_id")
+
+
+class Fields:
+    """A log message with fields of its own: the text format prints `text` (an object whose str() is
+    the line, made only when a text line is written); the json format writes `summary` as the message
+    and each field as a top-level key."""
+
+    __slots__ = ("fields", "summary", "text")
+
+    def __init__(self, summary: str, fields: Mapping[str, Any], text: object) -> None:
+        self.summary = summary
+        self.fields = fields
+        self.text = text
+
+    def __str__(self) -> str:
+        return str(self.text)
+
+
+def _request_id(record: logging.LogRecord) -> str:
+    rid = getattr(record, "request_id", "")
+    return rid if isinstance(rid, str) and rid else REQUEST_ID.get()
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.msg
+        fields: Mapping[str, Any] = {}
+        if isinstance(msg, Fields) and not record.args:
+            message, fields = msg.summary, msg.fields
+        else:
+            message = record.getMessage()
+        out: dict[str, Any] = {
+            "time": rfc3339(record.created, "milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        if rid := _request_id(record):
+            out["request_id"] = rid
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in _HEAD:
+                out[key] = value
+        for key, value in fields.items():
+            if key not in _HEAD:
+                out[key] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)  # before a traceback, which format() appends
+        rid = _request_id(record)
+        return f"{line} request_id={rid}" if rid else line
+
+
+def formatter(format: str = "text") -> logging.Formatter:
+    """The formatter of `[log] format` (a factory `logging.config` can name)."""
+    return JsonFormatter() if format == "json" else TextFormatter()
+
+
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is when a line is written (a test's capture, a redirected
+    stream), as logging's last-resort handler does."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+
+def _levels(settings: LogSettings) -> tuple[int, int]:
+    """(the service's level, the root logger's): other libraries' lines from warning up, or from the
+    service's level when that is higher."""
+    level = logging.getLevelName(settings.level.upper())
+    assert isinstance(level, int)
+    return level, max(level, logging.WARNING)
+
+
+def configure(settings: LogSettings) -> None:
+    """Log as `settings` say, from now on, in this process: one handler on the root logger (it replaces
+    one an earlier call installed, and leaves any other alone), the level on the service's loggers."""
+    level, root_level = _levels(settings)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, StderrHandler):
+            root.removeHandler(handler)
+    handler = StderrHandler()
+    handler.setFormatter(formatter(settings.format))
+    root.addHandler(handler)
+    if root.level < root_level:
+        root.setLevel(root_level)
+    logging.getLogger(SERVICE_LOGGER).setLevel(level)
+
+
+def uvicorn_config(settings: LogSettings) -> dict[str, Any]:
+    """`configure` as a `logging.config.dictConfig` dictionary, for uvicorn's `log_config`: uvicorn's
+    own lines go through the same handler and format, at the same level."""
+    level, root_level = _levels(settings)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"service": {"()": f"{__name__}.formatter", "format": settings.format}},
+        "handlers": {"stderr": {"()": f"{__name__}.StderrHandler", "formatter": "service"}},
+        "loggers": {
+            SERVICE_LOGGER: {"level": level},
+            "uvicorn": {"handlers": [], "propagate": True, "level": level},
+            "uvicorn.error": {"handlers": [], "propagate": True, "level": level},
+            "uvicorn.access": {"handlers": [], "propagate": False},  # the service's own access log replaces it
+        },
+        "root": {"level": root_level, "handlers": ["stderr"]},
+    }

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -54,7 +55,34 @@ def _request_id(record: logging.LogRecord) -> str:
     return rid if isinstance(rid, str) and rid else REQUEST_ID.get()
 
 
+class _PerSecond:
+    """A line's time down to the second, rendered once a second (a line costs a few µs, this was one)."""
+
+    def __init__(self, render: Callable[[int], str]) -> None:
+        self.render = render
+        self.last: tuple[int, str] = (-1, "")
+
+    def __call__(self, second: int) -> str:
+        last = self.last
+        if last[0] != second:
+            last = self.last = (second, self.render(second))
+        return last[1]
+
+
+def _rfc3339_second(second: int) -> str:
+    return rfc3339(second)[:-1]  # without its "Z"
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = _PerSecond(_rfc3339_second)
+
+    def time(self, created: float) -> str:
+        """clock.rfc3339(created, "milliseconds"), the same text."""
+        second = int(created)
+        return f"{self._second(second)}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         msg = record.msg
         fields: Mapping[str, Any] = {}
@@ -63,7 +91,7 @@ class JsonFormatter(logging.Formatter):
         else:
             message = record.getMessage()
         out: dict[str, Any] = {
-            "time": rfc3339(record.created, "milliseconds"),
+            "time": self.time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": message,
@@ -88,6 +116,10 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._second = _PerSecond(lambda second: time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return f"{self._second(int(record.created))},{int(record.msecs):03d}"  # logging's default, per second
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)  # before a traceback, which format() appends
@@ -110,6 +142,18 @@ class StderrHandler(logging.StreamHandler[TextIO]):
     @property
     def stream(self) -> TextIO:  # type: ignore[override]
         return sys.stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler's, with one stream look-up and no second lock for the flush (handle() holds it).
+        try:
+            line = self.format(record)
+            stream = sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def _levels(settings: LogSettings) -> tuple[int, int]:

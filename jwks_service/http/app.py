@@ -21,6 +21,7 @@ from ..addresses import split_listen
 from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
+from ..requestid import REQUEST_ID
 from ..runtime import Runtime, build_runtime
 from . import access, admin, oauth, openapi, wellknown
 from .drain import Drain
@@ -56,7 +57,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_body(500, "server_error", "the server could not complete the request")
+    # Answered outside http/access, which left the request's id set for this line and this header.
+    rid = REQUEST_ID.get()
+    return error_body(
+        500, "server_error", "the server could not complete the request", {"X-Request-ID": rid} if rid else None
+    )
 
 
 async def _openapi(request: Request) -> Response:

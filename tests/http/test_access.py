@@ -16,6 +16,7 @@ from support import ISSUER, basic, wait_until
 
 from jwks_service import logs
 from jwks_service.clock import ManualClock
+from jwks_service.http import wellknown
 from jwks_service.http.access import AccessLog, RequestIds
 from jwks_service.http.app import create_app
 from jwks_service.requestid import REQUEST_ID, sanitize
@@ -183,3 +184,23 @@ def test_the_scheduler_s_work_carries_no_request_id(
     assert by_scheduler and all("request_id" not in e.details for e in by_scheduler)
     scheduler_lines = [d for d in lines() if d["logger"] == "jwks_service.audit" and d["actor"] == "scheduler"]
     assert scheduler_lines and all("request_id" not in d for d in scheduler_lines)
+
+
+def test_an_unexpected_error_s_500_and_its_log_line_carry_the_request_id(
+    runtime_factory: Callable[..., Runtime], lines: Callable[[], list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(request: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(wellknown, "key_status", broken)
+    for log in ({}, {"access": True}):
+        app = create_app(runtime=runtime_factory(log=log), background=False)
+        with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as http:
+            r = http.get("/keys/status", headers={"X-Request-ID": f"bug-{len(log)}"})
+        assert r.status_code == 500 and r.json()["error"] == "server_error"
+        assert r.headers["x-request-id"] == f"bug-{len(log)}"
+    errors = [d for d in lines() if d["message"].startswith("unexpected error on GET /keys/status")]
+    assert [d["request_id"] for d in errors] == ["bug-0", "bug-1"]
+    assert all("RuntimeError: a bug" in d["exception"] for d in errors)
+    access = [d for d in lines() if d["logger"] == "jwks_service.access"]
+    assert [(d["status"], d["request_id"]) for d in access] == [(500, "bug-1")]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import orjson
@@ -178,6 +179,41 @@ def configure(settings: LogSettings) -> None:
     if root.level < root_level:
         root.setLevel(root_level)
     logging.getLogger(SERVICE_LOGGER).setLevel(level)
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold the lines logged meanwhile (warnings about the configuration, while it loads) and write
+    them afterwards through the handler `configure` installed then: in the format it asked for. When
+    none was installed (the configuration was refused), they go where they went before."""
+    root = logging.getLogger()
+    before: list[logging.Handler] = [h for h in root.handlers if isinstance(h, StderrHandler)]
+    for handler in before:
+        root.removeHandler(handler)
+    holder = _Held()
+    root.addHandler(holder)
+    try:
+        yield
+    finally:
+        root.removeHandler(holder)
+        after: list[logging.Handler] = [h for h in root.handlers if isinstance(h, StderrHandler)]
+        if not after:
+            for handler in before:
+                root.addHandler(handler)
+        last = [logging.lastResort] if logging.lastResort else []
+        for record in holder.records:
+            for handler in after or before or last:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 def uvicorn_config(settings: LogSettings) -> dict[str, Any]:

@@ -51,9 +51,11 @@ def actor() -> str:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    """The settings, and this process's logging set up as their `[log]` says."""
-    settings = load_settings(args.config)
-    logs.configure(settings.log)
+    """The settings, and this process's logging set up as their `[log]` says (from the first line:
+    what loading them logged is written once the format is known)."""
+    with logs.held():
+        settings = load_settings(args.config)
+        logs.configure(settings.log)
     return settings
 
 

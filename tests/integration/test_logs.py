@@ -109,7 +109,8 @@ def token(served: Served, client_id: str, secret: str) -> str:
 
 
 def test_json_lines_request_ids_in_access_lines_and_in_the_audit_of_an_admin_call(tmp_path: Path) -> None:
-    served = Served(tmp_path, '[log]\nformat = "json"\naccess = true\n')
+    # JWKS_URL (another program's): its warning is logged while the settings load, before the format is known
+    served = Served(tmp_path, '[log]\nformat = "json"\naccess = true\n', env={"JWKS_URL": "https://elsewhere"})
     with serving(served):
         admin_id, admin_secret = create_client(served, "ops", "admin", audience=served.base)
         bearer = {"Authorization": "Bearer " + token(served, admin_id, admin_secret)}
@@ -130,6 +131,8 @@ def test_json_lines_request_ids_in_access_lines_and_in_the_audit_of_an_admin_cal
         assert line["time"].endswith("Z") and parse_rfc3339(line["time"]) > 0
         assert line["level"] in {"debug", "info", "warning", "error", "critical"}
     assert any(line["logger"].startswith("uvicorn") for line in lines)  # uvicorn's own lines too
+    assert any(line["message"].startswith("ignoring environment variable JWKS_URL") for line in lines)
+    assert json_lines(served.cli_output[0])  # the CLI's lines too
     access = {line["request_id"]: line for line in lines if line["logger"] == "jwks_service.access"}
     assert access["jwks-check-1"]["path"] == "/.well-known/jwks.json" and access["jwks-check-1"]["status"] == 200
     assert access[generated]["path"] == "/keys/status"

@@ -153,6 +153,34 @@ def test_configure_installs_one_handler_and_the_level(capsys: pytest.CaptureFixt
         service.setLevel(saved)
 
 
+def refused_while_held() -> None:
+    with logs.held():
+        logging.getLogger("jwks_service.config").warning("held, then written")
+        raise ValueError("refused")
+
+
+def test_lines_logged_while_the_settings_load_are_written_in_their_format(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    service = logging.getLogger("jwks_service")
+    saved = service.level
+    try:
+        logs.configure(LogSettings(format="text"))  # an earlier set-up, in this process
+        with logs.held():
+            logging.getLogger("jwks_service.config").warning("ignoring environment variable %s", "JWKS_URL")
+            assert capsys.readouterr().err == ""  # held
+            logs.configure(LogSettings(format="json"))
+        (line,) = capsys.readouterr().err.splitlines()
+        assert json.loads(line)["message"] == "ignoring environment variable JWKS_URL"
+        with pytest.raises(ValueError, match="refused"):  # no set-up: written as before
+            refused_while_held()
+        (line,) = capsys.readouterr().err.splitlines()
+        assert json.loads(line)["message"] == "held, then written"
+    finally:
+        for handler in [h for h in root.handlers if isinstance(h, logs.StderrHandler)]:
+            root.removeHandler(handler)
+        service.setLevel(saved)
+
+
 def test_uvicorn_config_routes_uvicorn_and_the_service_through_one_format(capsys: pytest.CaptureFixture[str]) -> None:
     """What uvicorn applies in its process and in each worker (logging.config.dictConfig)."""
     root = logging.getLogger()

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..configparts import LogSettings
+from ..logs import Fields, Lines
 from ..requestid import HEADER, REQUEST_ID, from_headers
 
 access_log = logging.getLogger("jwks_service.access")
@@ -74,6 +74,7 @@ class AccessLog:
     def __init__(self, app: ASGIApp, sample: float = 1.0) -> None:
         self.app = app
         self.sample = sample
+        self.lines = Lines(access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,28 +96,25 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_logged)
         except BaseException:  # a 500 (or the client went away): always logged, then on its way
-            self.log(scope, status or 500, start, rid)
+            self.log(scope, status or 500, start)
             raise
         if status >= 500 or self.sample >= 1.0 or random.random() < self.sample:  # noqa: S311 (sampling)
-            self.log(scope, status, start, rid)
+            self.log(scope, status, start)
         REQUEST_ID.reset(token)
 
-    @staticmethod
-    def log(scope: Scope, status: int, start: float, rid: str) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
+    def log(self, scope: Scope, status: int, start: float) -> None:
+        """The line, while the request's id is set (the formatters read it there)."""
         duration_ms = round((time.perf_counter() - start) * 1000, 3)
         client = scope.get("client")
         address = client[0] if client else ""
+        method: str = scope["method"]
         path: str = scope["path"]
-        fields: dict[str, Any] = {
-            "method": scope["method"],
+        fields = {
+            "method": method,
             "path": path[:MAX_LOGGED_PATH],
             "status": status,
             "duration_ms": duration_ms,
             "client": address,
-            "request_id": rid,
         }
-        access_log.info(
-            "%s %s %d %.1fms %s", scope["method"], _printable(path), status, duration_ms, address, extra=fields
-        )
+        text = f"{method} {_printable(path)} {status} {duration_ms:.1f}ms {address}"
+        self.lines.write(Fields(text, fields, text))

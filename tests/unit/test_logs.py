@@ -9,6 +9,7 @@ import logging.config
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -265,3 +266,29 @@ def test_a_chain_of_old_events_without_request_ids_and_new_ones_with_them_verifi
     assert audit.verify([old, new], chain).ok
     edited = AuditEvent(**{**new.as_dict(), "details": {"request_id": "r2"}})
     assert audit.verify([old, edited], chain).bad_id == 2
+
+
+def test_lines_are_records_as_logger_info_makes_them() -> None:
+    logger = logging.getLogger("jwks_service.test_lines")
+    got: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = got.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        lines = logs.Lines(logger)
+        before = time.time()
+        lines.write(logs.Fields("GET / 200", {"status": 200}, "GET / 200"))
+        logger.info("the usual way")
+        logger.setLevel(logging.WARNING)
+        lines.write("below the level")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    fast, usual = got
+    assert len(got) == 2 and fast.getMessage() == "GET / 200" and fast.levelname == "INFO"
+    assert before <= fast.created <= usual.created and int(fast.msecs) == int((fast.created % 1) * 1000)
+    assert 0 <= usual.relativeCreated - fast.relativeCreated < 1000
+    assert (fast.name, fast.process, fast.thread) == (usual.name, usual.process, usual.thread)
+    assert json.loads(logs.JsonFormatter().format(fast))["status"] == 200
+    assert fast.__dict__ is not lines.template and "created" in lines.template

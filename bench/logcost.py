@@ -3,8 +3,11 @@
 with `access_sample = 0.01`; with `--baseline DIR`, also the service from the source tree DIR (e.g. the
 code before request ids: `git archive REV | tar -x -C DIR`). The configurations are alternated, round
 after round, on one store, so that a busy machine weighs on each alike; the access lines go to a file.
+`--in-process`: the middleware alone instead (no server, no socket), the CPU time of a request through
+it with an endpoint that does nothing, each format, the lines written to a file: steadier on a busy
+machine than a server under load.
 
-    python bench/logcost.py [--rounds 3] [--seconds 5] [--connections 32] [--baseline DIR]
+    python bench/logcost.py [--rounds 3] [--seconds 5] [--connections 32] [--baseline DIR] [--in-process]
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from httpbench import OurServer, Request, run_load, token_request, wrk_path
 
@@ -37,13 +42,73 @@ def _server(workdir: Path, config: str, baseline: str, like: OurServer) -> OurSe
     return server
 
 
+def in_process(rounds: int, n: int = 20_000) -> None:
+    import asyncio
+    import logging
+    import time
+
+    from jwks_service import logs
+    from jwks_service.configparts import LogSettings
+    from jwks_service.http.access import AccessLog, RequestIds
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def sent(message: Any) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/.well-known/jwks.json",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
+        "client": ("127.0.0.1", 50000),
+    }
+    apps = {
+        "no middleware": endpoint,
+        "request ids (access off)": RequestIds(endpoint),
+        "access on, sample 1.0": AccessLog(endpoint, 1.0),
+        "access on, sample 0.01": AccessLog(endpoint, 0.01),
+    }
+
+    async def run(app: Any) -> float:
+        start = time.process_time()
+        for _ in range(n):
+            await app(scope, None, sent)
+        return (time.process_time() - start) / n * 1e6
+
+    with tempfile.TemporaryDirectory(prefix="logcost-") as tmp:
+        stderr = sys.stderr
+        print("\n| in process, µs CPU per request (best of rounds) | text | json |\n|---|---:|---:|")
+        best: dict[tuple[str, str], float] = {}
+        with open(Path(tmp) / "lines.log", "w", encoding="utf-8") as out:
+            sys.stderr = out  # logs.StderrHandler writes to whatever sys.stderr is
+            try:
+                for _ in range(rounds):
+                    for fmt in ("text", "json"):
+                        logs.configure(LogSettings(format=fmt, level="info"))
+                        for name, app in apps.items():
+                            took = asyncio.run(run(app))
+                            best[(name, fmt)] = min(best.get((name, fmt), took), took)
+            finally:
+                sys.stderr = stderr
+                logging.getLogger().handlers.clear()
+        for name in apps:
+            print(f"| {name} | {best[(name, 'text')]:.2f} | {best[(name, 'json')]:.2f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--baseline", default="", help="a source tree to measure as 'baseline' (PYTHONPATH)")
+    p.add_argument("--in-process", action="store_true", help="the middleware alone, in this process")
     args = p.parse_args(argv)
+    if args.in_process:
+        in_process(args.rounds)
+        return 0
     if wrk_path() is None:
         p.error("wrk is not on PATH (apt-get install wrk)")
     configs = dict(CONFIGS)

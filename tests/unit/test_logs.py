@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from jwks_service import audit, logs, requestid
-from jwks_service.clock import parse_rfc3339
+from jwks_service.clock import parse_rfc3339, rfc3339
 from jwks_service.configparts import LogSettings
 from jwks_service.model import AuditChain, AuditEvent, event_hash
 from jwks_service.requestid import REQUEST_ID
@@ -292,3 +292,11 @@ def test_lines_are_records_as_logger_info_makes_them() -> None:
     assert (fast.name, fast.process, fast.thread) == (usual.name, usual.process, usual.thread)
     assert json.loads(logs.JsonFormatter().format(fast))["status"] == 200
     assert fast.__dict__ is not lines.template and "created" in lines.template
+
+
+@pytest.mark.parametrize("created", [0.0, 1700000000.0, 1700000000.5, 1795999022.123456, 1795999022.999])
+def test_times_rendered_once_a_second_are_those_of_before(created: float) -> None:
+    assert logs.JsonFormatter().time(created) == rfc3339(created, "milliseconds")
+    rec = record("m")
+    rec.created, rec.msecs = created, (created - int(created)) * 1000 // 1
+    assert logs.TextFormatter().formatTime(rec) == logging.Formatter().formatTime(rec)

@@ -110,11 +110,18 @@ def token(served: Served, client_id: str, secret: str) -> str:
 
 def test_json_lines_request_ids_in_access_lines_and_in_the_audit_of_an_admin_call(tmp_path: Path) -> None:
     # JWKS_URL (another program's): its warning is logged while the settings load, before the format is known
-    served = Served(tmp_path, '[log]\nformat = "json"\naccess = true\n', env={"JWKS_URL": "https://elsewhere"})
+    served = Served(
+        tmp_path,
+        '[http]\ntrusted_proxies = ["127.0.0.1"]\n[log]\nformat = "json"\naccess = true\n',
+        env={"JWKS_URL": "https://elsewhere"},
+    )
     with serving(served):
         admin_id, admin_secret = create_client(served, "ops", "admin", audience=served.base)
         bearer = {"Authorization": "Bearer " + token(served, admin_id, admin_secret)}
-        jwks = httpx.get(f"{served.base}/.well-known/jwks.json", headers={"X-Request-ID": "jwks-check-1"})
+        jwks = httpx.get(
+            f"{served.base}/.well-known/jwks.json",
+            headers={"X-Request-ID": "jwks-check-1", "X-Forwarded-For": "203.0.113.9"},  # from a trusted proxy
+        )
         assert jwks.headers["x-request-id"] == "jwks-check-1"
         generated = httpx.get(f"{served.base}/keys/status").headers["x-request-id"]
         rotate = httpx.post(
@@ -135,6 +142,7 @@ def test_json_lines_request_ids_in_access_lines_and_in_the_audit_of_an_admin_cal
     assert json_lines(served.cli_output[0])  # the CLI's lines too
     access = {line["request_id"]: line for line in lines if line["logger"] == "jwks_service.access"}
     assert access["jwks-check-1"]["path"] == "/.well-known/jwks.json" and access["jwks-check-1"]["status"] == 200
+    assert access["jwks-check-1"]["client"] == "203.0.113.9"
     assert access[generated]["path"] == "/keys/status"
     assert access["change-1234"]["method"] == "POST" and access["change-1234"]["client"] == "127.0.0.1"
     audited = [
@@ -182,11 +190,13 @@ def test_every_worker_logs_in_the_configured_format(tmp_path: Path) -> None:
         ids = []
         for _ in range(20):
             with httpx.Client() as fresh:  # a new connection each time: both workers take some
-                ids.append(fresh.get(f"{served.base}/.well-known/jwks.json").headers["x-request-id"])
+                r = fresh.get(f"{served.base}/.well-known/jwks.json", headers={"X-Forwarded-For": "203.0.113.9"})
+                ids.append(r.headers["x-request-id"])
         time.sleep(0.5)
     lines = json_lines(served.stderr)
     access = [line for line in lines if line["logger"] == "jwks_service.access"]
     assert {line["request_id"] for line in access} >= set(ids)
+    assert {line["client"] for line in access} == {"127.0.0.1"}  # no trusted proxy: the header is not believed
     prefixes = {i.rsplit("-", 1)[0] for i in ids}
     startups = [line for line in lines if line["message"] == "Application startup complete."]
     assert len(startups) == 2 and len(prefixes) <= 2

@@ -7,20 +7,22 @@ import asyncio
 import io
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from support import ISSUER, basic, wait_until
+from support import ISSUER, basic, make_settings, wait_until
 
-from jwks_service import logs
+from jwks_service import logs, operations
 from jwks_service.clock import ManualClock
 from jwks_service.http import wellknown
 from jwks_service.http.access import AccessLog, RequestIds
 from jwks_service.http.app import create_app
 from jwks_service.requestid import REQUEST_ID, sanitize
-from jwks_service.runtime import Runtime
+from jwks_service.runtime import Runtime, open_store
 
 GRANT = {"grant_type": "client_credentials"}
 
@@ -204,3 +206,28 @@ def test_an_unexpected_error_s_500_and_its_log_line_carry_the_request_id(
     assert all("RuntimeError: a bug" in d["exception"] for d in errors)
     access = [d for d in lines() if d["logger"] == "jwks_service.access"]
     assert [(d["status"], d["request_id"]) for d in access] == [(500, "bug-1")]
+
+
+def test_events_with_request_ids_survive_a_backup_and_their_chain_verifies(
+    runtime_factory: Callable[..., Runtime], tmp_path: Path, clock: ManualClock
+) -> None:
+    rt = runtime_factory()
+    with app_client(rt) as http:
+        headers = {**admin_headers(http, rt), "X-Request-ID": "before-backup"}
+        assert http.post("/admin/keysets/default/rotate", json={"force": True}, headers=headers).status_code == 200
+    assert rt.audit_log.verify().ok  # old events (bootstrap, CLI) without ids, new ones with them
+    data = operations.export_backup(rt.settings, clock.now(), print, print)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy2(tmp_path / "kek", other / "kek")
+    settings = make_settings(other)
+    backup = operations.check_backup(settings, data, print)
+    operations.import_backup(settings, backup, force=False, source="test", actor="test", say=print, progress=print)
+    assert operations.verify_audit(settings).ok
+    restored = open_store(settings)
+    try:
+        events = restored.list_audit(limit=1000)
+    finally:
+        restored.close()
+    tagged = [e for e in events if e.details.get("request_id") == "before-backup"]
+    assert {"admin.keysets.rotate", "key.rotated"} <= {e.action for e in tagged}

@@ -1,8 +1,10 @@
 """Audit events: who did what to which key or client, when, why, and how it ended.
 
 Events are stored by the store in the same transaction as the change they describe, and also
-written as one JSON line each to the ``jwks_service.audit`` logger for log shippers (and to the
-configured sinks, audit_sinks, through the store's audit tap).
+written to the ``jwks_service.audit`` logger for log shippers (a JSON text in a text line, or, with
+`[log] format = "json"`, the event's fields as the line's keys: logs.Fields), and to the configured
+sinks (audit_sinks, through the store's audit tap). An event made while handling a request names it
+in `details.request_id` (requestid), which the event's hash covers like any other detail.
 
 Each stored event carries `prev`, the SHA-256 of the previous event's canonical JSON
 (model.event_hash), and the store keeps where the chain starts and ends (model.AuditChain).
@@ -20,7 +22,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRequestError
+from .logs import Fields
 from .model import AuditChain, AuditEvent, event_hash
+from .requestid import REQUEST_ID
 
 if TYPE_CHECKING:
     from .stores import Store
@@ -38,16 +42,30 @@ def event(
     reason: str = "",
     **details: Any,
 ) -> AuditEvent:
+    if request_id := REQUEST_ID.get():
+        details["request_id"] = request_id
     return AuditEvent(
         at=now, actor=actor, action=action, target=target, outcome=outcome, reason=reason, details=details
     )
+
+
+class _AuditText:
+    """The text format's line: made only when one is written."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.payload = payload
+
+    def __str__(self) -> str:
+        return json.dumps({"audit": self.payload}, sort_keys=True)
 
 
 def log_events(events: Iterable[AuditEvent]) -> None:
     for e in events:
         payload = e.as_dict()
         del payload["id"], payload["prev"]  # the store's, set as it appends (the sinks carry both)
-        logger.info(json.dumps({"audit": payload}, sort_keys=True))
+        logger.info(Fields(f"audit {e.action}", {"audit": True, **payload}, _AuditText(payload)))
 
 
 def record(store: Store, events: Sequence[AuditEvent]) -> None:

@@ -22,6 +22,7 @@ timer per batcher watches the oldest deadline (asyncio.wait_for per request cost
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -118,9 +119,10 @@ class MicroBatcher:
             queue = self._queues[kid] = _Queue()
         queue.pending.append((data, future))
         if not queue.scheduled and queue.in_flight < self.max_in_flight:
-            # call_soon: requests that arrive in this same loop iteration join the batch
+            # call_soon: requests that arrive in this same loop iteration join the batch. In a context
+            # of its own: a batch serves many requests, and must not log as the first one's (request id).
             queue.scheduled = True
-            loop.call_soon(self._start, kid, call)
+            loop.call_soon(self._start, kid, call, context=contextvars.Context())
         deadlines = self._deadlines
         while deadlines and deadlines[0][1].done():
             deadlines.popleft()

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .. import logs
 from ..config import Settings, load_settings
 from ..kek import LoadedKek
 from ..runtime import Runtime, build_runtime
@@ -50,7 +51,12 @@ def actor() -> str:
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    """The settings, and this process's logging set up as their `[log]` says (from the first line:
+    what loading them logged is written once the format is known)."""
+    with logs.held():
+        settings = load_settings(args.config)
+        logs.configure(settings.log)
+    return settings
 
 
 @contextmanager

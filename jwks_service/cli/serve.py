@@ -10,7 +10,7 @@ import signal
 import socket
 from typing import Any
 
-from .. import __version__
+from .. import __version__, logs
 from ..addresses import split_listen
 from ..config import Settings, parse_duration
 from ..errors import ConfigError, InvalidRequestError
@@ -124,7 +124,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     reload = tls_reload(settings)  # the files checked before anything starts
     _welcome(settings, listen)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if mismatch := issuer_mismatch(settings):
         logging.getLogger("jwks_service").warning("%s", mismatch)
     if os.environ.get("FORWARDED_ALLOW_IPS"):
@@ -136,8 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "host": host,
         "port": port,
-        "log_level": "info",
-        "access_log": False,
+        "log_config": logs.uvicorn_config(settings.log),  # applied here and in every worker
+        "log_level": settings.log.level,
+        "access_log": False,  # the service's own ([log] access: http/access.py)
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
         "http": _http_protocol(),
         **uvicorn_proxy_options(settings),

@@ -21,9 +21,10 @@ from ..addresses import split_listen
 from ..clock import Clock
 from ..config import Settings, load_settings
 from ..errors import InsufficientScopeError, InvalidTokenError, JwksServiceError
+from ..requestid import REQUEST_ID
 from ..runtime import Runtime, build_runtime
 from ..store_warnings import StoreWarnings
-from . import admin, oauth, openapi, status, wellknown
+from . import access, admin, oauth, openapi, status, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
@@ -57,7 +58,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_body(500, "server_error", "the server could not complete the request")
+    # Answered outside http/access, which left the request's id set for this line and this header.
+    rid = REQUEST_ID.get()
+    return error_body(
+        500, "server_error", "the server could not complete the request", {"X-Request-ID": rid} if rid else None
+    )
 
 
 async def _openapi(request: Request) -> Response:
@@ -145,6 +150,7 @@ def create_app(
     app = Starlette(
         routes=starlette_routes(table),
         middleware=[
+            *access.middleware(rt.settings.log),  # request ids, and the access log when it is on
             *split,
             Middleware(FastRoutes, table=table, handlers=EXCEPTION_HANDLERS),
             Middleware(BodyLimitMiddleware),

@@ -12,6 +12,7 @@ import pytest
 
 from jwks_service.batching import MicroBatcher, RemoteSigning, batch_call, in_thread
 from jwks_service.errors import UnavailableError
+from jwks_service.requestid import REQUEST_ID
 
 
 class Backend:
@@ -233,3 +234,24 @@ def test_remote_signing_chooses_once_per_key_between_in_process_the_batcher_and_
     assert single.batcher is None
     assert asyncio.run(burst(single.for_key(backend, key, sign))) == [b"one:%d" % i for i in range(20)]
     assert len(signed) == 20 and threading.main_thread().name not in signed
+
+
+def test_a_batch_runs_in_no_request_s_context() -> None:
+    """A batch signs for several requests: its work (and its log lines) carries none of their ids."""
+    seen: list[str] = []
+
+    def backend(inputs: Sequence[bytes]) -> list[bytes]:
+        seen.append(REQUEST_ID.get())
+        return [data[::-1] for data in inputs]
+
+    batcher = MicroBatcher(max_in_flight=1)
+
+    async def request(i: int) -> bytes:
+        REQUEST_ID.set(f"r{i}")  # each task has its context, as each ASGI request does
+        return await batcher.sign("k", in_thread(backend), bytes([i]))
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(request(i) for i in range(20)))
+
+    assert asyncio.run(burst()) == [bytes([i]) for i in range(20)]
+    assert seen and set(seen) == {""}

@@ -52,6 +52,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.keycache": CORE,
     "jwks_service.jwkset": CORE,
     "jwks_service.assertions": CORE,
+    "jwks_service.requestid": CORE,
     # 2 adapters: the ports (Protocols) to the world outside, and what implements them.
     "jwks_service.stores": ADAPTERS,
     "jwks_service.stores.redis_credentials": ADAPTERS,
@@ -67,6 +68,7 @@ LAYERS: dict[str, int | str] = {
     "jwks_service.audit_sinks": ADAPTERS,
     "jwks_service.tls": ADAPTERS,
     "jwks_service.jwks_fetch": ADAPTERS,
+    "jwks_service.logs": ADAPTERS,
     # 3 services: where the core meets the adapters.
     "jwks_service.audit": SERVICES,
     "jwks_service.clients": SERVICES,

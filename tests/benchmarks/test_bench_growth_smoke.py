@@ -98,18 +98,24 @@ def test_report_and_chart_from_a_document(growth: ModuleType, tmp_path: Path) ->
         "keys": [
             {"keys": 3, "jwks_bytes": 600, "render_per_s": 9.0, "jwks_rps": 8.0, "issuance_rps": 7.0, "errors": 0}
         ],
-        "per_token": {
-            "commands_per_token": 0.01,
-            "raw_commands_per_token": 0.02,
-            "idle_commands_per_s": 4.0,
-            "tokens": 100,
-            "load_by_command": {"get": 4},
-        },
+        "per_token": [
+            {
+                "clients": 1,
+                "commands_per_token": 0.01,
+                "raw_commands_per_token": 0.02,
+                "idle_commands_per_s": 4.0,
+                "tokens": 100,
+                "rps": 100.0,
+                "load_by_command": {"get": 4},
+            }
+        ],
         "per_rotation": [{"replicas": 1, "commands_per_rotation": 30.0, "idle_commands_per_s": 4.0}],
     }
     json.dumps(doc)
     report = "\n".join(growth.markdown(doc))
-    assert "| 3 | 5 | 10 | 2.00 | 0.50 | 50,000 | 0 |" in report and "Redis commands per token: 0.0100" in report
+    assert (
+        "| 3 | 5 | 10 | 2.00 | 0.50 | 50,000 | 0 |" in report and "| 1 | 100 | 100 | 0.0100 | 4.0 | get 4 |" in report
+    )
     png = tmp_path / "growth.png"
     assert growth.chart(doc, png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not growth.chart({"sizes": sizes.__dict__, "started": "x", "notes": ["n"]}, tmp_path / "none.png")

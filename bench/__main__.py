@@ -122,7 +122,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def markdown(doc: dict[str, Any], charts: Sequence[str]) -> str:
-    out = [f"# Benchmarks, {doc['date']} on {doc['host']}", "", doc["machine"], ""]
+    started = f", started {doc['time']}" if doc.get("time") else ""  # the time of day: a shared machine's load varies
+    out = [f"# Benchmarks, {doc['date']} on {doc['host']}{started}", "", doc["machine"], ""]
     if "sign" in doc:
         out += ["## Signing (in process, tokens/s)", ""]
         out.append(

@@ -238,14 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ab_path() is None:
         p.error("ab is not on PATH (apt-get install apache2-utils)")
     results = HttpResults(GENERATOR)
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     run_newconn(
         results,
         duration=args.duration,
         concurrency=args.concurrency,
         progress=lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True),
     )
-    print(f"A new connection per request ({GENERATOR}), ran {time.perf_counter() - started:.0f} s")
+    print(f"A new connection per request ({GENERATOR}), started {clock}, ran {time.perf_counter() - started:.0f} s")
     for x in results.loads:
         print(
             f"{x.name:24} {x.server:8} {x.workers or 'all':>3}  {x.rps:9,.0f} req/s  p50 {x.p50_ms:5.0f} ms  "
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in newconn_ratios(results).items():
         print(f"{key}: {value:.2f}x")
     if args.json:
-        doc = {"loads": [x.as_dict() for x in results.loads], "ratios": newconn_ratios(results)}
+        doc = {"started": clock, "loads": [x.as_dict() for x in results.loads], "ratios": newconn_ratios(results)}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 0
 

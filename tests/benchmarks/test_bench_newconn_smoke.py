@@ -82,7 +82,8 @@ def test_ab_counts_requests_errors_and_sends_the_body(
     assert n > 0 and errors == 0 and 0 < elapsed < 10 and 0 <= p50 <= p99
     assert ("POST", "application/x-www-form-urlencoded", len("grant_type=client_credentials")) in seen
     n, _, errors, _, _ = newconn._ab(newconn.Request("GET", base + "/fail"), 2, 1.0, tmp_path)
-    assert n > 0 and errors == n  # every 500 is an error
+    # Every 500 is an error; so is a request still in flight when the time is up (at most one a connection).
+    assert n > 0 and n <= errors <= n + 2
 
 
 def test_newconn_rows_against_our_server_over_tls(newconn: ModuleType, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-## bench: the whole suite (in process and over HTTP against OpenBao); writes bench/results/<date>-<host>.*
+## bench: the whole suite (in process, over HTTP against OpenBao, how cost grows); writes bench/results/<date>-<host>.*
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

@@ -5,12 +5,15 @@ verification (bench/verify.py: the SDK, PyJWT, joserfc, raw), JWKS rendering (ou
 joserfc exporting the same key set). Over HTTP on loopback (bench/httpbench.py): issuance, JWKS and
 introspection against OpenBao's identity token issuer, Vault-backed issuance batched against naive,
 1 and 2 workers, the token endpoint and the JWKS over HTTPS (against OpenBao -dev-tls), latency
-against concurrency, and a worker's memory over many tokens.
+against concurrency, and a worker's memory over many tokens; with a new connection per request, plain
+and TLS (bench/newconn.py, ApacheBench), ours and OpenBao, beside published figures of other services.
+How the cost grows (bench/growth.py): issuance against clients, keysets and live keys, the JWKS
+against live keys, Redis commands per token and per rotation against replicas.
 
 Writes ``bench/results/<date>-<host>.json``, a Markdown report beside it (``.md``) and PNG charts
 (matplotlib, ``bench/results/<date>-<host>-*.png``).
 
-    python -m bench [--quick] [--only sign,verify,jwks,http] [--duration 5] [--memory-tokens 1000000]
+    python -m bench [--quick] [--only sign,verify,jwks,http,growth] [--duration 5] [--memory-tokens 1000000]
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-import httpbench  # noqa: E402 - bench/ is put on the path first
+import growth  # noqa: E402 - bench/ is put on the path first
+import httpbench  # noqa: E402
+import newconn  # noqa: E402
 import sign  # noqa: E402
 import simulate  # noqa: E402
 import verify  # noqa: E402
 
-PARTS = ("sign", "verify", "jwks", "http", "simulate")
-DEFAULT_PARTS = PARTS[:4]  # the simulation (minutes, bench/simulate.py) runs when asked: --only simulate
+PARTS = ("sign", "verify", "jwks", "http", "growth", "simulate")
+DEFAULT_PARTS = PARTS[:5]  # the simulation (minutes, bench/simulate.py) runs when asked: --only simulate
 TARGETS = {
     "issuance_2w_vs_openbao": 4.0,
     "jwks_vs_openbao": 1.5,
@@ -120,7 +125,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def markdown(doc: dict[str, Any], charts: Sequence[str]) -> str:
-    out = [f"# Benchmarks, {doc['date']} on {doc['host']}", "", doc["machine"], ""]
+    started = f", started {doc['time']}" if doc.get("time") else ""  # the time of day: a shared machine's load varies
+    out = [f"# Benchmarks, {doc['date']} on {doc['host']}{started}", "", doc["machine"], ""]
     if "sign" in doc:
         out += ["## Signing (in process, tokens/s)", ""]
         out.append(
@@ -213,6 +219,9 @@ def markdown(doc: dict[str, Any], charts: Sequence[str]) -> str:
                 f"[≤ {RSS_TARGET_MIB:g} MB and flat over {MEMORY_TARGET_TOKENS:,} tokens: {verdict}]"
             )
         out += [""] + [f"- {n}" for n in h.get("notes", [])] + [""]
+        out += [newconn.published_table(), ""]
+    if "growth" in doc:
+        out += growth.markdown(doc["growth"])
     if "simulate" in doc:
         name = f"simulate-{doc['simulate']['date']}-{doc['simulate']['verifiers']}.md"
         out += ["## Simulation", "", f"{doc['simulate']['verifiers']:,} simulated verifiers: [{name}]({name})", ""]
@@ -255,7 +264,12 @@ def charts(doc: dict[str, Any], stem: Path) -> list[str]:
     http = doc.get("http")
     if http and http["loads"]:
         loads = http["loads"]
-        main = [x for x in loads if x["connections"] == loads[0]["connections"] or x["name"].startswith("vault")]
+        main = [
+            x
+            for x in loads
+            if (x["connections"] == loads[0]["connections"] or x["name"].startswith("vault"))
+            and x["name"] not in newconn.NAMES
+        ]
         fig, ax = plt.subplots(figsize=(10, 4.5))
         labels = [f"{x['name']}\n{x['server']}" + (f" {x['workers']}w" if x["workers"] else "") for x in main]
         colors = ["tab:blue" if x["server"] == "ours" else "tab:gray" for x in main]
@@ -291,7 +305,39 @@ def charts(doc: dict[str, Any], stem: Path) -> list[str]:
             ax.set_ylim(bottom=0)
             ax.set_title("Memory of one worker while issuing tokens")
             save(fig, "memory")
+        if newconn_chart(http["loads"], stem):
+            written.append(str(stem.with_name(f"{stem.name}-newconn.png")))
+    if "growth" in doc and growth.chart(doc["growth"], stem.with_name(f"{stem.name}-growth.png")):
+        written.append(str(stem.with_name(f"{stem.name}-growth.png")))
     return written
+
+
+def newconn_chart(loads: Sequence[dict[str, Any]], stem: Path) -> bool:
+    """A new connection per request: ours (1 and 2 workers) and OpenBao per endpoint, plain and TLS."""
+    import matplotlib.pyplot as plt
+
+    rows = [x for x in loads if x["name"] in newconn.NAMES]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    contenders = (("ours", 1, "tab:blue"), ("ours", 2, "tab:cyan"), ("openbao", 0, "tab:gray"))
+    width = 0.8 / len(contenders)
+    for i, (server, workers, color) in enumerate(contenders):
+        values = [
+            next((x["rps"] for x in rows if x["name"] == n and x["server"] == server and x["workers"] == workers), 0)
+            for n in newconn.NAMES
+        ]
+        label = f"{server} {workers}w" if workers else server
+        ax.bar([j + i * width for j in range(len(newconn.NAMES))], values, width, label=label, color=color)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(newconn.NAMES))], newconn.NAMES, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("requests/s (log scale)")
+    ax.set_title("A new connection per request (ab, no keep-alive)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(stem.with_name(f"{stem.name}-newconn.png"), dpi=110)
+    plt.close(fig)
+    return True
 
 
 # ----- main --------------------------------------------------------------------------------------
@@ -351,14 +397,23 @@ def run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         doc["jwks"] = jwks_rendering(args.seconds, args.rounds)
     if "http" in args.parts:
         progress.part("over HTTP: OpenBao and jwks-service on loopback")
-        doc["http"] = httpbench.run_http(
+        http = httpbench.run_http(
             duration=args.duration,
             connections=args.connections,
             memory_tokens=args.memory_tokens,
             generator=args.generator,
             progress=progress.detail,
-        ).as_dict()
+        )
+        newconn.run_newconn(http, duration=args.duration, concurrency=args.connections, progress=progress.detail)
+        doc["http"] = http.as_dict()
+        doc["http"]["ratios"].update(newconn.newconn_ratios(http))
+        doc["http"]["published"] = [
+            dict(zip(("service", "figure", "conditions"), p, strict=True)) for p in newconn.PUBLISHED
+        ]
         doc["openbao"] = httpbench.bao_version()
+    if "growth" in args.parts:
+        progress.part("how cost grows: clients, keysets, live keys, store commands")
+        doc["growth"] = growth.run_growth(growth.QUICK if args.quick else growth.FULL, progress.detail)
     if "simulate" in args.parts:
         progress.part("simulation: verifiers, a CDN and rollovers (bench/simulate.py)")
         n = 10_000 if args.quick else 1_000_000

@@ -11,6 +11,7 @@ import http.server
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,11 +34,11 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "[5/5] writing the report" in out.stderr  # the progress display
+    assert "[6/6] writing the report" in out.stderr  # the progress display
     [json_path] = tmp_path.glob("*.json")
     doc = json.loads(json_path.read_text(encoding="utf-8"))
     assert doc["quick"] is True
-    assert {"sign", "verify", "jwks", "http"} <= set(doc)
+    assert {"sign", "verify", "jwks", "http", "growth"} <= set(doc)
     for row in doc["sign"]:
         assert all(row[k] > 0 and math.isfinite(row[k]) for k in ("ours", "pyjwt", "joserfc", "raw"))
     for row in doc["verify"]:
@@ -59,13 +60,22 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
         ("jwks-https", "openbao"),
     } <= names
     assert {x["workers"] for x in loads if x["name"] == "issuance" and x["server"] == "ours"} == {1, 2}
+    newconn = {(x["name"], x["server"], x["workers"]) for x in loads if "newconn" in x["name"]}
+    has_ab = shutil.which("ab") is not None
+    if has_ab:  # a new connection per request: every endpoint, plain and TLS, ours 1 and 2 workers, OpenBao
+        names = ("issuance-newconn", "issuance-newconn-https", "jwks-newconn", "jwks-newconn-https")
+        assert newconn == {(n, s, w) for n in names for s, w in (("ours", 1), ("ours", 2), ("openbao", 0))}
+    else:
+        assert not newconn and any("ab is not on PATH" in n for n in doc["http"]["notes"])
     assert {x["connections"] for x in loads if x["name"] == "issuance" and x["server"] == "ours"} == {1, 8, 32, 128}
     for x in loads:
         assert x["requests"] > 0 and x["rps"] > 0, x
         assert x["errors"] == 0, x
         assert 0 <= x["p50_ms"] <= x["p99_ms"], x
         assert x["server_cpu"] >= 0, x
-    assert set(doc["http"]["ratios"]) == {
+    newconn_ratios = {k for k in doc["http"]["ratios"] if "newconn" in k}
+    assert len(newconn_ratios) == (8 if has_ab else 0), newconn_ratios
+    assert set(doc["http"]["ratios"]) - newconn_ratios == {
         "issuance_1w_vs_openbao",
         "issuance_2w_vs_openbao",
         "jwks_vs_openbao",
@@ -80,8 +90,14 @@ def test_quick_suite_writes_json_markdown_and_charts(tmp_path: Path) -> None:
     assert memory["tokens"] >= 2000 and memory["peak_mib"] > 0 and len(memory["samples"]) >= 2
     md = json_path.with_suffix(".md").read_text(encoding="utf-8")
     assert "## Over HTTP on loopback" in md and "issuance_2w_vs_openbao" in md
+    assert "not measured here" in md and "Ory Hydra" in md and "## How cost grows" in md
+    growth = doc["growth"]
+    assert [p["clients"] for p in growth["clients"]] == [10, 200]
+    assert [t["clients"] for t in growth["per_token"]] == [1, 50] and len(growth["per_rotation"]) == 2
+    assert growth["per_token"][0]["commands_per_token"] < 1.0  # one client: the throttle read cached
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert len(pngs) == 5, pngs  # sign, verify, http, latency, memory
+    # sign, verify, http, latency, memory, growth, and newconn with ab
+    assert len(pngs) == (7 if has_ab else 6), pngs
     for png in tmp_path.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png.name})" in md

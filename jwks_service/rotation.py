@@ -120,6 +120,8 @@ class Rotation:
         source = self.adoption_source
         if source is None or policy.adoption_gate <= 0:
             return False, None
+        if keyset.next is not None and keyset.next.public_jwk is None:
+            return False, None  # HMAC: never published, no fetcher can hold it; the gate does not apply
         due_at = next_rotation_at(policy, keyset)
         try:
             adopted = source.adoption(name)

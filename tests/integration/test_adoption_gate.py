@@ -16,6 +16,7 @@ from support import ISSUER
 
 from jwks_service.adoption import Adoption, Fetch, adoption
 from jwks_service.clock import ManualClock
+from jwks_service.errors import StoreError
 from jwks_service.http import create_app
 from jwks_service.runtime import Runtime
 
@@ -151,3 +152,26 @@ def test_forced_rotation_and_emergency_actions_ignore_the_gate_and_list_laggards
         f"/admin/keys/{victim}/revoke", json={"reason": "leaked"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert answer.status_code == 200 and "laggards" not in answer.json()
+
+
+class DownStore:
+    """An adoption source whose store does not answer."""
+
+    def adoption(self, name: str) -> Adoption:
+        raise StoreError("store unreachable: connection refused")
+
+
+def test_an_hmac_keyset_never_waits_even_when_adoption_cannot_be_read(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    # HMAC keys are never published, so no fetcher can hold them: the gate does not apply, whatever
+    # the adoption records say or whether they can be read at all.
+    rt = runtime_factory({"default": {**POLICY, "alg": "HS256"}})
+    rt.keys.rotation.adoption_source = DownStore()
+    rt.keys.start()
+    first = current(rt)
+    clock.advance(2 * 3600 + 1)
+    rt.keys.tick()
+    assert current(rt) != first, "a due HMAC rotation waited for an adoption it can never have"
+    assert "promotion.waiting" not in actions(rt)
+    assert rt.keys.rotation.waiting == {}

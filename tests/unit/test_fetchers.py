@@ -3,6 +3,8 @@ records against the served keysets, the read cache, unknown keysets, the gate)."
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -199,3 +201,43 @@ def test_status_reads_survive_a_store_outage_and_do_not_wait_for_it_again_at_onc
         reader.adoption("default")
     assert broken.reads == 1  # the second caller did not wait for the store again within a second
     broken.close()
+
+
+class HangingReads(SQLiteStore):
+    """A store that hangs on a read of the adoption records until released (a silent Redis)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def list_fetches(self, since: float) -> list[Fetch]:
+        self.entered.set()
+        self.release.wait(10)
+        raise StoreError("store timed out")
+
+
+def test_public_reads_do_not_queue_behind_a_read_of_a_hanging_store(runtime_factory: Callable[..., Runtime]) -> None:
+    # /keys/status calls adoptions() in a worker thread for every request: while one of them waits for a
+    # silent store, the others answer from the last read instead of each holding a thread behind it.
+    served = runtime_factory()
+    reader = served.adoption
+    reader.reload()
+    hanging = HangingReads(":memory:")
+    reader.store = hanging
+    reader._records = replace(reader._records, read_at=0.0) if reader._records else None  # stale now
+    first = threading.Thread(target=reader.adoptions)
+    first.start()
+    try:
+        assert hanging.entered.wait(5)
+        answers: list[int] = []
+        second = threading.Thread(target=lambda: answers.append(reader.adoptions()["default"].fetchers))
+        started = time.monotonic()
+        second.start()
+        second.join(2)
+        assert answers == [0], "a second caller waited for the first one's read of a hanging store"
+        assert time.monotonic() - started < 1
+    finally:
+        hanging.release.set()
+        first.join(5)
+        hanging.close()

@@ -185,6 +185,8 @@ class AdoptionReader:
         self._reload_lock = threading.Lock()
         self._records: _Records | None = None
         self._failed: tuple[float, JwksServiceError] | None = None  # the last failed read, and when
+        # The last count for everyone (adoptions): of which records and keysets, at what time, and what.
+        self._counted: tuple[_Records, Mapping[str, Keyset], float, dict[str, Adoption]] | None = None
 
     def _keyset(self, name: str) -> Keyset:
         keyset = self._keysets().get(name)
@@ -243,7 +245,19 @@ class AdoptionReader:
         if records is None:
             return {}
         now = self.clock.now()
-        return {name: self._compute(ks, records, now) for name, ks in self._keysets().items()}
+        keysets = self._keysets()
+        # A public caller's count costs O(fetchers) per keyset: callers within READ_SECONDS share one.
+        counted = self._counted
+        if (
+            counted is not None
+            and counted[0] is records
+            and counted[1] is keysets
+            and 0 <= now - counted[2] < READ_SECONDS
+        ):
+            return dict(counted[3])
+        result = {name: self._compute(ks, records, now) for name, ks in keysets.items()}
+        self._counted = (records, keysets, now, result)
+        return dict(result)
 
     def _compute(self, keyset: Keyset, records: _Records, now: float) -> Adoption:
         return rules.adoption(keyset, records.fetches, records.revisions, now=now, window=self.settings.adoption.window)

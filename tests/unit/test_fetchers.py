@@ -13,12 +13,12 @@ import anyio
 import pytest
 from support import make_settings
 
-from jwks_service.adoption import Fetch
+from jwks_service.adoption import Adoption, Fetch
 from jwks_service.clock import ManualClock
 from jwks_service.configparts import AdoptionSettings
 from jwks_service.errors import NotFoundError, StoreError
 from jwks_service.fetchers import AdoptionRecorder
-from jwks_service.model import KeyState
+from jwks_service.model import Keyset, KeyState
 from jwks_service.runtime import Runtime
 from jwks_service.stores.sqlite import SQLiteStore
 
@@ -241,3 +241,29 @@ def test_public_reads_do_not_queue_behind_a_read_of_a_hanging_store(runtime_fact
         hanging.release.set()
         first.join(5)
         hanging.close()
+
+
+def test_public_reads_share_one_count_of_the_records(served: Runtime, clock: ManualClock) -> None:
+    # /keys/status is public and counts every fetcher of the window (up to max_fetchers) per keyset:
+    # callers within a second of one another share one count of the same records.
+    reader = served.adoption
+    now = clock.now()
+    served.store.record_fetches(
+        [Fetch(f"f{i}", '"x"', now) for i in range(50)], {}, now=now, window=3600, max_fetchers=100
+    )
+    reader.reload()
+    counted: list[str] = []
+    compute = reader._compute
+
+    def counting(keyset: Keyset, records: object, at: float) -> Adoption:
+        counted.append(keyset.name)
+        return compute(keyset, records, at)  # type: ignore[arg-type]
+
+    reader._compute = counting  # type: ignore[method-assign]
+    first = reader.adoptions()
+    for _ in range(20):
+        assert reader.adoptions() == first
+    assert counted == ["default"], "every caller counted the records again"
+    reader.reload()  # new records: counted again
+    assert reader.adoptions()["default"].fetchers == 50
+    assert counted == ["default", "default"]

@@ -126,8 +126,11 @@ class Rotation:
         try:
             adopted = source.adoption(name)
         except JwksServiceError as exc:
-            # Adoption unknown (the store failing): wait, up to adoption_max_wait like any other wait.
-            log.warning("keyset %s: adoption unknown (%s); the due rotation waits", name, exc.description)
+            # Adoption unknown (the store failing): wait, up to adoption_max_wait like any other wait;
+            # said once when it starts, not at every tick of an outage.
+            known = self.waiting.get(name)
+            if known is None or known.reason != "unknown":
+                log.warning("keyset %s: adoption unknown (%s); the due rotation waits", name, exc.description)
             adopted = Adoption(name, self.settings.adoption.window, 0, (), ())
             verdict = gate(policy, keyset, adopted, due_at=due_at, now=now)
             if not verdict.timed_out:

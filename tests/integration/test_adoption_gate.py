@@ -9,8 +9,10 @@ fetches is tested with real verifiers in test_adoption_fleet.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+import pytest
 from starlette.testclient import TestClient
 from support import ISSUER
 
@@ -175,3 +177,21 @@ def test_an_hmac_keyset_never_waits_even_when_adoption_cannot_be_read(
     assert current(rt) != first, "a due HMAC rotation waited for an adoption it can never have"
     assert "promotion.waiting" not in actions(rt)
     assert rt.keys.rotation.waiting == {}
+
+
+def test_a_wait_on_unknown_adoption_is_logged_once_not_every_tick(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = runtime_factory({"default": POLICY})
+    rt.keys.rotation.adoption_source = DownStore()
+    rt.keys.start()
+    first = current(rt)
+    clock.advance(2 * 3600 + 1)
+    with caplog.at_level(logging.INFO, logger="jwks_service"):
+        for _ in range(30):  # the scheduler ticks every second through a store outage
+            rt.keys.tick()
+            clock.advance(1)
+    assert current(rt) == first, "adoption unknown: the due rotation waits"
+    assert rt.keys.rotation.waiting["default"].reason == "unknown"
+    lines = [r.getMessage() for r in caplog.records if "adoption unknown" in r.getMessage()]
+    assert len(lines) == 1, lines

@@ -109,8 +109,9 @@ class Rotation:
             failures.succeeded(now)
             self.served.maintenance_problems.pop(name, None)
             done.extend(transitions)
-            if timed_out is not None and any(t.state == KeyState.CURRENT for t in transitions):
-                self._audit_gate("promotion.gate_timeout", timed_out, now)
+            promoted = next((t.kid for t in transitions if t.state == KeyState.CURRENT), None)
+            if timed_out is not None and promoted is not None:
+                self._audit_gate("promotion.gate_timeout", timed_out, now, promoted)
         return done
 
     def _gate(self, name: str, policy: KeysetPolicy, keyset: Keyset, now: float) -> tuple[bool, Gate | None]:
@@ -142,17 +143,16 @@ class Rotation:
             self.waiting.pop(name, None)
             if before is not None and not verdict.timed_out:
                 log.info("keyset %s: %s; promoting next", name, verdict.describe())
-                self._audit_gate("promotion.adopted", verdict, now)
+                self._audit_gate("promotion.adopted", verdict, now, keyset.next.kid if keyset.next else name)
             return False, verdict if verdict.timed_out else None
         self.waiting[name] = verdict
         if before is None:
             log.warning("keyset %s: rotation due; %s", name, verdict.describe())
-            self._audit_gate("promotion.waiting", verdict, now)
+            self._audit_gate("promotion.waiting", verdict, now, keyset.next.kid if keyset.next else name)
         return True, None
 
-    def _audit_gate(self, action: str, verdict: Gate, now: float) -> None:
-        nxt = self.served.snapshot.keysets.get(verdict.keyset)
-        target = nxt.next.kid if nxt is not None and nxt.next is not None else verdict.keyset
+    def _audit_gate(self, action: str, verdict: Gate, now: float, target: str) -> None:
+        """Audit the gate's `verdict` on promoting `target` (the next key it waited for)."""
         event = audit.event(
             now,
             "scheduler",

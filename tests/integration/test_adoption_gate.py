@@ -195,3 +195,18 @@ def test_a_wait_on_unknown_adoption_is_logged_once_not_every_tick(
     assert rt.keys.rotation.waiting["default"].reason == "unknown"
     lines = [r.getMessage() for r in caplog.records if "adoption unknown" in r.getMessage()]
     assert len(lines) == 1, lines
+
+
+def test_a_promotion_past_max_wait_names_the_promoted_key(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    rt, _fleet = setup(runtime_factory, clock)
+    promoted = rt.keys.snapshot.keysets["default"].next
+    assert promoted is not None
+    clock.advance(2 * 3600 + 1)
+    rt.keys.tick()
+    clock.advance(3 * 3600)
+    rt.keys.tick()
+    assert current(rt) == promoted.kid
+    timeout = [e for e in rt.store.list_audit(limit=1000) if e.action == "promotion.gate_timeout"]
+    assert [e.target for e in timeout] == [promoted.kid]

@@ -90,9 +90,9 @@ class Rotation:
             done.extend(self._adopt_out_of_band(name, policy, now))
             cached = self.served.snapshot.keysets.get(name)
             # Plan on the in-memory copy first: most ticks have nothing to do and touch no store.
-            hold, timed_out = False, None
+            hold, let_through = False, None
             if cached is not None and rotation_due(policy, cached, now) and not _signing_tainted(cached):
-                hold, timed_out = self._gate(name, policy, cached, now)
+                hold, let_through = self._gate(name, policy, cached, now)
             else:
                 self.waiting.pop(name, None)
             if cached is not None and plan_tick(policy, cached, now, hold=hold).empty:
@@ -110,14 +110,19 @@ class Rotation:
             self.served.maintenance_problems.pop(name, None)
             done.extend(transitions)
             promoted = next((t.kid for t in transitions if t.state == KeyState.CURRENT), None)
-            if timed_out is not None and promoted is not None:
-                self._audit_gate("promotion.gate_timeout", timed_out, now, promoted)
+            if let_through is not None and promoted is not None:  # audited by the replica that promoted
+                if let_through.timed_out:
+                    self._audit_gate("promotion.gate_timeout", let_through, now, promoted)
+                else:
+                    log.info("keyset %s: %s; promoted next", name, let_through.describe())
+                    self._audit_gate("promotion.adopted", let_through, now, promoted)
         return done
 
     def _gate(self, name: str, policy: KeysetPolicy, keyset: Keyset, now: float) -> tuple[bool, Gate | None]:
         """Whether the due scheduled rotation of `keyset` must wait for adoption of `next`; and the
-        gate when it promotes past `adoption_max_wait`. A wait is logged and audited once (by each
-        replica that waits), when it starts; so is a promotion the gate let through after a wait."""
+        gate when it lets the rotation through after a wait or past `adoption_max_wait` (audited by
+        `tick` if this process then promotes). A wait is logged and audited once (by each replica
+        that waits), when it starts."""
         source = self.adoption_source
         if source is None or policy.adoption_gate <= 0:
             return False, None
@@ -141,10 +146,7 @@ class Rotation:
         before = self.waiting.get(name)
         if verdict.open:
             self.waiting.pop(name, None)
-            if before is not None and not verdict.timed_out:
-                log.info("keyset %s: %s; promoting next", name, verdict.describe())
-                self._audit_gate("promotion.adopted", verdict, now, keyset.next.kid if keyset.next else name)
-            return False, verdict if verdict.timed_out else None
+            return False, verdict if verdict.timed_out or before is not None else None
         self.waiting[name] = verdict
         if before is None:
             log.warning("keyset %s: rotation due; %s", name, verdict.describe())

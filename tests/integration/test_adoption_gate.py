@@ -197,6 +197,31 @@ def test_a_wait_on_unknown_adoption_is_logged_once_not_every_tick(
     assert len(lines) == 1, lines
 
 
+def test_a_promotion_after_a_wait_is_audited_once_across_replicas_and_names_the_promoted_key(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    # Two replicas on one store both wait; once the fetchers catch up, one of them promotes `next`:
+    # that promotion is audited once, naming the key it promoted (not the fresh next made with it).
+    a, fleet_a = setup(runtime_factory, clock)
+    b = runtime_factory({"default": POLICY})
+    fleet_b = Fleet(b, clock)
+    b.keys.rotation.adoption_source = fleet_b
+    b.keys.start()
+    promoted = a.keys.snapshot.keysets["default"].next
+    assert promoted is not None
+    clock.advance(2 * 3600 + 1)
+    fleet_a.holding = fleet_b.holding = 5
+    a.keys.tick()
+    b.keys.tick()
+    fleet_a.holding = fleet_b.holding = 10
+    a.keys.tick()  # promotes
+    b.keys.tick()  # its copy of the keys is a tick behind: the rotation looks due still
+    assert current(a) == promoted.kid
+    adopted = [e for e in a.store.list_audit(limit=1000) if e.action == "promotion.adopted"]
+    assert len(adopted) == 1, [e.target for e in adopted]
+    assert adopted[0].target == promoted.kid
+
+
 def test_a_promotion_past_max_wait_names_the_promoted_key(
     runtime_factory: Callable[..., Runtime], clock: ManualClock
 ) -> None:

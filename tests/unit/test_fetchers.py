@@ -4,7 +4,6 @@ records against the served keysets, the read cache, unknown keysets, the gate)."
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -232,11 +231,9 @@ def test_public_reads_do_not_queue_behind_a_read_of_a_hanging_store(runtime_fact
         assert hanging.entered.wait(5)
         answers: list[int] = []
         second = threading.Thread(target=lambda: answers.append(reader.adoptions()["default"].fetchers))
-        started = time.monotonic()
         second.start()
-        second.join(2)
+        second.join(3)  # the hanging read lasts 10 s
         assert answers == [0], "a second caller waited for the first one's read of a hanging store"
-        assert time.monotonic() - started < 1
     finally:
         hanging.release.set()
         first.join(5)

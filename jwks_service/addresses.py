@@ -3,6 +3,7 @@ URLs (a SQLite path; a Redis URL with its password hidden). Pure: strings in, st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,10 +19,15 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparsable Redis URL>"
     userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    netloc = f"{userinfo.partition(':')[0]}:***@{hosts}" if at and ":" in userinfo else parts.netloc
+    # redis-py also takes the password from the query string (?password=...).
+    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_PASSWORD_PARAM = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
 
 
 def default_issuer(listen: str, *, tls: bool = False) -> str:

@@ -185,6 +185,8 @@ class AdoptionReader:
         self._reload_lock = threading.Lock()
         self._records: _Records | None = None
         self._failed: tuple[float, JwksServiceError] | None = None  # the last failed read, and when
+        # The last count for everyone (adoptions): of which records and keysets, at what time, and what.
+        self._counted: tuple[_Records, Mapping[str, Keyset], float, dict[str, Adoption]] | None = None
 
     def _keyset(self, name: str) -> Keyset:
         keyset = self._keysets().get(name)
@@ -204,35 +206,58 @@ class AdoptionReader:
     def _fresh(self) -> _Records:
         """The records, read again when older than READ_SECONDS (by one caller while the others wait)."""
         with self._reload_lock:
+            return self._fresh_locked()
+
+    def _fresh_locked(self) -> _Records:
+        """`_fresh`, with `_reload_lock` held."""
+        with self._lock:
+            records = self._records
+        if records is None or time.monotonic() - records.read_at >= READ_SECONDS:
+            failed = self._failed
+            if failed is not None and time.monotonic() - failed[0] < READ_SECONDS:
+                raise failed[1]  # the store failed just now: do not wait for it again yet
+            try:
+                self.reload()
+            except JwksServiceError as exc:
+                self._failed = (time.monotonic(), exc)
+                raise
+            self._failed = None
             with self._lock:
                 records = self._records
-            if records is None or time.monotonic() - records.read_at >= READ_SECONDS:
-                failed = self._failed
-                if failed is not None and time.monotonic() - failed[0] < READ_SECONDS:
-                    raise failed[1]  # the store failed just now: do not wait for it again yet
-                try:
-                    self.reload()
-                except JwksServiceError as exc:
-                    self._failed = (time.monotonic(), exc)
-                    raise
-                self._failed = None
-                with self._lock:
-                    records = self._records
         assert records is not None
         return records
 
     def adoptions(self) -> dict[str, Adoption]:
         """Every served keyset's adoption (blocking); from the records read last when the store cannot
-        be read (nothing before a first read): for /keys/status, which must answer while the store is down."""
-        try:
-            records: _Records | None = self._fresh()
-        except JwksServiceError:
+        be read or another caller is reading it (nothing before a first read): for /keys/status, which must
+        answer while the store is down or silent, without a worker thread per caller queued behind a read."""
+        records: _Records | None = None
+        if self._reload_lock.acquire(blocking=False):
+            try:
+                records = self._fresh_locked()
+            except JwksServiceError:
+                pass
+            finally:
+                self._reload_lock.release()
+        if records is None:  # the store failed, or another caller is reading it: do not queue behind it
             with self._lock:
                 records = self._records
         if records is None:
             return {}
         now = self.clock.now()
-        return {name: self._compute(ks, records, now) for name, ks in self._keysets().items()}
+        keysets = self._keysets()
+        # A public caller's count costs O(fetchers) per keyset: callers within READ_SECONDS share one.
+        counted = self._counted
+        if (
+            counted is not None
+            and counted[0] is records
+            and counted[1] is keysets
+            and 0 <= now - counted[2] < READ_SECONDS
+        ):
+            return dict(counted[3])
+        result = {name: self._compute(ks, records, now) for name, ks in keysets.items()}
+        self._counted = (records, keysets, now, result)
+        return dict(result)
 
     def _compute(self, keyset: Keyset, records: _Records, now: float) -> Adoption:
         return rules.adoption(keyset, records.fetches, records.revisions, now=now, window=self.settings.adoption.window)

@@ -90,9 +90,9 @@ class Rotation:
             done.extend(self._adopt_out_of_band(name, policy, now))
             cached = self.served.snapshot.keysets.get(name)
             # Plan on the in-memory copy first: most ticks have nothing to do and touch no store.
-            hold, timed_out = False, None
+            hold, let_through = False, None
             if cached is not None and rotation_due(policy, cached, now) and not _signing_tainted(cached):
-                hold, timed_out = self._gate(name, policy, cached, now)
+                hold, let_through = self._gate(name, policy, cached, now)
             else:
                 self.waiting.pop(name, None)
             if cached is not None and plan_tick(policy, cached, now, hold=hold).empty:
@@ -109,23 +109,34 @@ class Rotation:
             failures.succeeded(now)
             self.served.maintenance_problems.pop(name, None)
             done.extend(transitions)
-            if timed_out is not None and any(t.state == KeyState.CURRENT for t in transitions):
-                self._audit_gate("promotion.gate_timeout", timed_out, now)
+            promoted = next((t.kid for t in transitions if t.state == KeyState.CURRENT), None)
+            if let_through is not None and promoted is not None:  # audited by the replica that promoted
+                if let_through.timed_out:
+                    self._audit_gate("promotion.gate_timeout", let_through, now, promoted)
+                else:
+                    log.info("keyset %s: %s; promoted next", name, let_through.describe())
+                    self._audit_gate("promotion.adopted", let_through, now, promoted)
         return done
 
     def _gate(self, name: str, policy: KeysetPolicy, keyset: Keyset, now: float) -> tuple[bool, Gate | None]:
         """Whether the due scheduled rotation of `keyset` must wait for adoption of `next`; and the
-        gate when it promotes past `adoption_max_wait`. A wait is logged and audited once (by each
-        replica that waits), when it starts; so is a promotion the gate let through after a wait."""
+        gate when it lets the rotation through after a wait or past `adoption_max_wait` (audited by
+        `tick` if this process then promotes). A wait is logged and audited once (by each replica
+        that waits), when it starts."""
         source = self.adoption_source
         if source is None or policy.adoption_gate <= 0:
             return False, None
+        if keyset.next is not None and keyset.next.public_jwk is None:
+            return False, None  # HMAC: never published, no fetcher can hold it; the gate does not apply
         due_at = next_rotation_at(policy, keyset)
         try:
             adopted = source.adoption(name)
         except JwksServiceError as exc:
-            # Adoption unknown (the store failing): wait, up to adoption_max_wait like any other wait.
-            log.warning("keyset %s: adoption unknown (%s); the due rotation waits", name, exc.description)
+            # Adoption unknown (the store failing): wait, up to adoption_max_wait like any other wait;
+            # said once when it starts, not at every tick of an outage.
+            known = self.waiting.get(name)
+            if known is None or known.reason != "unknown":
+                log.warning("keyset %s: adoption unknown (%s); the due rotation waits", name, exc.description)
             adopted = Adoption(name, self.settings.adoption.window, 0, (), ())
             verdict = gate(policy, keyset, adopted, due_at=due_at, now=now)
             if not verdict.timed_out:
@@ -135,19 +146,15 @@ class Rotation:
         before = self.waiting.get(name)
         if verdict.open:
             self.waiting.pop(name, None)
-            if before is not None and not verdict.timed_out:
-                log.info("keyset %s: %s; promoting next", name, verdict.describe())
-                self._audit_gate("promotion.adopted", verdict, now)
-            return False, verdict if verdict.timed_out else None
+            return False, verdict if verdict.timed_out or before is not None else None
         self.waiting[name] = verdict
         if before is None:
             log.warning("keyset %s: rotation due; %s", name, verdict.describe())
-            self._audit_gate("promotion.waiting", verdict, now)
+            self._audit_gate("promotion.waiting", verdict, now, keyset.next.kid if keyset.next else name)
         return True, None
 
-    def _audit_gate(self, action: str, verdict: Gate, now: float) -> None:
-        nxt = self.served.snapshot.keysets.get(verdict.keyset)
-        target = nxt.next.kid if nxt is not None and nxt.next is not None else verdict.keyset
+    def _audit_gate(self, action: str, verdict: Gate, now: float, target: str) -> None:
+        """Audit the gate's `verdict` on promoting `target` (the next key it waited for)."""
         event = audit.event(
             now,
             "scheduler",

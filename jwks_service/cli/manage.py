@@ -96,7 +96,7 @@ def _key_action(
         laggards = rt.keys.laggards_if_promoting(args.kid)
         keyset, key = action(rt)(args.kid, reason=args.reason, actor=actor())
         result = views.key_action_view(keyset, done, key.kid, rt.keys.summary(keyset.name))
-        if laggards is not None and laggards[0] == keyset.name:
+        if laggards is not None and laggards[0] == keyset.name and laggards[1]:  # as the admin API
             result["laggards"] = laggards[1]
     return _transition(args, result, f"{done} {result[done]} in {result['keyset']}")
 

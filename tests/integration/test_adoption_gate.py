@@ -9,13 +9,16 @@ fetches is tested with real verifiers in test_adoption_fleet.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+import pytest
 from starlette.testclient import TestClient
 from support import ISSUER
 
 from jwks_service.adoption import Adoption, Fetch, adoption
 from jwks_service.clock import ManualClock
+from jwks_service.errors import StoreError
 from jwks_service.http import create_app
 from jwks_service.runtime import Runtime
 
@@ -151,3 +154,84 @@ def test_forced_rotation_and_emergency_actions_ignore_the_gate_and_list_laggards
         f"/admin/keys/{victim}/revoke", json={"reason": "leaked"}, headers={"Authorization": f"Bearer {token}"}
     )
     assert answer.status_code == 200 and "laggards" not in answer.json()
+
+
+class DownStore:
+    """An adoption source whose store does not answer."""
+
+    def adoption(self, name: str) -> Adoption:
+        raise StoreError("store unreachable: connection refused")
+
+
+def test_an_hmac_keyset_never_waits_even_when_adoption_cannot_be_read(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    # HMAC keys are never published, so no fetcher can hold them: the gate does not apply, whatever
+    # the adoption records say or whether they can be read at all.
+    rt = runtime_factory({"default": {**POLICY, "alg": "HS256"}})
+    rt.keys.rotation.adoption_source = DownStore()
+    rt.keys.start()
+    first = current(rt)
+    clock.advance(2 * 3600 + 1)
+    rt.keys.tick()
+    assert current(rt) != first, "a due HMAC rotation waited for an adoption it can never have"
+    assert "promotion.waiting" not in actions(rt)
+    assert rt.keys.rotation.waiting == {}
+
+
+def test_a_wait_on_unknown_adoption_is_logged_once_not_every_tick(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = runtime_factory({"default": POLICY})
+    rt.keys.rotation.adoption_source = DownStore()
+    rt.keys.start()
+    first = current(rt)
+    clock.advance(2 * 3600 + 1)
+    with caplog.at_level(logging.INFO, logger="jwks_service"):
+        for _ in range(30):  # the scheduler ticks every second through a store outage
+            rt.keys.tick()
+            clock.advance(1)
+    assert current(rt) == first, "adoption unknown: the due rotation waits"
+    assert rt.keys.rotation.waiting["default"].reason == "unknown"
+    lines = [r.getMessage() for r in caplog.records if "adoption unknown" in r.getMessage()]
+    assert len(lines) == 1, lines
+
+
+def test_a_promotion_after_a_wait_is_audited_once_across_replicas_and_names_the_promoted_key(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    # Two replicas on one store both wait; once the fetchers catch up, one of them promotes `next`:
+    # that promotion is audited once, naming the key it promoted (not the fresh next made with it).
+    a, fleet_a = setup(runtime_factory, clock)
+    b = runtime_factory({"default": POLICY})
+    fleet_b = Fleet(b, clock)
+    b.keys.rotation.adoption_source = fleet_b
+    b.keys.start()
+    promoted = a.keys.snapshot.keysets["default"].next
+    assert promoted is not None
+    clock.advance(2 * 3600 + 1)
+    fleet_a.holding = fleet_b.holding = 5
+    a.keys.tick()
+    b.keys.tick()
+    fleet_a.holding = fleet_b.holding = 10
+    a.keys.tick()  # promotes
+    b.keys.tick()  # its copy of the keys is a tick behind: the rotation looks due still
+    assert current(a) == promoted.kid
+    adopted = [e for e in a.store.list_audit(limit=1000) if e.action == "promotion.adopted"]
+    assert len(adopted) == 1, [e.target for e in adopted]
+    assert adopted[0].target == promoted.kid
+
+
+def test_a_promotion_past_max_wait_names_the_promoted_key(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    rt, _fleet = setup(runtime_factory, clock)
+    promoted = rt.keys.snapshot.keysets["default"].next
+    assert promoted is not None
+    clock.advance(2 * 3600 + 1)
+    rt.keys.tick()
+    clock.advance(3 * 3600)
+    rt.keys.tick()
+    assert current(rt) == promoted.kid
+    timeout = [e for e in rt.store.list_audit(limit=1000) if e.action == "promotion.gate_timeout"]
+    assert [e.target for e in timeout] == [promoted.kid]

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import algorithms
 
-from jwks_service.addresses import DEFAULT_ISSUER, DEFAULT_LISTEN, split_listen, sqlite_path
+from jwks_service.addresses import DEFAULT_ISSUER, DEFAULT_LISTEN, redact_url, split_listen, sqlite_path
 from jwks_service.config import (
     DEFAULT_STORE_URL,
     build_settings,
@@ -630,6 +630,13 @@ def test_redis_store_url_is_accepted_and_never_displayed_with_its_password() -> 
     with pytest.raises(ConfigError) as info:
         build_settings({"store": {"url": "mysql://u:s3cret@db/x"}})
     assert "s3cret" not in info.value.description
+
+
+def test_a_password_in_the_store_urls_query_is_never_displayed() -> None:
+    # redis-py takes the password from the query string too (redis://host/0?password=...).
+    settings = build_settings({"store": {"url": "redis://127.0.0.1:6379/0?password=s3cret&ssl_cert_reqs=none"}})
+    assert settings.store_display == "redis://127.0.0.1:6379/0?password=***&ssl_cert_reqs=none"
+    assert redact_url("rediss://u:one@h:1/0?Password=two") == "rediss://u:***@h:1/0?Password=***"
 
 
 # ----- Vault: login and envelope mode ---------------------------------------------------------

@@ -3,6 +3,7 @@ records against the served keysets, the read cache, unknown keysets, the gate)."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -11,12 +12,12 @@ import anyio
 import pytest
 from support import make_settings
 
-from jwks_service.adoption import Fetch
+from jwks_service.adoption import Adoption, Fetch
 from jwks_service.clock import ManualClock
 from jwks_service.configparts import AdoptionSettings
 from jwks_service.errors import NotFoundError, StoreError
 from jwks_service.fetchers import AdoptionRecorder
-from jwks_service.model import KeyState
+from jwks_service.model import Keyset, KeyState
 from jwks_service.runtime import Runtime
 from jwks_service.stores.sqlite import SQLiteStore
 
@@ -199,3 +200,67 @@ def test_status_reads_survive_a_store_outage_and_do_not_wait_for_it_again_at_onc
         reader.adoption("default")
     assert broken.reads == 1  # the second caller did not wait for the store again within a second
     broken.close()
+
+
+class HangingReads(SQLiteStore):
+    """A store that hangs on a read of the adoption records until released (a silent Redis)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def list_fetches(self, since: float) -> list[Fetch]:
+        self.entered.set()
+        self.release.wait(10)
+        raise StoreError("store timed out")
+
+
+def test_public_reads_do_not_queue_behind_a_read_of_a_hanging_store(runtime_factory: Callable[..., Runtime]) -> None:
+    # /keys/status calls adoptions() in a worker thread for every request: while one of them waits for a
+    # silent store, the others answer from the last read instead of each holding a thread behind it.
+    served = runtime_factory()
+    reader = served.adoption
+    reader.reload()
+    hanging = HangingReads(":memory:")
+    reader.store = hanging
+    reader._records = replace(reader._records, read_at=0.0) if reader._records else None  # stale now
+    first = threading.Thread(target=reader.adoptions)
+    first.start()
+    try:
+        assert hanging.entered.wait(5)
+        answers: list[int] = []
+        second = threading.Thread(target=lambda: answers.append(reader.adoptions()["default"].fetchers))
+        second.start()
+        second.join(3)  # the hanging read lasts 10 s
+        assert answers == [0], "a second caller waited for the first one's read of a hanging store"
+    finally:
+        hanging.release.set()
+        first.join(5)
+        hanging.close()
+
+
+def test_public_reads_share_one_count_of_the_records(served: Runtime, clock: ManualClock) -> None:
+    # /keys/status is public and counts every fetcher of the window (up to max_fetchers) per keyset:
+    # callers within a second of one another share one count of the same records.
+    reader = served.adoption
+    now = clock.now()
+    served.store.record_fetches(
+        [Fetch(f"f{i}", '"x"', now) for i in range(50)], {}, now=now, window=3600, max_fetchers=100
+    )
+    reader.reload()
+    counted: list[str] = []
+    compute = reader._compute
+
+    def counting(keyset: Keyset, records: object, at: float) -> Adoption:
+        counted.append(keyset.name)
+        return compute(keyset, records, at)  # type: ignore[arg-type]
+
+    reader._compute = counting  # type: ignore[method-assign]
+    first = reader.adoptions()
+    for _ in range(20):
+        assert reader.adoptions() == first
+    assert counted == ["default"], "every caller counted the records again"
+    reader.reload()  # new records: counted again
+    assert reader.adoptions()["default"].fetchers == 50
+    assert counted == ["default", "default"]

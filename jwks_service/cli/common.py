@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from .. import logs
 from ..config import Settings, load_settings
@@ -50,12 +51,15 @@ def actor() -> str:
         return f"cli:{os.getuid()}"
 
 
-def settings_of(args: argparse.Namespace) -> Settings:
+def settings_of(args: argparse.Namespace, *, serving: bool = False) -> Settings:
     """The settings, and this process's logging set up as their `[log]` says (from the first line:
-    what loading them logged is written once the format is known)."""
+    what loading them logged is written once the format is known). A command other than `serve`
+    logs warnings and errors only, whatever `[log] level` says: its answer is what it prints (its
+    actions are in the audit log), not a stream of info lines on stderr."""
     with logs.held():
         settings = load_settings(args.config)
-        logs.configure(settings.log)
+        quiet = settings.log.level in ("debug", "info") and not serving
+        logs.configure(replace(settings.log, level="warning") if quiet else settings.log)
     return settings
 
 

@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # From the first moment: uvicorn handles SIGINT and SIGTERM only (with --workers, its supervisor
     # takes SIGHUP over and restarts the workers one by one).
     signal.signal(signal.SIGHUP, _sighup)
-    settings = settings_of(args)
+    settings = settings_of(args, serving=True)
     if args.listen:  # with the embedded default issuer, the issuer follows (API.md §8)
         settings = listening_on(settings, args.listen)
     listen = settings.listen

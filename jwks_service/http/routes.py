@@ -11,7 +11,9 @@ From the one table come both ways in:
   body limit and the app's exception handlers; a GET route answers HEAD.
 
 An endpoint is either `async def endpoint(request) -> Response` or a plain ASGI app (an object with
-`__call__(scope, receive, send)`, such as `wellknown.JwksEndpoint`), as Starlette's `Route` takes.
+`__call__(scope, receive, send)`, such as `wellknown.JwksEndpoint`, or `JsonApp`, which answers the
+token and introspection endpoints with the body limit and the exception handlers of its own), as
+Starlette's `Route` takes.
 """
 
 from __future__ import annotations

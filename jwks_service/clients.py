@@ -20,6 +20,8 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 import anyio
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from . import audit
 from .assertions import PRIVATE_KEY_JWT, check_assertion, check_client_keys, claimed_client
@@ -193,6 +195,8 @@ class ClientRegistry:
         self._store = store
         self.client_keys = keys or ClientKeys(clock)
         self._pepper = pepper
+        # Keyed once; each digest copies the keyed state (hmac.digest re-keys on every call: 1 us).
+        self._keyed = crypto_hmac.HMAC(pepper, hashes.SHA256())
         self._clock = clock
         self._keysets = keysets
         self._cache: dict[str, Client | None] = {}
@@ -207,7 +211,9 @@ class ClientRegistry:
         self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
 
     def digest(self, secret: str) -> bytes:
-        return hmac.digest(self._pepper, secret.encode("utf-8", "surrogateescape"), "sha256")
+        mac = self._keyed.copy()
+        mac.update(secret.encode("utf-8", "surrogateescape"))
+        return mac.finalize()
 
     def invalidate(self) -> None:
         """Called when the store changed (another process may have edited clients)."""

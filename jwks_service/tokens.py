@@ -21,6 +21,7 @@ from .claims import check_claims
 from .errors import MalformedTokenError
 from .jws import (
     ACCESS_TOKEN_TYPES,
+    JsonShortcut,
     ParsedJWS,
     VerificationKey,
     b64encode,
@@ -34,11 +35,28 @@ from .jws import (
 ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
 REQUIRED_CLAIMS = ("sub", "client_id", "jti")  # besides iss, exp and iat, which `check_claims` needs
 
+canonical_json: JsonShortcut | None
 try:  # orjson is the server's fast encoder; the SDK imports this module without it
     import orjson
 
     _dumps: Callable[[Any], bytes] = orjson.dumps
+    _loads = orjson.loads
+
+    def canonical_json(raw: bytes) -> Any:
+        """The value of `raw` when it is exactly orjson's compact rendering of that value (as every
+        token this service signs is), else None: a jws.JsonShortcut. Such a text names no member
+        twice (a dict holds each key once, and its rendering is `raw` byte for byte), holds no NaN
+        and no escapes but of control characters: it is what the strict parser (jws.parse_json_object)
+        would give, at a third of the cost (that parser's duplicate check is a Python hook)."""
+        try:
+            value = _loads(raw)
+            same = _dumps(value) == raw
+        except (ValueError, TypeError):  # orjson.JSONDecodeError, orjson.JSONEncodeError
+            return None
+        return value if same else None
+
 except ImportError:  # pragma: no cover - exercised only in SDK-only installs
+    canonical_json = None
 
     def _dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
@@ -150,14 +168,14 @@ def check_access_token(
     alg the header names, typ, header members, claims. All of it is CPU only and cheap, so a forged
     token costs no signature check (for a Vault HMAC key, no round trip) unless it passes them all.
     Parsing the unverified payload is safe: its size is bounded and the JSON parser is strict."""
-    parsed = parse_compact(token)
+    parsed = parse_compact(token, shortcut=canonical_json)
     header = parsed.header
     key = key_for(keys, header["kid"], header["alg"])
     check_typ(header, ACCESS_TOKEN_TYPES)
     extra = set(header) - ALLOWED_HEADERS
     if extra:
         raise MalformedTokenError(f"header parameter {sorted(extra)[0]} is not accepted")
-    claims = parse_claims(parsed.payload_segment)
+    claims = parse_claims(parsed.payload_segment, canonical_json)
     check_claims(claims, **rules, required=REQUIRED_CLAIMS)
     return CheckedToken(parsed.header, parsed.signing_input, parsed.payload_segment, parsed.signature, claims, key)
 
@@ -181,6 +199,7 @@ __all__ = [
     "VerifiedToken",
     "access_token_claims",
     "assemble",
+    "canonical_json",
     "check_access_token",
     "check_claims",
     "encode_header",

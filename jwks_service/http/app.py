@@ -31,7 +31,7 @@ from .events import events as events_endpoint
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, metrics_endpoint
 from .responses import error_body, error_response
-from .routes import AdminSplit, ExceptionHandler, FastRoutes, RouteSpec, starlette_routes
+from .routes import AdminSplit, ExceptionHandler, FastRoutes, JsonApp, RouteSpec, starlette_routes
 
 log = logging.getLogger("jwks_service")
 
@@ -85,7 +85,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
     answered ahead of routing (routes.FastRoutes), the router then only says 405 to other methods."""
     preflight = wellknown.Preflight()
     return [
-        RouteSpec("/oauth/token", {"POST": oauth.token}, fast=True),
+        RouteSpec("/oauth/token", {"POST": JsonApp(oauth.token, EXCEPTION_HANDLERS)}, fast=True),
         RouteSpec("/.well-known/jwks.json", {"GET": wellknown.JwksEndpoint(runtime), "OPTIONS": preflight}, fast=True),
         RouteSpec("/.well-known/openid-configuration", {"GET": wellknown.discovery, "OPTIONS": preflight}),
         RouteSpec("/.well-known/oauth-authorization-server", {"GET": wellknown.discovery, "OPTIONS": preflight}),
@@ -96,7 +96,7 @@ def route_table(runtime: Runtime) -> list[RouteSpec]:
         RouteSpec("/readyz", {"GET": wellknown.readyz}),
         RouteSpec("/metrics", {"GET": metrics_endpoint}, admin=True),
         RouteSpec("/openapi.json", {"GET": _openapi}),
-        RouteSpec("/oauth/introspect", {"POST": oauth.introspect}, fast=True),
+        RouteSpec("/oauth/introspect", {"POST": JsonApp(oauth.introspect, EXCEPTION_HANDLERS)}, fast=True),
         RouteSpec("/oauth/revoke", {"POST": oauth.revoke}),
         RouteSpec("/admin/keysets", {"GET": admin.list_keysets}, admin=True),
         RouteSpec("/admin/keysets/{name}/rotate", {"POST": admin.rotate}, admin=True),

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from ..lifecycle import Transition, next_rotation_at
 from ..model import KeyState
 from ..runtime import Runtime
+from .tally import Tally, TallyHistogram
 
 
 class _KeyCollector(Collector):
@@ -118,19 +119,17 @@ class Metrics:
     def __init__(self, runtime: Runtime, events: Any = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.tokens_issued = Counter("jwks_tokens_issued", "Access tokens issued", ["keyset", "kid"], registry=r)
-        self.signing_seconds = Histogram(
+        # Counted per request on the event loop: plain numbers (tally.py), not prometheus-client's.
+        self.tokens_issued = Tally("jwks_tokens_issued", "Access tokens issued", ["keyset", "kid"], r)
+        self.signing_seconds = TallyHistogram(
             "jwks_token_signing_seconds",
             "Time to build and sign one access token",
             ["keyset"],
-            buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
-            registry=r,
+            (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+            r,
         )
-        self.token_requests = Counter(
-            "jwks_token_requests",
-            "Token endpoint answers by outcome (ok or the OAuth error code)",
-            ["outcome"],
-            registry=r,
+        self.token_requests = Tally(
+            "jwks_token_requests", "Token endpoint answers by outcome (ok or the OAuth error code)", ["outcome"], r
         )
         self.transitions = Counter(
             "jwks_key_transitions",
@@ -141,8 +140,8 @@ class Metrics:
         self.jwks_requests = Counter(
             "jwks_jwks_requests", "JWKS requests by status (200 or 304)", ["status"], registry=r
         )
-        self.introspections = Counter(
-            "jwks_introspections", "Introspection answers (active, inactive, or an error code)", ["outcome"], registry=r
+        self.introspections = Tally(
+            "jwks_introspections", "Introspection answers (active, inactive, or an error code)", ["outcome"], r
         )
         r.register(_KeyCollector(runtime))
         r.register(_AdoptionCollector(runtime))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from urllib.parse import quote
 
 import jwt
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 from support import ISSUER, basic
 
 from jwks_service.clock import ManualClock
+from jwks_service.http import create_app
 from jwks_service.runtime import Runtime
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -299,3 +301,19 @@ def test_error_bodies_never_leak_internals(http: TestClient, creds: tuple[str, s
     assert r.status_code == 400
     body = json.loads(r.content)
     assert set(body) == {"error", "error_description"} and "Traceback" not in r.text
+
+
+def test_introspect_holds_each_keyset_to_its_own_leeway(
+    runtime_factory: Callable[..., Runtime], clock: ManualClock
+) -> None:
+    """Introspection first checks with the widest leeway of any keyset, then with the token's own."""
+    rt = runtime_factory({"strict": {"alg": "ES256", "leeway": "0s"}, "lenient": {"alg": "ES256", "leeway": "60s"}})
+    strict, strict_secret = rt.clients.create("s", ["read"], ["api"], keyset="strict")
+    lenient, lenient_secret = rt.clients.create("l", ["read"], ["api"], keyset="lenient")
+    with TestClient(create_app(runtime=rt, background=False), base_url=ISSUER) as http:
+        strict_creds, lenient_creds = (strict.client_id, strict_secret), (lenient.client_id, lenient_secret)
+        tokens = {creds: get_token(http, creds) for creds in (strict_creds, lenient_creds)}
+        clock.advance(900 + 10)  # both expired 10 s ago: within the lenient keyset's leeway only
+        rt.keys.refresh()
+        assert introspect(http, strict_creds, tokens[strict_creds]) == {"active": False}
+        assert introspect(http, lenient_creds, tokens[lenient_creds])["active"] is True

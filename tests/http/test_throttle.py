@@ -125,3 +125,15 @@ def test_a_store_outage_right_after_a_change_still_authenticates_known_clients(
         assert r.status_code == 200, r.text
     finally:
         private_redis.proc.send_signal(signal.SIGCONT)
+
+
+def test_secret_digest_is_hmac_sha256_under_the_pepper(runtime: Runtime) -> None:
+    """Stored secret digests are HMAC-SHA256(pepper, secret): a faster way of computing it must give
+    the very bytes stored by earlier versions, or every registered client would be locked out."""
+    import hmac
+
+    registry = runtime.clients
+    for secret in ("G1pfEX10SS2VvP8WjRBcucHpeS6YncaJebYsMv4vMwI", "", "é\udcff", "x" * 300):
+        expected = hmac.digest(registry._pepper, secret.encode("utf-8", "surrogateescape"), "sha256")
+        assert registry.digest(secret) == expected
+        assert registry.digest(secret) == expected  # the keyed state is copied, never consumed

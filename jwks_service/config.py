@@ -302,14 +302,7 @@ def build_settings(raw: Mapping[str, Any], config_file: str = "", environ: Mappi
         return value
 
     def duration(value: object, name: str, *, positive: bool = True) -> int:
-        try:
-            seconds = parse_duration(value, name)
-        except ConfigError as exc:
-            problems.append(exc.description)
-            return 0
-        if positive and seconds <= 0:
-            problems.append(f"{name}: must be longer than 0s")
-        return seconds
+        return rules.duration(value, name, problems, positive=positive)
 
     for key in raw:
         if key not in _TOP_KEYS:

@@ -5,30 +5,15 @@ records, which every replica writes. With `--json`, the admin API's document (on
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..adoption import Adoption
 from ..clock import rfc3339
 from ..config import format_duration
-from ..errors import NotFoundError
-from .common import print_table, runtime
+from .common import per_keyset, print_table
 
 
 def cmd_keys_adoption(args: argparse.Namespace) -> int:
-    with runtime(args, read_only=True) as rt:
-        if args.keyset is not None and args.keyset not in rt.settings.keysets:
-            raise NotFoundError(f"no keyset {args.keyset!r} in the configuration")
-        names = [args.keyset] if args.keyset is not None else sorted(rt.settings.keysets)
-        adopted = [rt.adoption.adoption(name) for name in names]
-    if args.json:
-        docs = [a.as_dict() for a in adopted]
-        print(json.dumps(docs[0] if args.keyset is not None else {"keysets": docs}, indent=2))
-        return 0
-    for i, a in enumerate(adopted):
-        if i:
-            print()
-        _print(a)
-    return 0
+    return per_keyset(args, lambda rt, name: rt.adoption.adoption(name), _print)
 
 
 def _share(share: float | None) -> str:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import itertools
+import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
 from .. import logs
 from ..config import Settings, load_settings
+from ..errors import NotFoundError
 from ..kek import LoadedKek
 from ..runtime import Runtime, build_runtime
 
@@ -86,3 +89,29 @@ def generated_kek(kek: LoadedKek) -> str:
         f"Generated a new key-encryption key in {kek.path} (mode 0600). Back it up: without it the"
         " stored private keys cannot be read."
     )
+
+
+class _Document(Protocol):
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+D = TypeVar("D", bound=_Document)
+
+
+def per_keyset(args: argparse.Namespace, read: Callable[[Runtime, str], D], show: Callable[[D], None]) -> int:
+    """A read-only report of one keyset (`args.keyset`) or of each configured keyset: with `--json`,
+    the admin API's document (one keyset) or ``{"keysets": [...]}``; else `show` each, a blank line apart."""
+    with runtime(args, read_only=True) as rt:
+        configured = rt.settings.keysets
+        if args.keyset is not None and args.keyset not in configured:
+            raise NotFoundError(f"no keyset {args.keyset} (configured: {', '.join(configured)})")
+        docs = [read(rt, name) for name in ([args.keyset] if args.keyset is not None else list(configured))]
+    if args.json:
+        dicts = [d.as_dict() for d in docs]
+        print(json.dumps(dicts[0] if args.keyset is not None else {"keysets": dicts}, indent=2))
+        return 0
+    for i, doc in enumerate(docs):
+        if i:
+            print()
+        show(doc)
+    return 0

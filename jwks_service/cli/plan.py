@@ -6,33 +6,18 @@ would do."""
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..clock import rfc3339
-from ..errors import NotFoundError
 from ..model import KeyState
 from ..plan import KeyPlan, KeysetPlan, Moment, relative, span
 from ..planning import read_plan
-from .common import print_table, runtime
+from .common import per_keyset, print_table
 
 MAX_LAGGARDS_SHOWN = 10
 
 
 def cmd_keys_plan(args: argparse.Namespace) -> int:
-    with runtime(args, read_only=True) as rt:
-        if args.keyset is not None and args.keyset not in rt.settings.keysets:
-            raise NotFoundError(f"no keyset {args.keyset} (configured: {', '.join(rt.settings.keysets)})")
-        names = [args.keyset] if args.keyset is not None else list(rt.settings.keysets)
-        plans = [read_plan(rt, name) for name in names]
-    if args.json:
-        docs = [p.as_dict() for p in plans]
-        print(json.dumps(docs[0] if args.keyset is not None else {"keysets": docs}, indent=2))
-        return 0
-    for i, plan in enumerate(plans):
-        if i:
-            print()
-        print_plan(plan)
-    return 0
+    return per_keyset(args, read_plan, print_plan)
 
 
 def _when(moment: Moment | None, now: float) -> str:

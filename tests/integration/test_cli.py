@@ -12,10 +12,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+from clirun import run, scratch_workdir
 
 from jwks_service.algorithms import ALGORITHMS
 from jwks_service.backends.local import LocalBackend
-from jwks_service.cli import build_parser, main
+from jwks_service.cli import build_parser
 from jwks_service.clock import ManualClock, parse_rfc3339
 from jwks_service.config import load_settings
 from jwks_service.http import openapi
@@ -25,22 +26,12 @@ from jwks_service.runtime import build_runtime, open_store
 
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("JWKS_"):
-            monkeypatch.delenv(name)
-    return tmp_path
+    return scratch_workdir(tmp_path, monkeypatch)
 
 
 def first_start() -> None:
     """What the server's first start does here: store, KEK and keys made (read-only commands make none)."""
     build_runtime(load_settings()).close()
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_check_config_prints_derived_windows(capsys: pytest.CaptureFixture[str]) -> None:

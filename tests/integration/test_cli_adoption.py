@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
+from clirun import run, scratch_workdir
 
 from jwks_service.adoption import Fetch
-from jwks_service.cli import main
 from jwks_service.config import load_settings
 from jwks_service.runtime import build_runtime, open_store
 
 
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("JWKS_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return scratch_workdir(tmp_path, monkeypatch)
 
 
 def test_keys_adoption_prints_holders_and_laggards(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,13 +4,12 @@ a table and a few sections for people without; read-only."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from clirun import run, scratch_workdir
 
 from jwks_service.adoption import Adoption, Fetch, KeyAdoption, gate
-from jwks_service.cli import main
 from jwks_service.cli.plan import print_plan
 from jwks_service.clock import rfc3339
 from jwks_service.config import load_settings
@@ -21,17 +20,7 @@ from jwks_service.runtime import build_runtime
 
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("JWKS_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return scratch_workdir(tmp_path, monkeypatch)
 
 
 def test_keys_plan_prints_each_key_the_rotations_the_gate_and_the_what_if(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,26 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import run, scratch_workdir
 from support import free_port
 
-from jwks_service.cli import main
 from jwks_service.config import build_settings, load_settings
 from jwks_service.issuer import issuer_mismatch, listening_on
 
 
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith(("JWKS_", "VAULT_")):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return scratch_workdir(tmp_path, monkeypatch, ("JWKS_", "VAULT_"))
 
 
 def write_kek(path: Path) -> Path:

@@ -158,14 +158,14 @@ def test_scheduled_rotations_with_the_gate_on_fail_no_verification(tmp_path: Pat
     """PyJWKClient keeps its JWK set 300 s and refetches for an unknown kid at most every 30 s: keys
     rotating every 4 s outrun it. With the gate on, rotation waits until it holds `next` (its 300 s
     lifespan, or a refetch), and no verification fails; with the gate off, some do."""
-    verified, failed, failures, kids, events = verify_under_rotation(tmp_path / "on", "0.95", 25)
+    verified, failed, failures, kids, events = verify_under_rotation(tmp_path / "on", "0.95", 14)
     print(
-        f"\ngate on (0.95), rotation every 4 s, 25 s on 3 replicas: {verified} verifications, {failed} failed;"
+        f"\ngate on (0.95), rotation every 4 s, 14 s on 3 replicas: {verified} verifications, {failed} failed;"
         f" {kids} signing kids; audited waits {events.count('promotion.waiting')}"
     )
     assert failed == 0, failures
     assert kids >= 2, "no rotation at all: the first one (every fetcher holds next) must go ahead"
     assert "promotion.waiting" in events
-    verified_off, failed_off, _, kids_off, _ = verify_under_rotation(tmp_path / "off", "0", 25)
+    verified_off, failed_off, _, kids_off, _ = verify_under_rotation(tmp_path / "off", "0", 14)
     print(f"gate off: {verified_off} verifications, {failed_off} failed; {kids_off} signing kids")
     assert failed_off > 0, "the control should show what the gate prevents"

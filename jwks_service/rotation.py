@@ -221,7 +221,7 @@ class Rotation:
         )
         demoted = next((t.kid for t in transitions if t.state == KeyState.PREVIOUS), None)
         summary = self.served.summary(name, previous=demoted)
-        if laggards is not None and any(t.state == KeyState.CURRENT for t in transitions):
+        if laggards and any(t.state == KeyState.CURRENT for t in transitions):
             summary["laggards"] = laggards  # the fetchers that did not hold the key now signing (API.md §6)
         return summary
 

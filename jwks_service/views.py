@@ -73,10 +73,22 @@ def secret_rotation_view(client: Client, secret: str, previous_expire_at: float)
     }
 
 
-def key_action_view(keyset: Keyset, action: str, kid: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+def key_action_view(
+    keyset: Keyset,
+    action: str,
+    kid: str,
+    summary: Mapping[str, Any],
+    laggards: tuple[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """An emergency action on a key (`action`: "revoked" or "tainted"): that key, and the keyset's
-    current and next keys after it (`summary` as KeyService.summary gives it)."""
-    return {"keyset": keyset.name, action: kid, "current": summary["current"], "next": summary["next"]}
+    current and next keys after it (`summary` as KeyService.summary gives it). `laggards`, as
+    KeyService.laggards_if_promoting gave them before the action: listed when the action promoted
+    that keyset's next key and some fetchers did not hold it (API.md §6); never an empty list, so an
+    idempotent retry, which promotes nothing, answers as the first call did."""
+    view = {"keyset": keyset.name, action: kid, "current": summary["current"], "next": summary["next"]}
+    if laggards is not None and laggards[0] == keyset.name and laggards[1]:
+        view["laggards"] = laggards[1]
+    return view
 
 
 def keyset_view(policy: KeysetPolicy, keyset: Keyset | None) -> dict[str, Any]:

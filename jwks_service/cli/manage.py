@@ -95,9 +95,7 @@ def _key_action(
     with runtime(args) as rt:
         laggards = rt.keys.laggards_if_promoting(args.kid)
         keyset, key = action(rt)(args.kid, reason=args.reason, actor=actor())
-        result = views.key_action_view(keyset, done, key.kid, rt.keys.summary(keyset.name))
-        if laggards is not None and laggards[0] == keyset.name and laggards[1]:  # as the admin API
-            result["laggards"] = laggards[1]
+        result = views.key_action_view(keyset, done, key.kid, rt.keys.summary(keyset.name), laggards)
     return _transition(args, result, f"{done} {result[done]} in {result['keyset']}")
 
 

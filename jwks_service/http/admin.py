@@ -314,11 +314,7 @@ async def _key_action(
     laggards = await anyio.to_thread.run_sync(runtime.keys.laggards_if_promoting, kid)
     keyset, key = await anyio.to_thread.run_sync(lambda: action(kid, reason=reason, actor=actor))
     summary = await anyio.to_thread.run_sync(runtime.keys.summary, keyset.name)
-    view = views.key_action_view(keyset, done, key.kid, summary)
-    if laggards is not None and laggards[0] == keyset.name and laggards[1]:
-        # They had not fetched the key promoted now (API.md §6). None: the answer stays the one an
-        # idempotent retry, which promotes nothing, gives.
-        view["laggards"] = laggards[1]
+    view = views.key_action_view(keyset, done, key.kid, summary, laggards)
     return JSONResponse(view), f"key:{kid}", reason
 
 

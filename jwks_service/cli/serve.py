@@ -24,13 +24,13 @@ GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
 def _http_protocol() -> Any:
-    """uvicorn's httptools protocol with one write per response (http/corked.py), when httptools is
-    installed (it is a dependency); else uvicorn's own choice."""
+    """uvicorn's httptools protocol with one write per response and the JWKS answered at once
+    (http/protocol.py), when httptools is installed (it is a dependency); else uvicorn's own choice."""
     try:
-        from ..http.corked import CorkedHttpToolsProtocol
+        from ..http.protocol import ServiceProtocol
     except ImportError:
         return "auto"
-    return CorkedHttpToolsProtocol
+    return ServiceProtocol
 
 
 def _sighup(signum: int, frame: object) -> None:

@@ -28,6 +28,7 @@ from . import access, admin, oauth, openapi, status, wellknown
 from .drain import Drain
 from .events import HEARTBEAT_SECONDS, EventHub
 from .events import events as events_endpoint
+from .front import ServiceApp
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics, metrics_endpoint
 from .responses import error_body, error_response
@@ -79,14 +80,15 @@ EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
 }
 
 
-def route_table(runtime: Runtime) -> list[RouteSpec]:
+def route_table(jwks: wellknown.JwksEndpoint) -> list[RouteSpec]:
     """Every route of the service, each path once. Routes are matched in this order, the busiest
     first (the token endpoint's profile showed Route.matches at 4% with it ninth); `fast` ones are
-    answered ahead of routing (routes.FastRoutes), the router then only says 405 to other methods."""
+    answered ahead of routing (routes.FastRoutes), the router then only says 405 to other methods.
+    `jwks`: the JWKS endpoint (also called from the app's front door, http/front)."""
     preflight = wellknown.Preflight()
     return [
         RouteSpec("/oauth/token", {"POST": JsonApp(oauth.token, EXCEPTION_HANDLERS)}, fast=True),
-        RouteSpec("/.well-known/jwks.json", {"GET": wellknown.JwksEndpoint(runtime), "OPTIONS": preflight}, fast=True),
+        RouteSpec("/.well-known/jwks.json", {"GET": jwks, "OPTIONS": preflight}, fast=True),
         RouteSpec("/.well-known/openid-configuration", {"GET": wellknown.discovery, "OPTIONS": preflight}),
         RouteSpec("/.well-known/oauth-authorization-server", {"GET": wellknown.discovery, "OPTIONS": preflight}),
         RouteSpec("/keys/status", {"GET": wellknown.key_status}),
@@ -123,7 +125,7 @@ def create_app(
     background: bool = True,
     events_heartbeat: float = HEARTBEAT_SECONDS,
     drain: Drain | None = None,
-) -> Starlette:
+) -> ServiceApp:
     """The ASGI app. `background=False` leaves scheduling to the caller (tests with a manual clock);
     `drain`: set by the server on SIGTERM, it makes /healthz and /readyz answer 503 (http/drain.py)."""
     if runtime is None:
@@ -143,11 +145,14 @@ def create_app(
             hub.close()
             tg.cancel_scope.cancel()
 
-    table = route_table(rt)
+    metrics = Metrics(rt, hub)
+    jwks = wellknown.JwksEndpoint(rt, metrics.jwks_requests)
+    table = route_table(jwks)
     split = []  # with an admin listener: admin routes there, the others on the public port
-    if rt.settings.admin_listen:
-        split = [Middleware(AdminSplit, table=table, admin_port=split_listen(rt.settings.admin_listen)[1])]
-    app = Starlette(
+    admin_port = split_listen(rt.settings.admin_listen)[1] if rt.settings.admin_listen else None
+    if admin_port is not None:
+        split = [Middleware(AdminSplit, table=table, admin_port=admin_port)]
+    app = ServiceApp(
         routes=starlette_routes(table),
         middleware=[
             *access.middleware(rt.settings.log),  # request ids, and the access log when it is on
@@ -158,8 +163,11 @@ def create_app(
         exception_handlers={**EXCEPTION_HANDLERS, Exception: _unexpected},
         lifespan=lifespan,
     )
+    if not rt.settings.log.access:  # the access log sees every request: then the JWKS goes its way
+        app.front_jwks = jwks
+        app.admin_port = admin_port
     app.state.runtime = rt
-    app.state.metrics = Metrics(rt, hub)
+    app.state.metrics = metrics
     app.state.events = hub
     app.state.readiness = wellknown.Readiness(rt)
     app.state.store_warnings = store_warnings

@@ -22,18 +22,20 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class CorkedTransport:
-    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport")
+    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport", "pending")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._buffer: list[bytes] = []
         self._scheduled = False
+        self.pending = 0  # bytes written since the last flush
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         self._buffer.append(bytes(data))
+        self.pending += len(data)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
@@ -48,6 +50,7 @@ class CorkedTransport:
             return
         data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
         self._buffer.clear()
+        self.pending = 0
         if not self._transport.is_closing():
             self._transport.write(data)
 
@@ -57,6 +60,7 @@ class CorkedTransport:
 
     def abort(self) -> None:
         self._buffer.clear()
+        self.pending = 0
         self._transport.abort()
 
     def is_closing(self) -> bool:

@@ -137,9 +137,7 @@ class Metrics:
             ["keyset", "event"],
             registry=r,
         )
-        self.jwks_requests = Counter(
-            "jwks_jwks_requests", "JWKS requests by status (200 or 304)", ["status"], registry=r
-        )
+        self.jwks_requests = Tally("jwks_jwks_requests", "JWKS requests by status (200 or 304)", ["status"], r)
         self.introspections = Tally(
             "jwks_introspections", "Introspection answers (active, inactive, or an error code)", ["outcome"], r
         )

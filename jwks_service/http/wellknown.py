@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -23,6 +23,7 @@ from ..snapshot import NOT_CREATED
 from ..vaultapi import PUBLIC_CAUSE
 from .limits import source_address
 from .responses import JSONResponse
+from .tally import Tally
 
 log = logging.getLogger("jwks_service")
 
@@ -36,6 +37,8 @@ CORS_EXPOSE_ETAG = (b"access-control-expose-headers", b"ETag")
 # JWKS-Verifier plus User-Agent it remembers one by (longer ones are named on every request).
 MAX_REMEMBERED_FETCHERS = 4096
 MAX_REMEMBERED_HEADERS = 512
+
+_OK, _NOT_MODIFIED = ("200",), ("304",)  # the jwks_jwks_requests counter's label values
 
 
 class Preflight:
@@ -92,7 +95,7 @@ class JwksEndpoint:
     request/response machinery was about a fifth of the CPU of serving the JWKS.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, requests: Tally) -> None:
         self.runtime = runtime
         settings = runtime.settings
         self.cache_control = (
@@ -101,14 +104,29 @@ class JwksEndpoint:
         self._etag = ""
         self._head_200: list[tuple[bytes, bytes]] = []
         self._head_304: list[tuple[bytes, bytes]] = []
-        self.counter_200: Any = None
-        self.counter_304: Any = None
+        self.requests = requests.counts  # the jwks_jwks_requests counter by status (event loop only)
         self.recorder = runtime.fetches
         self.clock = runtime.clock
         # (JWKS-Verifier, User-Agent, address) -> (fetcher name, source): names made once per client
         self._fetchers: dict[tuple[bytes | None, bytes | None, str], tuple[str, str]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return self.answer(scope, send, None)
+
+    async def answer(self, scope: Scope, send: Send, extra: tuple[bytes, bytes] | None) -> None:
+        """The answer to `scope`, with the header `extra` too when there is one (the request id, when
+        the request came through http/front)."""
+        status, head, body = self.respond(scope["method"] == "GET", scope["headers"], scope.get("client"))
+        await send(
+            {"type": "http.response.start", "status": status, "headers": head if extra is None else [*head, extra]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def respond(
+        self, get: bool, headers: Iterable[tuple[bytes, bytes]], client: tuple[str, int] | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The status, head and body of the answer to a GET (or, `get` false, a HEAD) with these
+        request headers (ASGI's: lower-case names) from `client`; counted, and the fetcher noted."""
         rendered = self.runtime.keys.snapshot.jwks
         if rendered.etag != self._etag:
             etag = rendered.etag.encode()
@@ -120,33 +138,26 @@ class JwksEndpoint:
             ]
             self._head_304 = common
             self._etag = rendered.etag
-        if self.counter_200 is None:
-            counter = scope["app"].state.metrics.jwks_requests
-            self.counter_200, self.counter_304 = counter.labels("200"), counter.labels("304")
         inm = verifier = agent = None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"if-none-match":
                 inm = value
             elif name == b"jwks-verifier":
                 verifier = value
             elif name == b"user-agent":
                 agent = value
-        get = scope["method"] == "GET"
         if get:  # who now holds this revision (API.md §6): a 200 hands it over, a matching 304 confirms it
-            client = scope.get("client")
             host = client[0] if client else "unknown"
             named = self._fetchers.get((verifier, agent, host))
             if named is None:
                 named = self._fetcher(verifier, agent, host)
             self.recorder.note(named[0], named[1], rendered.etag, rendered.kids, self.clock.now())
+        requests = self.requests
         if inm is not None and etag_matches(inm.decode("latin-1"), rendered.etag):
-            self.counter_304.inc()
-            await send({"type": "http.response.start", "status": 304, "headers": self._head_304})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        self.counter_200.inc()
-        await send({"type": "http.response.start", "status": 200, "headers": self._head_200})
-        await send({"type": "http.response.body", "body": rendered.body if get else b""})
+            requests[_NOT_MODIFIED] = requests.get(_NOT_MODIFIED, 0) + 1
+            return 304, self._head_304, b""
+        requests[_OK] = requests.get(_OK, 0) + 1
+        return 200, self._head_200, rendered.body if get else b""
 
     def _fetcher(self, verifier: bytes | None, agent: bytes | None, host: str) -> tuple[str, str]:
         """The fetcher's name and the source its per-source cap counts (an IPv6 address by its /64),

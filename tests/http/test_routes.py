@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 
 from jwks_service.errors import InvalidRequestError
 from jwks_service.http import app as app_module
-from jwks_service.http import oauth
+from jwks_service.http import oauth, wellknown
 from jwks_service.http.limits import MAX_BODY_BYTES, BodyLimitMiddleware
+from jwks_service.http.metrics import Metrics
 from jwks_service.http.routes import AdminSplit, FastRoutes, RouteSpec, starlette_routes
 from jwks_service.runtime import Runtime
 
@@ -83,11 +84,15 @@ def test_the_table_declares_each_path_once_and_fast_routes_by_exact_path() -> No
         FastRoutes(hello, [RouteSpec("/a/{x}", {"GET": hello}, fast=True)], {})  # type: ignore[arg-type]
 
 
+def _table(runtime: Runtime) -> list[RouteSpec]:
+    return app_module.route_table(wellknown.JwksEndpoint(runtime, Metrics(runtime).jwks_requests))
+
+
 def test_the_app_answers_its_fast_routes_ahead_of_routing(runtime: Runtime) -> None:
     """The service's own table: the token, introspection and JWKS routes are the fast ones, and the
     router holds every path of the table (for the 405s)."""
     app = app_module.create_app(runtime=runtime, background=False)
-    table = app_module.route_table(runtime)
+    table = _table(runtime)
     fast = {(spec.path, method) for spec in table if spec.fast for method in spec.methods}
     assert fast == {
         ("/oauth/token", "POST"),
@@ -118,7 +123,7 @@ def test_with_an_admin_listener_admin_routes_and_metrics_answer_only_there(
         for path in ("/.well-known/jwks.json", "/healthz", "/openapi.json", "/admin"):
             assert admin.get(path).status_code == 404, path
             assert public.get(path).status_code == (404 if path == "/admin" else 200), path
-    split = AdminSplit(hello, app_module.route_table(rt), 8001)  # type: ignore[arg-type]
+    split = AdminSplit(hello, _table(rt), 8001)  # type: ignore[arg-type]
     assert split.is_admin("/admin/clients/x/secret") and split.is_admin("/metrics")
     assert not split.is_admin("/metrics/x") and not split.is_admin("/admin") and not split.is_admin("/oauth/token")
 

@@ -10,9 +10,10 @@ Counted with callgrind (the server's instructions per request, wrk with 8 kept-a
 
 Only a request that needs nothing else is answered here: `GET` or `HEAD` of exactly
 `/.well-known/jwks.json` (no query), on a connection with no other request in progress, when the app
-serves the JWKS at its front door (http/front: no access log; not on the admin listener) and sees the
-client's own address (no trusted proxies, whose `X-Forwarded-For` uvicorn applies in a middleware).
-The answer is the app's (`JwksEndpoint.respond`: ETag and 304, the adoption note, the counter) with
+serves the JWKS at its front door (http/front: no access log; not on the admin listener). Behind
+trusted proxies (`[http] trusted_proxies`, which uvicorn applies in its ProxyHeadersMiddleware), the
+client is the one that middleware would make of `X-Forwarded-For`, by its own rules. The answer is
+the app's (`JwksEndpoint.respond`: ETag and 304, the adoption note, the counter) with
 uvicorn's default headers (`date`, `server`), the request id (`X-Request-ID`, as http/access gives
 every other request) and uvicorn's keep-alive rule. Anything else, or a failure while answering,
 goes through uvicorn and the app as before.
@@ -21,7 +22,9 @@ goes through uvicorn and the app as before.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from ..requestid import from_headers
@@ -54,6 +57,9 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
 
     def _answer_jwks(self) -> bool:
         app = self.app
+        proxies = None
+        if isinstance(app, ProxyHeadersMiddleware):
+            proxies, app = app, app.app
         if not isinstance(app, ServiceApp) or app.front_jwks is None:
             return False
         if self.cycle is not None and not self.cycle.response_complete:
@@ -69,7 +75,8 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
             return False
         headers = self.headers
         try:
-            status, head, body = app.front_jwks.respond(method == b"GET", headers, self.client)
+            client = self.client if proxies is None else _forwarded_client(proxies, self.client, headers)
+            status, head, body = app.front_jwks.respond(method == b"GET", headers, client)
         except Exception:
             log.exception("unexpected error on %s %s; answered through the app", method.decode(), JWKS_PATH)
             return False
@@ -100,3 +107,17 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
             self._answered = False
             return
         super().on_message_complete()
+
+
+def _forwarded_client(
+    proxies: ProxyHeadersMiddleware, client: tuple[str, int] | None, headers: Sequence[tuple[bytes, bytes]]
+) -> tuple[str, int] | None:
+    """The client ProxyHeadersMiddleware would give the app: from `X-Forwarded-For` when the peer is
+    a trusted proxy and the header names a usable address, else the peer itself."""
+    if client is None or client[0] not in proxies.trusted_hosts:
+        return client
+    forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
+    if not forwarded:
+        return client
+    host, port = proxies.trusted_hosts.get_trusted_client_address(b", ".join(forwarded).decode("latin1"))
+    return (host, port) if host else client

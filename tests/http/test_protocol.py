@@ -28,8 +28,9 @@ VARYING = {b"date", b"server", b"x-request-id"}
 
 
 class RecordingTransport(asyncio.Transport):
-    def __init__(self, port: int = 8000) -> None:
+    def __init__(self, port: int = 8000, peer: str = "127.0.0.5") -> None:
         super().__init__()
+        self.peer = peer
         self.written = b""
         self.closed = False
         self.reading = True
@@ -54,7 +55,7 @@ class RecordingTransport(asyncio.Transport):
         return self.reading
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.5", 4321), "sockname": ("127.0.0.1", self.port)}.get(name, default)
+        return {"peername": (self.peer, 4321), "sockname": ("127.0.0.1", self.port)}.get(name, default)
 
 
 def _responses(data: bytes, heads: frozenset[int] = frozenset()) -> list[tuple[int, dict[bytes, bytes], bytes]]:
@@ -79,13 +80,20 @@ def _responses(data: bytes, heads: frozenset[int] = frozenset()) -> list[tuple[i
 class Connection:
     """One client connection to `ServiceProtocol` serving `app`, on a transport that records writes."""
 
-    def __init__(self, app: Any, port: int = 8000) -> None:
-        config = Config(app=app, http=ServiceProtocol, proxy_headers=False, lifespan="off", log_config=None)
+    def __init__(self, app: Any, port: int = 8000, peer: str = "127.0.0.5", proxies: str | None = None) -> None:
+        config = Config(
+            app=app,
+            http=ServiceProtocol,
+            lifespan="off",
+            log_config=None,
+            proxy_headers=proxies is not None,
+            forwarded_allow_ips=proxies,
+        )
         config.load()
         state = ServerState()
         state.default_headers = [(b"date", b"Mon, 30 Nov 2026 00:00:00 GMT"), (b"server", b"uvicorn")]
         self.protocol = ServiceProtocol(config=config, server_state=state, app_state={})
-        self.raw = RecordingTransport(port)
+        self.raw = RecordingTransport(port, peer)
         self.protocol.connection_made(self.raw)
         self.state = state
 
@@ -274,3 +282,35 @@ def test_fetchers_are_noted_on_the_fast_way(app: ServiceApp) -> None:
     assert fetches.pending == 1
     notes, _ = fetches.take()
     assert "billing-api/1" in repr(notes)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "source"),
+    [
+        ("10.0.0.2", "203.0.113.9", "203.0.113.9"),  # a trusted proxy: the address it names
+        ("10.0.0.2", "203.0.113.9, 10.0.0.3", "203.0.113.9"),  # through two trusted proxies
+        ("192.0.2.7", "203.0.113.9", "192.0.2.7"),  # anyone else: the peer itself
+        ("10.0.0.2", None, "10.0.0.2"),  # a trusted proxy that names nobody
+    ],
+)
+def test_behind_trusted_proxies_the_fetcher_is_the_client_uvicorn_would_give_the_app(
+    app: ServiceApp, peer: str, forwarded: str | None, source: str
+) -> None:
+    """With `[http] trusted_proxies` (uvicorn's ProxyHeadersMiddleware in front of the app) the JWKS is
+    still answered at the protocol, and the fetcher is named by the address that middleware gives the
+    app through the usual way (a query string takes it)."""
+    extra = (f"X-Forwarded-For: {forwarded}",) if forwarded else ()
+
+    async def scenario(path: str) -> tuple[int, list[str]]:
+        conn = Connection(app, peer=peer, proxies="10.0.0.0/8")
+        conn.protocol.data_received(_get(path, *extra))
+        started = conn.tasks
+        for _ in range(50):
+            await asyncio.sleep(0)
+        notes, _ = app.state.runtime.fetches.take()
+        return started, [n.fetcher for n in notes]
+
+    fast_tasks, fast = _run(scenario(JWKS))
+    app_tasks, through_app = _run(scenario(JWKS + "?x=1"))
+    assert (fast_tasks, app_tasks) == (0, 1)
+    assert fast == through_app == [source]

@@ -131,6 +131,11 @@ class Store(Protocol):
         """For each key with failures after `since`: (how many, when the oldest of them happened)."""
         ...
 
+    def failing_keys(self, since: float, limit: int) -> set[str] | None:
+        """Every key with a failure recorded after `since` (`record_auth_failure`, by any replica), or
+        None when there are more than `limit` of them. One bounded read, whatever the store holds."""
+        ...
+
     def remember_jti(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:
         """Remember the `jti` of `client_id`'s assertion (private_key_jwt) until `expires_at`: True the
         first time, False while it is remembered (a replay), atomically, so that of replicas sharing the

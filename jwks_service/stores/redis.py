@@ -18,6 +18,8 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:audit_first         string  "<id>:<prev>": the oldest event the chain covers and the prev it must
                                        carry (moved on by a prune)
     {jwks}:fail:<key>          zset    unique member -> time of a failed client authentication (EXPIRE 300 s)
+    {jwks}:failing             zset    <key> -> time of its newest failure (ZADD GT), trimmed to 300 s and
+                                       EXPIREd with the fail:<key> it indexes: which keys have failures
     {jwks}:jti:<client>:<jti>  string  a private_key_jwt assertion's jti, SET NX PX until it expires
     {jwks}:op:<uuid>           string  the reply of a write script, kept 60 s (EX) so that a write
                                        retried after a lost reply is applied once
@@ -142,6 +144,7 @@ class RedisStore(AdoptionRecords):
         self._k_audit_seq = p + "audit_seq"
         self._k_audit_last = p + "audit_last"
         self._k_audit_first = p + "audit_first"
+        self._k_failing = p + "failing"
         # KEYS 2 to 7 of every write script (see redis_scripts.PRELUDE)
         self._k_head = tuple(p + k for k in ("revision", "audit", "audit_at", "audit_seq", "audit_last", "audit_first"))
         self.audit_tap = AuditTap()
@@ -391,7 +394,17 @@ class RedisStore(AdoptionRecords):
                 pipe.zadd(fk, {f"{_num(now)}:{uuid.uuid4().hex}": now})
                 pipe.zremrangebyscore(fk, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
                 pipe.expire(fk, AUTH_FAILURE_RETENTION)
+            pipe.zadd(self._k_failing, {k: now for k in keys}, gt=True)
+            pipe.zremrangebyscore(self._k_failing, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
+            pipe.expire(self._k_failing, AUTH_FAILURE_RETENTION)
             pipe.execute()
+
+    def failing_keys(self, since: float, limit: int) -> set[str] | None:
+        with self._guard("read the keys with authentication failures"):
+            keys = self._r.zrangebyscore(
+                self._k_failing, "(" + _num(since), "+inf", start=0, num=clamp_limit(limit + 1)
+            )
+        return {str(k) for k in keys} if len(keys) <= limit else None
 
     def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
         if not keys:

@@ -305,6 +305,20 @@ def test_auth_failure_counters_expire_and_do_not_bump_the_revision(open_store: O
     assert store.revision() == r0 and store.is_empty()
 
 
+def test_the_index_of_failing_keys_is_trimmed_and_expires_with_the_counters(
+    open_store: OpenStore, raw: redis.Redis
+) -> None:
+    store = open_store()
+    store.record_auth_failure(["client:c1", "addr:1"], 100.0)
+    store.record_auth_failure(["addr:1"], 100.0 + AUTH_FAILURE_RETENTION + 1)  # trims client:c1 from the index
+    index = f"{{{store.namespace}}}:failing"
+    assert raw.zrange(index, 0, -1, withscores=True) == [("addr:1", 100.0 + AUTH_FAILURE_RETENTION + 1)]
+    assert 0 < raw.ttl(index) <= AUTH_FAILURE_RETENTION
+    store.record_auth_failure(["addr:1"], 50.0)  # a replica whose clock is behind: the newest time stays
+    assert raw.zscore(index, "addr:1") == 100.0 + AUTH_FAILURE_RETENTION + 1
+    assert store.failing_keys(0.0, 10) == {"addr:1"}
+
+
 # -- change propagation ---------------------------------------------------------------------------
 
 

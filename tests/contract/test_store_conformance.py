@@ -395,6 +395,34 @@ def test_auth_failures_count_per_key_within_a_window(make_store: Callable[[], St
     assert a.auth_failures([], since=0.0) == {}
 
 
+def test_failing_keys_are_the_keys_with_failures_after_since(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    r0 = a.revision()
+    assert b.failing_keys(0.0, 10) == set()
+    a.record_auth_failure(["client:c1|1.2.3.4", "addr:1.2.3.4"], 100.0)
+    a.record_auth_failure(["client:c2|5.6.7.8", "addr:5.6.7.8"], 150.0)
+    b.record_auth_failure(["addr:1.2.3.4"], 160.0)
+    assert a.revision() == r0  # not a change
+    everything = {"client:c1|1.2.3.4", "addr:1.2.3.4", "client:c2|5.6.7.8", "addr:5.6.7.8"}
+    assert b.failing_keys(99.0, 10) == everything  # every replica's failures
+    assert a.failing_keys(100.0, 10) == everything - {"client:c1|1.2.3.4"}  # strictly after `since`
+    assert a.failing_keys(155.0, 10) == {"addr:1.2.3.4"}  # by its newest failure
+    assert a.failing_keys(160.0, 10) == set()
+    assert a.failing_keys(99.0, 4) == everything  # exactly `limit` of them
+    assert a.failing_keys(99.0, 3) is None  # more: "too many", not a part of them
+    assert a.failing_keys(155.0, 1) == {"addr:1.2.3.4"}
+    assert a.failing_keys(99.0, 0) is None
+
+
+def test_failing_keys_past_the_limit_are_too_many_whatever_the_count(make_store: Callable[[], Store]) -> None:
+    store = make_store()
+    for i in range(300):
+        store.record_auth_failure([f"addr:10.0.{i // 256}.{i % 256}"], 1000.0 + i / 100)
+    assert store.failing_keys(0.0, 299) is None
+    assert len(store.failing_keys(0.0, 300) or ()) == 300
+    assert store.failing_keys(1002.985, 299) == {"addr:10.0.1.43"}
+
+
 def test_an_assertion_jti_is_remembered_once_across_replicas(make_store: Callable[[], Store]) -> None:
     a, b = make_store(), make_store()
     r0 = a.revision()

@@ -190,7 +190,7 @@ def test_every_key_shares_one_hash_tag(
     expected = {"revision", "keysets", "keyset", "clients", "client", "revoked", "audit", "audit_at", "audit_seq"}
     expected |= {"audit_last", "audit_first"}  # the audit chain's ends
     expected |= {"fetchers", "fetchers_at", "revisions", "revisions_at"}  # adoption records
-    assert kinds == expected | {"fail", "op"}
+    assert kinds == expected | {"fail", "failing", "op"}
     assert raw.exists(f"{prefix}client:gone") == 0
     # On a server of ours (not $REDIS_URL) nothing else writes, so nothing may lie outside the namespace.
     if redis_server is not None or redis_target.url != os.environ.get("REDIS_URL"):

@@ -65,6 +65,7 @@ _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _DUMMY_DIGEST = b"\x00" * 32
 
 _MISSING = object()
+REMEMBER_PAGE = 500  # client records read at once by remember_all
 CACHE_ENTRIES = 100_000  # client records held in memory (the cache, and the last known ones)
 
 
@@ -143,10 +144,20 @@ class ClientRegistry:
             raise NotFoundError(f"no client {client_id}")
         return client
 
-    def remember_all(self) -> None:
+    def remember_all(self, page: int = REMEMBER_PAGE) -> None:
         """Load every client's record as last known (a replica that starts just before a store outage
-        then still authenticates its clients). Blocking: call it in a worker thread."""
-        self._known = {c.client_id: c for c in self._store.list_clients()[:CACHE_ENTRIES]}
+        then still authenticates its clients). Blocking: call it in a worker thread. Read `page` clients
+        at a time (`Store.list_clients_after`): the store (SQLite's lock) is free between pages, so
+        requests that need it meanwhile wait for one page at most, not for every client."""
+        known: dict[str, Client | None] = {}
+        after = ""
+        while len(known) < CACHE_ENTRIES:
+            clients = self._store.list_clients_after(after, min(page, CACHE_ENTRIES - len(known)))
+            if not clients:
+                break
+            known.update((c.client_id, c) for c in clients)
+            after = clients[-1].client_id
+        self._known = {**known, **self._known}  # records an invalidate() kept meanwhile are as recent
 
     def get(self, client_id: str) -> Client | None:
         # invalidate() swaps in a new dict: a read that raced it (a record read before another

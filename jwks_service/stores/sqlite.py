@@ -198,6 +198,12 @@ class SQLiteStore:
         rows = self._read("SELECT data FROM clients ORDER BY client_id")
         return sorted((client_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda c: c.created_at)
 
+    def list_clients_after(self, after: str, limit: int) -> list[Client]:
+        rows = self._read(
+            "SELECT data FROM clients WHERE client_id > ? ORDER BY client_id LIMIT ?", (after, clamp_limit(limit))
+        )
+        return [client_from_dict(json.loads(str(r[0]))) for r in rows]
+
     def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
         return self._write_client(client, expected_revision, audit)
 

@@ -228,7 +228,7 @@ def issuance_vs_clients(sizes: Sizes, work: Path, say: Progress) -> list[dict[st
         with _runtime(_write(config, _config("http://127.0.0.1", f"sqlite:///{db}", kek, ["default"]))) as rt:
             added = add_clients(rt, count - registered, ["default"])
             listed = time.perf_counter()
-            rt.store.list_clients()  # what a starting server reads in the background (remember_all)
+            rt.clients.remember_all()  # what a starting server reads in the background, page by page
             listed = time.perf_counter() - listed
         registered = count
         auths = (auths + added)[-LOAD_CLIENTS:]

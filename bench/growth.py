@@ -16,6 +16,7 @@ store command per token: those curves should be flat. Each point is short (``sec
 
     python bench/growth.py [--quick] [--json F] [--png F]
     python bench/growth.py --per-token 1,10,1000 [--json F]   # only Redis commands per token
+    python bench/growth.py --clients 100000 [--json F]         # only issuance against registered clients
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -549,9 +550,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N[,N...]",
         help="only Redis commands per token, with each of these numbers of clients taking turns (e.g. 1,10,1000)",
     )
+    p.add_argument(
+        "--clients",
+        metavar="N[,N...]",
+        help="only issuance against these numbers of registered clients (e.g. 100000: the first seconds after a start)",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     say = lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True)  # noqa: E731
     sizes = QUICK if args.quick else FULL
+    if args.clients:
+        if wrk_path() is None:
+            print("not measured: wrk is not on PATH (apt-get install wrk)")
+            return 1
+        started = time.strftime("%H:%M:%S UTC", time.gmtime())
+        sizes = replace(sizes, clients=tuple(int(n) for n in args.clients.split(",")))
+        with tempfile.TemporaryDirectory(prefix="jwks-bench-growth-") as tmp:
+            points = issuance_vs_clients(sizes, Path(tmp), say)
+        print(f"## Issuance against registered clients (one worker, wrk, {sizes.seconds:g} s a point; {started})")
+        print("\n| clients | first seconds, tokens/s | tokens/s | p99 ms | server CPU | CPU µs/token | errors |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(f"| {p['clients']:,} | {p['startup_rps']:,.0f} {_cells(p)}" for p in points))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"started": started, "clients": points}, indent=2) + "\n")
+        return 0
     if args.per_token:
         if wrk_path() is None:
             print("not measured: wrk is not on PATH (apt-get install wrk)")

@@ -15,6 +15,8 @@ The design says issuance costs the same whatever the number of clients and keyse
 store command per token: those curves should be flat. Each point is short (``seconds`` of wrk).
 
     python bench/growth.py [--quick] [--json F] [--png F]
+    python bench/growth.py --per-token 1,10,1000 [--json F]   # only Redis commands per token
+    python bench/growth.py --clients 100000 [--json F]         # only issuance against registered clients
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -227,7 +229,7 @@ def issuance_vs_clients(sizes: Sizes, work: Path, say: Progress) -> list[dict[st
         with _runtime(_write(config, _config("http://127.0.0.1", f"sqlite:///{db}", kek, ["default"]))) as rt:
             added = add_clients(rt, count - registered, ["default"])
             listed = time.perf_counter()
-            rt.store.list_clients()  # what a starting server reads in the background (remember_all)
+            rt.clients.remember_all()  # what a starting server reads in the background, page by page
             listed = time.perf_counter() - listed
         registered = count
         auths = (auths + added)[-LOAD_CLIENTS:]
@@ -327,9 +329,10 @@ def _redis_setup(folder: Path, url: str, replicas: int = 0) -> tuple[Path, Path]
 
 
 def store_ops_per_token(sizes: Sizes, work: Path, say: Progress, clients: int = 1) -> dict[str, Any]:
-    """Redis commands per token through one server, `clients` clients taking turns. A client's
-    (client, address) pair seen clean skips the failure-throttle read for CLEAN_CACHE_SECONDS: with
-    many clients each asking rarely, that read comes back on most tokens."""
+    """Redis commands per token through one server, `clients` clients taking turns. The failure
+    throttle's counters are not read while the server's background read of the failing keys (once a
+    second, `throttle.FailingKeys`) is fresh and names none of a request's keys, however many clients
+    take turns; the read itself is idle traffic (one ZRANGEBYSCORE a second)."""
     with redis_server(work) as (url, redis):
         kek, config = _redis_setup(work / f"ops-token-{clients}", url)
         with _runtime(config) as rt:
@@ -448,20 +451,7 @@ def markdown(g: dict[str, Any]) -> list[str]:
         f"{p['issuance_rps']:,.0f} |"
         for p in g["keys"]
     ]
-    out += [
-        "",
-        "Redis commands per token (one server on a Redis store; beyond its idle traffic, the revision poll):",
-        "",
-        "| clients taking turns | tokens | tokens/s | commands/token | idle commands/s | commands under load |",
-        "|---:|---:|---:|---:|---:|---|",
-    ]
-    out += [
-        f"| {t['clients']:,} | {t['tokens']:,} | {t['rps']:,.0f} | {t['commands_per_token']:.4f} | "
-        f"{t['idle_commands_per_s']:.1f} | "
-        + ", ".join(f"{k} {v}" for k, v in sorted(t["load_by_command"].items()))
-        + " |"
-        for t in g["per_token"]
-    ]
+    out += per_token_table(g["per_token"])
     out += [
         "",
         "Redis commands per forced rotation (the writer's and every replica's reload), beyond idle traffic:",
@@ -474,6 +464,25 @@ def markdown(g: dict[str, Any]) -> list[str]:
         for p in g["per_rotation"]
     ]
     return [*out, ""]
+
+
+def per_token_table(points: Sequence[dict[str, Any]]) -> list[str]:
+    out = [
+        "",
+        "Redis commands per token (one server on a Redis store; beyond its idle traffic: the revision poll,"
+        " the read of failing keys):",
+        "",
+        "| clients taking turns | tokens | tokens/s | commands/token | idle commands/s | commands under load |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    out += [
+        f"| {t['clients']:,} | {t['tokens']:,} | {t['rps']:,.0f} | {t['commands_per_token']:.4f} | "
+        f"{t['idle_commands_per_s']:.1f} | "
+        + ", ".join(f"{k} {v}" for k, v in sorted(t["load_by_command"].items()))
+        + " |"
+        for t in points
+    ]
+    return out
 
 
 def _cells(p: dict[str, Any]) -> str:
@@ -536,8 +545,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 s a point")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument("--png", metavar="PATH", help="write the chart to PATH")
+    p.add_argument(
+        "--per-token",
+        metavar="N[,N...]",
+        help="only Redis commands per token, with each of these numbers of clients taking turns (e.g. 1,10,1000)",
+    )
+    p.add_argument(
+        "--clients",
+        metavar="N[,N...]",
+        help="only issuance against these numbers of registered clients (e.g. 100000: the first seconds after a start)",
+    )
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    g = run_growth(QUICK if args.quick else FULL, lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))
+    say = lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    sizes = QUICK if args.quick else FULL
+    if args.clients:
+        if wrk_path() is None:
+            print("not measured: wrk is not on PATH (apt-get install wrk)")
+            return 1
+        started = time.strftime("%H:%M:%S UTC", time.gmtime())
+        sizes = replace(sizes, clients=tuple(int(n) for n in args.clients.split(",")))
+        with tempfile.TemporaryDirectory(prefix="jwks-bench-growth-") as tmp:
+            points = issuance_vs_clients(sizes, Path(tmp), say)
+        print(f"## Issuance against registered clients (one worker, wrk, {sizes.seconds:g} s a point; {started})")
+        print("\n| clients | first seconds, tokens/s | tokens/s | p99 ms | server CPU | CPU µs/token | errors |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(f"| {p['clients']:,} | {p['startup_rps']:,.0f} {_cells(p)}" for p in points))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"started": started, "clients": points}, indent=2) + "\n")
+        return 0
+    if args.per_token:
+        if wrk_path() is None:
+            print("not measured: wrk is not on PATH (apt-get install wrk)")
+            return 1
+        started = time.strftime("%H:%M:%S UTC", time.gmtime())
+        with tempfile.TemporaryDirectory(prefix="jwks-bench-growth-") as tmp:
+            counts = [int(n) for n in args.per_token.split(",")]
+            points = [store_ops_per_token(sizes, Path(tmp), say, n) for n in counts]
+        print(f"## Redis commands per token (one worker, wrk, {sizes.seconds:g} s a point; {started})")
+        print("\n".join(per_token_table(points)))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"started": started, "per_token": points}, indent=2) + "\n")
+        return 0
+    g = run_growth(sizes, say)
     print("\n".join(markdown(g)))
     if args.json:
         Path(args.json).write_text(json.dumps(g, indent=2) + "\n", encoding="utf-8")

@@ -12,10 +12,9 @@ import hmac
 import logging
 import re
 import secrets
-import threading
-import weakref
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import KW_ONLY, dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -39,8 +38,18 @@ from .errors import (
     TooManyRequestsError,
     UnavailableError,
 )
+from .gate import BusyError, StrangerGate
 from .model import AuditEvent, Client, KeysetPolicy, SecretHash
 from .stores import Store
+from .throttle import (
+    CLEAN_CACHE_ENTRIES,
+    CLEAN_CACHE_SECONDS,
+    COUNTERS_RETRY_SECONDS,
+    FAILURE_WINDOW,
+    FailingKeys,
+    failure_keys,
+    throttle,
+)
 
 T = TypeVar("T")
 
@@ -56,49 +65,9 @@ MAX_SECRET_GRACE = 30 * 86400
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _DUMMY_DIGEST = b"\x00" * 32
 
-# Brute-force protection (API.md §3): failed authentications within a minute, per client id and
-# source address, and per source address alone. Counted in the store, so every replica agrees.
-FAILURE_WINDOW = 60.0
-# A (client id, address) pair the store showed no failures for is not asked about again for this
-# long (a store read per token was 11% of issuance CPU). Any failure seen here drops the entry at
-# once, and pairs with failures are always read from the store; so another replica's failures
-# reach this one up to this late, and only for a pair that this replica saw clean.
-CLEAN_CACHE_SECONDS = 0.5
-CLEAN_CACHE_ENTRIES = 50_000
-MAX_FAILURES_PER_CLIENT_AND_ADDRESS = 10
-MAX_FAILURES_PER_ADDRESS = 50
-# After the store failed to answer about the counters, count in this process alone for this long
-# rather than make every request wait for the store's timeout again.
-COUNTERS_RETRY_SECONDS = 1.0
-# Store and Vault calls made for a caller not yet authenticated (client authentication, an admin
-# bearer token) run in worker threads, at most STRANGER_CALLS at once. Each waits at most
-# STRANGER_WAIT_SECONDS for its turn, and at most STRANGER_PENDING calls may run or wait (in total,
-# and STRANGER_PENDING_PER_ADDRESS per source address); beyond that a call is refused at once (503).
-# So a hung store makes strangers fail fast instead of piling up, and they never hold more than a few
-# of the worker threads that refreshes and admin calls need. Concurrent requests that need the same
-# read (one client's record, one pair's counters) share one call.
-STRANGER_CALLS = 8
-STRANGER_WAIT_SECONDS = 1.0
-STRANGER_PENDING = 256
-STRANGER_PENDING_PER_ADDRESS = 32
 _MISSING = object()
+REMEMBER_PAGE = 500  # client records read at once by remember_all
 CACHE_ENTRIES = 100_000  # client records held in memory (the cache, and the last known ones)
-
-
-def failure_keys(client_id: str, address: str) -> tuple[str, str]:
-    return f"client:{client_id[:256]}|{address}", f"addr:{address}"
-
-
-def throttle(counts: Mapping[str, tuple[int, float]], keys: tuple[str, str], now: float) -> int | None:
-    """Seconds to wait when either limit is reached (1-60), else None. Pure: counts come from the store."""
-    retry: int | None = None
-    for key, limit in zip(keys, (MAX_FAILURES_PER_CLIENT_AND_ADDRESS, MAX_FAILURES_PER_ADDRESS), strict=True):
-        count, oldest = counts.get(key, (0, now))
-        if count >= limit:
-            # The window slides: room frees up when the oldest counted failure leaves it.
-            wait = min(60, max(1, int(oldest + FAILURE_WINDOW - now) + 1))
-            retry = max(retry or 0, wait)
-    return retry
 
 
 def check_grace(grace: object, name: str = "grace") -> int:
@@ -124,65 +93,6 @@ def valid_scope_token(scope: str) -> bool:
     return bool(_SCOPE_TOKEN.match(scope))
 
 
-class BusyError(UnavailableError):
-    """Too many calls for unauthenticated callers are already waiting on the store or Vault."""
-
-
-@dataclass(eq=False)
-class StrangerGate:
-    """Runs blocking calls made on behalf of unauthenticated callers in worker threads, bounded as
-    STRANGER_CALLS says; BusyError when a call cannot run soon."""
-
-    calls: int = STRANGER_CALLS
-    _: KW_ONLY
-    wait: float = STRANGER_WAIT_SECONDS
-    pending: int = STRANGER_PENDING
-    per_address: int = STRANGER_PENDING_PER_ADDRESS
-    refused: int = field(default=0, init=False)
-    # One registry may serve several event loops (tests, CLI): hence the lock, and a limiter per loop.
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _pending: int = field(default=0, init=False, repr=False)
-    _by_address: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = field(
-        default_factory=weakref.WeakKeyDictionary, init=False, repr=False
-    )
-
-    def _busy(self) -> BusyError:
-        self.refused += 1
-        return BusyError("the server is busy with other unauthenticated requests; try again", retry_after=1)
-
-    async def run(self, address: str, call: Callable[..., T], *args: object) -> T:
-        with self._lock:
-            mine = self._by_address.get(address, 0)
-            if self._pending >= self.pending or mine >= self.per_address:
-                raise self._busy()
-            self._pending += 1
-            self._by_address[address] = mine + 1
-        try:
-            loop = asyncio.get_running_loop()
-            limiter = self._limiters.get(loop)
-            if limiter is None:
-                limiter = self._limiters[loop] = anyio.CapacityLimiter(self.calls)
-            acquired = False
-            with anyio.move_on_after(self.wait):
-                await limiter.acquire()
-                acquired = True
-            if not acquired:
-                raise self._busy()
-            try:
-                return await anyio.to_thread.run_sync(call, *args)
-            finally:
-                limiter.release()
-        finally:
-            with self._lock:
-                self._pending -= 1
-                left = self._by_address[address] - 1
-                if left:
-                    self._by_address[address] = left
-                else:
-                    del self._by_address[address]
-
-
 class ClientRegistry:
     def __init__(
         self,
@@ -206,6 +116,8 @@ class ClientRegistry:
         self._known: dict[str, Client | None] = {}
         self._local_failures: dict[str, list[float]] = {}
         self._clean: dict[tuple[str, str], float] = {}
+        # Which throttle keys have failures in the store: refreshed in the background (scheduler).
+        self.failing = FailingKeys(store, clock)
         self._counters_retry_at = float("-inf")
         self.gate = StrangerGate()
         self._inflight: dict[tuple[str, ...], asyncio.Future[Any]] = {}
@@ -233,10 +145,25 @@ class ClientRegistry:
             raise NotFoundError(f"no client {client_id}")
         return client
 
-    def remember_all(self) -> None:
+    def remember_all(self, page: int = REMEMBER_PAGE) -> None:
         """Load every client's record as last known (a replica that starts just before a store outage
-        then still authenticates its clients). Blocking: call it in a worker thread."""
-        self._known = {c.client_id: c for c in self._store.list_clients()[:CACHE_ENTRIES]}
+        then still authenticates its clients). Blocking: call it in a worker thread. Read `page` clients
+        at a time (`Store.list_clients_after`): the store (SQLite's lock) is free between pages, so
+        requests that need it meanwhile wait for one page at most, not for every client; and rest
+        after each page as long as it took, so that decoding 100,000 records does not starve them of
+        the GIL for seconds (it then takes twice as long)."""
+        known: dict[str, Client | None] = {}
+        after = ""
+        while len(known) < CACHE_ENTRIES:
+            started = time.monotonic()
+            clients = self._store.list_clients_after(after, min(page, CACHE_ENTRIES - len(known)))
+            if not clients:
+                break
+            known.update((c.client_id, c) for c in clients)
+            after = clients[-1].client_id
+            # Decoding holds the GIL: rest as long as the page took, so requests get it at least half the time.
+            time.sleep(time.monotonic() - started)
+        self._known = {**known, **self._known}  # records an invalidate() kept meanwhile are as recent
 
     def get(self, client_id: str) -> Client | None:
         # invalidate() swaps in a new dict: a read that raced it (a record read before another
@@ -277,15 +204,16 @@ class ClientRegistry:
         failures from `address` are throttled: TooManyRequestsError, even for the right secret,
         until the window frees up. No store call runs on the event loop.
 
-        A good client usually needs no store call at all (its pair was seen clean within
-        CLEAN_CACHE_SECONDS and its record is cached): then everything happens here, with no thread
+        A good client usually needs no store call at all (no key of its pair is among the failing
+        ones the background read found, see `throttle.FailingKeys`, or the pair was seen clean within
+        CLEAN_CACHE_SECONDS; and its record is cached): then everything happens here, with no thread
         hand-off. Otherwise the store calls run through `gate`, on behalf of a caller not
         authenticated yet: when a call cannot run there soon, the failure counters are kept in this
         process, and a client record that must be read gives 503.
         """
         now = self._clock.now()
         keys = failure_keys(client_id, address)
-        if self._clean.get(keys, 0.0) <= now:
+        if self._counters_needed(keys, now):
             await self._throttle(keys, address, now)
         client = self._cache.get(client_id, _MISSING)
         if client is _MISSING:
@@ -313,7 +241,7 @@ class ClientRegistry:
         except JoseError as exc:
             claimed, kid, problem = client_id or "", None, exc.description
         keys = failure_keys(claimed, address)
-        if self._clean.get(keys, 0.0) <= now:
+        if self._counters_needed(keys, now):
             await self._throttle(keys, address, now)
         try:
             if problem:
@@ -335,6 +263,14 @@ class ClientRegistry:
             self._clean.pop(keys, None)
             await self._record_failure_async(keys, now, address)
             raise InvalidClientError(f"client assertion refused: {exc.description}") from None
+
+    def _counters_needed(self, keys: tuple[str, str], now: float) -> bool:
+        """Whether the failure counters of `keys` must be read: not when the last background read found
+        none of them failing (`failing`) and this process counted none on its own, nor when the pair
+        was seen clean within CLEAN_CACHE_SECONDS."""
+        if self.failing.clear(keys, now) and not any(k in self._local_failures for k in keys):
+            return False
+        return self._clean.get(keys, 0.0) <= now
 
     async def _throttle(self, keys: tuple[str, str], address: str, now: float) -> None:
         """TooManyRequestsError when the failure counters (the store's, and this process's) reach a limit."""
@@ -411,12 +347,28 @@ class ClientRegistry:
         return counts
 
     async def _record_failure_async(self, keys: tuple[str, str], now: float, address: str) -> None:
+        self.failing.failing(keys)  # failing on this replica at once, before the store has it
         if now >= self._counters_retry_at:
+            started = False
+
+            def record() -> None:
+                nonlocal started
+                started = True
+                try:
+                    self._store.record_auth_failure(keys, now)
+                finally:
+                    self.failing.recorded(keys)
+
             try:
-                await self.gate.run(address, self._store.record_auth_failure, keys, now)
+                await self.gate.run(address, record)
                 return
             except UnavailableError as exc:
                 self._counters_failed(exc, now)
+            finally:
+                if not started:  # never written (gate full, or cancelled): nothing for a read to miss
+                    self.failing.recorded(keys)
+        else:
+            self.failing.recorded(keys)
         self._record_locally(keys, now)
 
     def _record_locally(self, keys: tuple[str, str], now: float) -> None:

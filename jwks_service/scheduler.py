@@ -2,7 +2,8 @@
 
 `run(runtime, after_refresh)` reloads on change notifications (when the store pushes them,
 `stores.ChangeFeed`) and every POLL_SECONDS anyway, then calls `after_refresh` (the HTTP edge
-publishes key events there); it runs the scheduler every TICK_SECONDS. The two are separate tasks,
+publishes key events there); it runs the scheduler every TICK_SECONDS, and reads which throttle keys
+have failures (`throttle.FailingKeys`) every FAILING_REFRESH_SECONDS. They are separate tasks,
 each with its blocking calls in a worker thread, so that a hung Vault (the scheduler asks it for new
 key versions) never delays the reload of the revocation list, nor a hung store the scheduler. It
 runs until cancelled.
@@ -21,6 +22,7 @@ from .errors import JwksServiceError
 from .repeats import RepeatedFailure
 from .runtime import Runtime
 from .stores import ChangeFeed
+from .throttle import FAILING_REFRESH_SECONDS
 
 log = logging.getLogger("jwks_service")
 
@@ -47,6 +49,7 @@ async def run(runtime: Runtime, after_refresh: Callable[[], None]) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_refresh_loop, runtime, after_refresh, wake)
             tg.start_soon(_tick_loop, runtime)
+            tg.start_soon(_failing_loop, runtime)
     finally:
         runtime.keys.listeners.remove(on_transition)
         if stop_feed is not None:
@@ -79,6 +82,17 @@ async def _tick_loop(runtime: Runtime) -> None:
     while True:
         await anyio.sleep(TICK_SECONDS)
         await _run(failures, _maintain, runtime)
+
+
+async def _failing_loop(runtime: Runtime) -> None:
+    """Which throttle keys have failures in the store (throttle.FailingKeys), read every
+    FAILING_REFRESH_SECONDS from the start of one read to the next; while the reads fail, client
+    authentication reads the counters per request, as it does without this."""
+    failures = RepeatedFailure(log, "reading the failing throttle keys")
+    while True:
+        started = time.monotonic()
+        await _run(failures, runtime.clients.failing.refresh)
+        await anyio.sleep(max(0.0, FAILING_REFRESH_SECONDS - (time.monotonic() - started)))
 
 
 async def _run(failures: RepeatedFailure, call: Callable[..., object], *args: object) -> None:

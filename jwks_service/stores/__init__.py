@@ -94,6 +94,13 @@ class Store(Protocol):
 
     def list_clients(self) -> list[Client]: ...
 
+    def list_clients_after(self, after: str, limit: int) -> list[Client]:
+        """At most `limit` clients (any int: see clamp_limit) whose client_id sorts after `after` ("" for
+        the first page), in client_id order (by code point, as UTF-8 bytes sort). Paging on with the
+        last id returned lists every client that exists throughout exactly once; bounded work per call,
+        so a reader of many clients holds nothing between pages."""
+        ...
+
     def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
         """Write `client` if the stored record's revision is still `expected_revision` (0: the client
         must not exist, so a client deleted meanwhile is never written back), with its audit events,
@@ -129,6 +136,11 @@ class Store(Protocol):
 
     def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
         """For each key with failures after `since`: (how many, when the oldest of them happened)."""
+        ...
+
+    def failing_keys(self, since: float, limit: int) -> set[str] | None:
+        """Every key with a failure recorded after `since` (`record_auth_failure`, by any replica), or
+        None when there are more than `limit` of them. One bounded read, whatever the store holds."""
         ...
 
     def remember_jti(self, client_id: str, jti: str, expires_at: float, now: float) -> bool:

@@ -10,6 +10,8 @@ Cluster slot and every multi-key command or script is legal there:
                                        revision, keys as codec.key_to_dict, claimed_version, claimed_at)
     {jwks}:clients             set     client ids
     {jwks}:client:<id>         string  JSON (codec.client_to_dict and the client's revision, for compare-and-set)
+    {jwks}:client_index        zset    client ids, score 0: in id order for paging (made from `clients` when
+                                       their counts differ: a store from before it)
     {jwks}:revoked             zset    jti -> expiry (ZADD GT: a later revocation never shortens one)
     {jwks}:audit               zset    id -> JSON of the event with its id (member), score = id
     {jwks}:audit_at            zset    id -> at, for ``list_audit(since=...)``
@@ -18,6 +20,8 @@ Cluster slot and every multi-key command or script is legal there:
     {jwks}:audit_first         string  "<id>:<prev>": the oldest event the chain covers and the prev it must
                                        carry (moved on by a prune)
     {jwks}:fail:<key>          zset    unique member -> time of a failed client authentication (EXPIRE 300 s)
+    {jwks}:failing             zset    <key> -> time of its newest failure (ZADD GT), trimmed to 300 s and
+                                       EXPIREd with the fail:<key> it indexes: which keys have failures
     {jwks}:jti:<client>:<jti>  string  a private_key_jwt assertion's jti, SET NX PX until it expires
     {jwks}:op:<uuid>           string  the reply of a write script, kept 60 s (EX) so that a write
                                        retried after a lost reply is applied once
@@ -68,6 +72,7 @@ from .redis_credentials import NO_CREDENTIALS, RedisCredentials, redact
 from .redis_scripts import (
     APPEND_AUDIT,
     DELETE_CLIENT,
+    INDEX_CLIENTS,
     LIST_AUDIT_SINCE,
     PRUNE_AUDIT,
     REVOKE_TOKEN,
@@ -136,12 +141,14 @@ class RedisStore(AdoptionRecords):
         self._k_revision = p + "revision"
         self._k_keysets = p + "keysets"
         self._k_clients = p + "clients"
+        self._k_client_index = p + "client_index"
         self._k_revoked = p + "revoked"
         self._k_audit = p + "audit"
         self._k_audit_at = p + "audit_at"
         self._k_audit_seq = p + "audit_seq"
         self._k_audit_last = p + "audit_last"
         self._k_audit_first = p + "audit_first"
+        self._k_failing = p + "failing"
         # KEYS 2 to 7 of every write script (see redis_scripts.PRELUDE)
         self._k_head = tuple(p + k for k in ("revision", "audit", "audit_at", "audit_seq", "audit_last", "audit_first"))
         self.audit_tap = AuditTap()
@@ -149,6 +156,7 @@ class RedisStore(AdoptionRecords):
         self._save_keyset = self._r.register_script(SAVE_KEYSET)
         self._save_client = self._r.register_script(SAVE_CLIENT)
         self._delete_client = self._r.register_script(DELETE_CLIENT)
+        self._index_clients = self._r.register_script(INDEX_CLIENTS)
         self._revoke_token = self._r.register_script(REVOKE_TOKEN)
         self._append_audit = self._r.register_script(APPEND_AUDIT)
         self._list_audit_since = self._r.register_script(LIST_AUDIT_SINCE)
@@ -330,6 +338,27 @@ class RedisStore(AdoptionRecords):
         clients = [client_from_dict(json.loads(str(d))) for d in rows if d is not None]
         return sorted(clients, key=lambda c: c.created_at)  # stable: ties stay in client_id order
 
+    def list_clients_after(self, after: str, limit: int) -> list[Client]:
+        """Ids from the index (ZRANGEBYLEX), then their records (MGET): a client deleted in between is
+        left out, and the next ids are read in its place."""
+        limit = clamp_limit(limit)
+        found: list[Client] = []
+        with self._guard("list clients"):
+            if not after:
+                self._index_clients(keys=[self._k_clients, self._k_client_index])
+            while len(found) < limit:
+                want = limit - len(found)
+                low = "(" + after if after else "-"
+                ids = [str(i) for i in self._r.zrangebylex(self._k_client_index, low, "+", start=0, num=want)]
+                if not ids:
+                    break
+                rows = self._r.mget([self._client_key(i) for i in ids])
+                found += [client_from_dict(json.loads(str(d))) for d in rows if d is not None]
+                after = ids[-1]
+                if len(ids) < want:
+                    break
+        return found
+
     def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
         return self._write_client(client, expected_revision, audit)
 
@@ -341,7 +370,7 @@ class RedisStore(AdoptionRecords):
         with self._guard("write a client"):
             ok, value = self._write(
                 self._save_client,
-                [self._client_key(client.client_id), self._k_clients],
+                [self._client_key(client.client_id), self._k_clients, self._k_client_index],
                 [client.client_id, payload[:-1], "" if expected is None else expected],
                 audit,
             )
@@ -354,7 +383,10 @@ class RedisStore(AdoptionRecords):
     def delete_client(self, client_id: str, audit: Sequence[AuditEvent] = ()) -> bool:
         with self._guard("delete a client"):
             _, deleted = self._write(
-                self._delete_client, [self._client_key(client_id), self._k_clients], [client_id], audit
+                self._delete_client,
+                [self._client_key(client_id), self._k_clients, self._k_client_index],
+                [client_id],
+                audit,
             )
         return bool(deleted)
 
@@ -391,7 +423,17 @@ class RedisStore(AdoptionRecords):
                 pipe.zadd(fk, {f"{_num(now)}:{uuid.uuid4().hex}": now})
                 pipe.zremrangebyscore(fk, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
                 pipe.expire(fk, AUTH_FAILURE_RETENTION)
+            pipe.zadd(self._k_failing, {k: now for k in keys}, gt=True)
+            pipe.zremrangebyscore(self._k_failing, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
+            pipe.expire(self._k_failing, AUTH_FAILURE_RETENTION)
             pipe.execute()
+
+    def failing_keys(self, since: float, limit: int) -> set[str] | None:
+        with self._guard("read the keys with authentication failures"):
+            keys = self._r.zrangebyscore(
+                self._k_failing, "(" + _num(since), "+inf", start=0, num=clamp_limit(limit + 1)
+            )
+        return {str(k) for k in keys} if len(keys) <= limit else None
 
     def auth_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
         if not keys:

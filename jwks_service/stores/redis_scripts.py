@@ -55,7 +55,7 @@ return commit(stored + 1)
 """
 )
 
-# KEYS 8 client key, 9 clients set; ARGV A client id, A+1 the client's JSON without its closing brace,
+# KEYS 8 client key, 9 clients set, 10 client index; ARGV A client id, A+1 the client's JSON without its closing brace,
 # A+2 expected revision ('' for a write whatever is stored). The revision is read from the stored JSON
 # (records from before revisions count as 1) and written back into it, one more: the rest of the JSON is
 # stored as sent, never re-encoded here (cjson would round its floats). Replies {1, new revision} or
@@ -69,20 +69,41 @@ if current then stored = tonumber(cjson.decode(current)['revision'] or 1) end
 if ARGV[A + 2] ~= '' and stored ~= tonumber(ARGV[A + 2]) then return {0, stored} end
 redis.call('SET', KEYS[8], ARGV[A + 1] .. ',"revision":' .. string.format('%d', stored + 1) .. '}')
 redis.call('SADD', KEYS[9], ARGV[A])
+redis.call('ZADD', KEYS[10], 0, ARGV[A])
 return commit(stored + 1)
 """
 )
 
-# KEYS 8 client key, 9 clients set; ARGV A client id. Replies {1, 1} deleted, {1, 0} no such client
+# KEYS 8 client key, 9 clients set, 10 client index; ARGV A client id. Replies {1, 1} deleted, {1, 0} no such client
 # (then nothing is written: no audit, no revision).
 DELETE_CLIENT = (
     PRELUDE
     + """
 if redis.call('DEL', KEYS[8]) == 0 then return {1, 0} end
 redis.call('SREM', KEYS[9], ARGV[A])
+redis.call('ZREM', KEYS[10], ARGV[A])
 return commit(1)
 """
 )
+
+# KEYS 1 clients set, 2 client index. A store from before the index (or written by a version before it,
+# in a rolling upgrade) has ids in the set that the index lacks, or ids deleted from the set only: when
+# their counts differ, the index is made again from the set. Replies how many ids it then holds, or -1
+# when it was in step. Housekeeping: no revision bump.
+INDEX_CLIENTS = """
+if redis.call('SCARD', KEYS[1]) == redis.call('ZCARD', KEYS[2]) then return -1 end
+redis.call('DEL', KEYS[2])
+local ids = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #ids, 500 do
+  local args = {}
+  for j = i, math.min(i + 499, #ids) do
+    args[#args + 1] = 0
+    args[#args + 1] = ids[j]
+  end
+  redis.call('ZADD', KEYS[2], unpack(args))
+end
+return #ids
+"""
 
 # KEYS 8 revoked zset; ARGV A expiry, A+1 jti. GT: an earlier expiry never shortens a revocation.
 REVOKE_TOKEN = (

@@ -37,6 +37,7 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE TABLE IF NOT EXISTS audit_chain (name TEXT PRIMARY KEY, id INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_failures (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS auth_failures_key ON auth_failures (key, at);
+CREATE INDEX IF NOT EXISTS auth_failures_at ON auth_failures (at);
 CREATE TABLE IF NOT EXISTS assertion_jtis (
   client_id TEXT NOT NULL, jti TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (client_id, jti));
 CREATE INDEX IF NOT EXISTS assertion_jtis_expiry ON assertion_jtis (expires_at);
@@ -197,6 +198,12 @@ class SQLiteStore:
         rows = self._read("SELECT data FROM clients ORDER BY client_id")
         return sorted((client_from_dict(json.loads(str(r[0]))) for r in rows), key=lambda c: c.created_at)
 
+    def list_clients_after(self, after: str, limit: int) -> list[Client]:
+        rows = self._read(
+            "SELECT data FROM clients WHERE client_id > ? ORDER BY client_id LIMIT ?", (after, clamp_limit(limit))
+        )
+        return [client_from_dict(json.loads(str(r[0]))) for r in rows]
+
     def save_client(self, client: Client, expected_revision: int, audit: Sequence[AuditEvent] = ()) -> Client:
         return self._write_client(client, expected_revision, audit)
 
@@ -278,6 +285,12 @@ class SQLiteStore:
             (*keys, since),
         )
         return {str(k): (int(str(n)), float(str(t))) for k, n, t in rows}
+
+    def failing_keys(self, since: float, limit: int) -> set[str] | None:
+        rows = self._read(
+            "SELECT DISTINCT key FROM auth_failures WHERE at > ? LIMIT ?", (since, clamp_limit(limit + 1))
+        )
+        return {str(r[0]) for r in rows} if len(rows) <= limit else None
 
     def record_fetches(
         self,

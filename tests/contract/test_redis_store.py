@@ -190,7 +190,7 @@ def test_every_key_shares_one_hash_tag(
     expected = {"revision", "keysets", "keyset", "clients", "client", "revoked", "audit", "audit_at", "audit_seq"}
     expected |= {"audit_last", "audit_first"}  # the audit chain's ends
     expected |= {"fetchers", "fetchers_at", "revisions", "revisions_at"}  # adoption records
-    assert kinds == expected | {"fail", "op"}
+    assert kinds == expected | {"client_index", "fail", "failing", "op"}
     assert raw.exists(f"{prefix}client:gone") == 0
     # On a server of ours (not $REDIS_URL) nothing else writes, so nothing may lie outside the namespace.
     if redis_server is not None or redis_target.url != os.environ.get("REDIS_URL"):
@@ -303,6 +303,38 @@ def test_auth_failure_counters_expire_and_do_not_bump_the_revision(open_store: O
     assert raw.zcard(fk) == 1
     assert store.auth_failures(["client:c1"], since=0.0) == {"client:c1": (1, 100.0 + AUTH_FAILURE_RETENTION + 1)}
     assert store.revision() == r0 and store.is_empty()
+
+
+def test_the_index_of_failing_keys_is_trimmed_and_expires_with_the_counters(
+    open_store: OpenStore, raw: redis.Redis
+) -> None:
+    store = open_store()
+    store.record_auth_failure(["client:c1", "addr:1"], 100.0)
+    store.record_auth_failure(["addr:1"], 100.0 + AUTH_FAILURE_RETENTION + 1)  # trims client:c1 from the index
+    index = f"{{{store.namespace}}}:failing"
+    assert raw.zrange(index, 0, -1, withscores=True) == [("addr:1", 100.0 + AUTH_FAILURE_RETENTION + 1)]
+    assert 0 < raw.ttl(index) <= AUTH_FAILURE_RETENTION
+    store.record_auth_failure(["addr:1"], 50.0)  # a replica whose clock is behind: the newest time stays
+    assert raw.zscore(index, "addr:1") == 100.0 + AUTH_FAILURE_RETENTION + 1
+    assert store.failing_keys(0.0, 10) == {"addr:1"}
+
+
+def test_paging_indexes_the_clients_of_a_store_from_before_the_index(open_store: OpenStore, raw: redis.Redis) -> None:
+    store = open_store()
+    for i in ("a", "b", "c", "d"):
+        store.put_client(client(i))
+    index = f"{{{store.namespace}}}:client_index"
+    raw.delete(index)  # a store written before the index
+    assert [c.client_id for c in store.list_clients_after("", 2)] == ["a", "b"]
+    assert raw.zcard(index) == 4
+    # A version before the index deletes "a": the set and the index disagree in count, the index is made again.
+    raw.srem(f"{{{store.namespace}}}:clients", "a")
+    raw.delete(f"{{{store.namespace}}}:client:a")
+    assert [c.client_id for c in store.list_clients_after("", 10)] == ["b", "c", "d"]
+    # An id in the index whose record is gone (deleted between the two reads of a page): skipped, and
+    # the page filled from further on.
+    raw.zadd(index, {"bb": 0})
+    assert [c.client_id for c in store.list_clients_after("b", 1)] == ["c"]
 
 
 # -- change propagation ---------------------------------------------------------------------------

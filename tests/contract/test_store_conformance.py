@@ -4,6 +4,7 @@ add a factory to STORE_FACTORIES and it is held to the same contract."""
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -234,6 +235,59 @@ def test_clients_crud(store: Store) -> None:
     assert store.get_client("c1") is None
 
 
+def pages(store: Store, limit: int, between: Callable[[], object] = lambda: None) -> list[list[str]]:
+    """Every page of client ids, `between` called after each."""
+    out: list[list[str]] = []
+    after = ""
+    while page := store.list_clients_after(after, limit):
+        out.append([c.client_id for c in page])
+        after = page[-1].client_id
+        between()
+    return out
+
+
+def test_clients_are_listed_in_pages_after_an_id(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    ids = ["c07", "c01", "c03", "c05", "c02", "c06", "c04", "é", "Z", "c10"]
+    for i in ids:
+        a.put_client(client(i))
+    in_order = sorted(ids)  # by code point: "Z" < "c01" < ... < "é"
+    assert pages(b, 3) == [in_order[0:3], in_order[3:6], in_order[6:9], in_order[9:]]
+    assert [c.client_id for c in b.list_clients_after("c035", 2)] == ["c04", "c05"]  # after any string
+    assert b.list_clients_after("c04", 1) == [a.get_client("c05")]  # whole records
+    assert [c.client_id for c in b.list_clients_after("", 2**70)] == in_order
+    assert b.list_clients_after("", 0) == [] and b.list_clients_after("", -5) == []
+    assert b.list_clients_after("é", 10) == []
+    a.delete_client("c03")
+    assert [c.client_id for c in b.list_clients_after("c02", 2)] == ["c04", "c05"]
+
+
+def test_paging_lists_each_client_once_while_clients_come_and_go(make_store: Callable[[], Store]) -> None:
+    writer, reader = make_store(), make_store()
+    rng = random.Random(16)
+    alive = {f"{rng.getrandbits(40):010x}" for _ in range(60)}
+    for i in alive:
+        writer.put_client(client(i))
+    throughout, ever = set(alive), set(alive)
+
+    def churn() -> None:
+        for _ in range(3):
+            gone = rng.choice(sorted(alive))
+            assert writer.delete_client(gone)
+            alive.discard(gone)
+            throughout.discard(gone)
+            new = f"{rng.getrandbits(40):010x}"
+            writer.put_client(client(new))
+            alive.add(new)
+            ever.add(new)
+        changed = rng.choice(sorted(alive))  # an update moves nothing
+        writer.put_client(replace(client(changed), name="renamed"))
+
+    listed = [i for page in pages(reader, 7, churn) for i in page]
+    assert listed == sorted(set(listed))  # in order, none twice
+    assert throughout <= set(listed) <= ever  # all that stayed; nothing that never was
+
+
 def test_client_compare_and_set(store: Store) -> None:
     created = store.save_client(client("c1"), 0, [AuditEvent(at=1.0, actor="t", action="client.create", target="c1")])
     assert created.revision == 1
@@ -393,6 +447,34 @@ def test_auth_failures_count_per_key_within_a_window(make_store: Callable[[], St
     }
     assert a.auth_failures(["addr:1.2.3.4"], since=105.0) == {"addr:1.2.3.4": (3, 110.0)}
     assert a.auth_failures([], since=0.0) == {}
+
+
+def test_failing_keys_are_the_keys_with_failures_after_since(make_store: Callable[[], Store]) -> None:
+    a, b = make_store(), make_store()
+    r0 = a.revision()
+    assert b.failing_keys(0.0, 10) == set()
+    a.record_auth_failure(["client:c1|1.2.3.4", "addr:1.2.3.4"], 100.0)
+    a.record_auth_failure(["client:c2|5.6.7.8", "addr:5.6.7.8"], 150.0)
+    b.record_auth_failure(["addr:1.2.3.4"], 160.0)
+    assert a.revision() == r0  # not a change
+    everything = {"client:c1|1.2.3.4", "addr:1.2.3.4", "client:c2|5.6.7.8", "addr:5.6.7.8"}
+    assert b.failing_keys(99.0, 10) == everything  # every replica's failures
+    assert a.failing_keys(100.0, 10) == everything - {"client:c1|1.2.3.4"}  # strictly after `since`
+    assert a.failing_keys(155.0, 10) == {"addr:1.2.3.4"}  # by its newest failure
+    assert a.failing_keys(160.0, 10) == set()
+    assert a.failing_keys(99.0, 4) == everything  # exactly `limit` of them
+    assert a.failing_keys(99.0, 3) is None  # more: "too many", not a part of them
+    assert a.failing_keys(155.0, 1) == {"addr:1.2.3.4"}
+    assert a.failing_keys(99.0, 0) is None
+
+
+def test_failing_keys_past_the_limit_are_too_many_whatever_the_count(make_store: Callable[[], Store]) -> None:
+    store = make_store()
+    for i in range(300):
+        store.record_auth_failure([f"addr:10.0.{i // 256}.{i % 256}"], 1000.0 + i / 100)
+    assert store.failing_keys(0.0, 299) is None
+    assert len(store.failing_keys(0.0, 300) or ()) == 300
+    assert store.failing_keys(1002.985, 299) == {"addr:10.0.1.43"}
 
 
 def test_an_assertion_jti_is_remembered_once_across_replicas(make_store: Callable[[], Store]) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 
+import pytest
 from redisserver import RedisServer
 from starlette.testclient import TestClient
 from support import ISSUER, basic
@@ -12,6 +14,7 @@ from support import ISSUER, basic
 from jwks_service.clients import COUNTERS_RETRY_SECONDS, failure_keys, throttle
 from jwks_service.clock import ManualClock
 from jwks_service.http import create_app
+from jwks_service.model import Client
 from jwks_service.runtime import Runtime
 
 GRANT = {"grant_type": "client_credentials"}
@@ -125,6 +128,30 @@ def test_a_store_outage_right_after_a_change_still_authenticates_known_clients(
         assert r.status_code == 200, r.text
     finally:
         private_redis.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_starting_replica_reads_every_client_in_pages_and_knows_each_in_an_outage(
+    runtime_factory: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = runtime_factory()
+    made = [runtime.clients.create(f"svc-{i}", ["read"], ["api"]) for i in range(23)]
+    fresh = runtime_factory()  # a replica that has just started
+    store = fresh.store
+    read = store.list_clients_after
+    pages: list[tuple[str, int, int]] = []
+
+    def paged(after: str, limit: int) -> list[Client]:
+        page = read(after, limit)
+        pages.append((after, limit, len(page)))
+        return page
+
+    monkeypatch.setattr(store, "list_clients_after", paged)
+    monkeypatch.setattr(store, "list_clients", None)  # never the whole list at once
+    fresh.clients.remember_all(page=5)
+    assert [n for _, _, n in pages] == [5, 5, 5, 5, 3, 0] and all(limit == 5 for _, limit, _ in pages)
+    store.close()  # the store goes away before any client was asked for
+    for client, secret in made:
+        assert asyncio.run(fresh.clients.authenticate_async(client.client_id, secret, "192.0.2.1")) == client
 
 
 def test_secret_digest_is_hmac_sha256_under_the_pepper(runtime: Runtime) -> None:

@@ -13,12 +13,13 @@ import pytest
 from support import ClientKey
 
 from jwks_service.client_keys import ClientKeys
-from jwks_service.clients import MAX_FAILURES_PER_CLIENT_AND_ADDRESS, ClientRegistry
+from jwks_service.clients import ClientRegistry
 from jwks_service.clock import ManualClock
 from jwks_service.errors import InvalidClientError, InvalidRequestError, TooManyRequestsError
 from jwks_service.jwks_fetch import Fetched, JwksFetchError
 from jwks_service.model import KeysetPolicy
 from jwks_service.stores.sqlite import SQLiteStore
+from jwks_service.throttle import MAX_FAILURES_PER_CLIENT_AND_ADDRESS
 
 AUD = "https://auth.example.com"
 URI = "https://keys.client.example/jwks.json"

@@ -72,6 +72,8 @@ LAYERS: dict[str, int | str] = {
     # 3 services: where the core meets the adapters.
     "jwks_service.audit": SERVICES,
     "jwks_service.clients": SERVICES,
+    "jwks_service.gate": SERVICES,
+    "jwks_service.throttle": SERVICES,
     "jwks_service.client_keys": SERVICES,
     "jwks_service.snapshot": SERVICES,
     "jwks_service.rotation": SERVICES,

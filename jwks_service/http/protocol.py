@@ -9,7 +9,7 @@ Counted with callgrind (the server's instructions per request, wrk with 8 kept-a
 68,000 here.
 
 Only a request that needs nothing else is answered here: `GET` or `HEAD` of exactly
-`/.well-known/jwks.json` (no query), on a connection with no other request in progress, when the app
+`/.well-known/jwks.json` (no query, no body), on a connection with no other request in progress, when the app
 serves the JWKS at its front door (http/front: no access log; not on the admin listener). Behind
 trusted proxies (`[http] trusted_proxies`, which uvicorn applies in its ProxyHeadersMiddleware), the
 client is the one that middleware would make of `X-Forwarded-For`, by its own rules. The answer is
@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from ..requestid import from_headers
@@ -38,8 +39,9 @@ _JWKS_URL = JWKS_PATH.encode("ascii")
 # Answers held for one connection before they reach its socket, beyond which its requests go through
 # uvicorn, which stops reading from a client that does not read its answers (pipelined requests wait
 # one at a time, and an answer waits for the socket to drain): many requests in one read would
-# otherwise each add a JWKS to the memory held for that client.
-MAX_PENDING_BYTES = 256 * 1024
+# otherwise each add a JWKS to the memory held for that client. uvicorn's own bound on what it
+# holds for a connection.
+MAX_PENDING_BYTES = HIGH_WATER_LIMIT
 
 
 class ServiceProtocol(CorkedHttpToolsProtocol):
@@ -53,6 +55,10 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
         if self.url == _JWKS_URL and self._answer_jwks():
             self._answered = True
             return
+        # An answer given here armed the keep-alive timer; uvicorn stops it when a request's data
+        # arrives (data_received), before parsing: a request after ours in the same read would
+        # otherwise be cut off by that timer while the app answers it.
+        self._unset_keepalive_if_required()
         super().on_headers_complete()
 
     def _answer_jwks(self) -> bool:
@@ -60,8 +66,8 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
         proxies = None
         if isinstance(app, ProxyHeadersMiddleware):
             proxies, app = app, app.app
-        if not isinstance(app, ServiceApp) or app.front_jwks is None:
-            return False
+        if not isinstance(app, ServiceApp) or app.front_jwks is None or self.limit_concurrency is not None:
+            return False  # (uvicorn's --limit-concurrency answers 503 itself; `serve` sets none)
         if self.cycle is not None and not self.cycle.response_complete:
             return False  # a request in progress: this one waits in uvicorn's pipeline
         transport = self.transport
@@ -70,10 +76,13 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
         method = self.parser.get_method()
         if (method != b"GET" and method != b"HEAD") or self.parser.should_upgrade():
             return False
+        headers = self.headers
+        for name, value in headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return False  # a body: answered once the parser has read it whole (it may be malformed)
         server = self.server
         if app.admin_port is not None and server is not None and server[1] == app.admin_port:
             return False
-        headers = self.headers
         try:
             client = self.client if proxies is None else _forwarded_client(proxies, self.client, headers)
             status, head, body = app.front_jwks.respond(method == b"GET", headers, client)

@@ -314,3 +314,58 @@ def test_behind_trusted_proxies_the_fetcher_is_the_client_uvicorn_would_give_the
     app_tasks, through_app = _run(scenario(JWKS + "?x=1"))
     assert (fast_tasks, app_tasks) == (0, 1)
     assert fast == through_app == [source]
+
+
+_POST_WAITING_FOR_ITS_BODY = (
+    b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 29\r\n\r\n"
+)
+
+
+def test_the_keep_alive_timer_of_an_answer_given_here_does_not_cut_the_next_request(app: ServiceApp) -> None:
+    """A JWKS answered here, then in the same read a request the app answers (a POST whose body is
+    still to come, an event stream): no keep-alive timer runs while that one is in progress, as with
+    uvicorn alone. Before, the timer armed by the JWKS answer closed the connection under it."""
+
+    async def scenario(second: bytes) -> tuple[bool, bool]:
+        conn = Connection(app)
+        conn.protocol.timeout_keep_alive = 0.05
+        conn.protocol.data_received(_get() + second)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        armed = conn.protocol.timeout_keep_alive_task is not None
+        await asyncio.sleep(0.2)  # past the keep-alive timeout
+        closed = conn.raw.closed
+        conn.protocol.connection_lost(None)
+        await asyncio.sleep(0.05)
+        return armed, closed
+
+    assert _run(scenario(_POST_WAITING_FOR_ITS_BODY)) == (False, False)
+    assert _run(scenario(_get("/keys/events", "Accept: text/event-stream"))) == (False, False)
+
+
+@pytest.mark.parametrize(
+    "request_with_a_body",
+    [
+        b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+)
+def test_a_request_with_a_body_is_answered_once_as_uvicorn_answers_it(
+    app: ServiceApp, request_with_a_body: bytes
+) -> None:
+    """A body (even a malformed one, which uvicorn answers 400 once the parser reaches it) is left to
+    uvicorn: one answer per request, the one it gives. Before, a malformed chunked body got 200 then 400."""
+
+    async def scenario(data: bytes) -> list[int]:
+        conn = Connection(app)
+        conn.protocol.data_received(data)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        return [status for status, _, _ in _responses(conn.raw.written)]
+
+    through_uvicorn = request_with_a_body.replace(b"jwks.json ", b"jwks.json?x=1 ")
+    assert _run(scenario(request_with_a_body)) == _run(scenario(through_uvicorn))

@@ -46,6 +46,7 @@ from .throttle import (
     CLEAN_CACHE_SECONDS,
     COUNTERS_RETRY_SECONDS,
     FAILURE_WINDOW,
+    MAX_FAILURES_PER_ADDRESS,
     FailingKeys,
     failure_keys,
     throttle,
@@ -115,6 +116,9 @@ class ClientRegistry:
         # turn every client away. Bounded like the cache.
         self._known: dict[str, Client | None] = {}
         self._local_failures: dict[str, list[float]] = {}
+        # Every failure this process saw in the window, per key (at most a limit's worth each): a
+        # burst of concurrent guesses is judged by them too, whatever the store's counts say yet.
+        self._recent_failures: dict[str, list[float]] = {}
         self._clean: dict[tuple[str, str], float] = {}
         # Which throttle keys have failures in the store: refreshed in the background (scheduler).
         self.failing = FailingKeys(store, clock)
@@ -213,11 +217,14 @@ class ClientRegistry:
         """
         now = self._clock.now()
         keys = failure_keys(client_id, address)
-        if self._counters_needed(keys, now):
+        checked = self._counters_needed(keys, now)
+        if checked:
             await self._throttle(keys, address, now)
         client = self._cache.get(client_id, _MISSING)
         if client is _MISSING:
             client = await self._shared(("client", client_id), address, self.get, client_id)
+            if not checked and self._counters_needed(keys, now):
+                await self._throttle(keys, address, now)  # failures that came in while this one waited
         assert client is None or isinstance(client, Client)
         try:
             return self._check_secret(client, secret, now)
@@ -241,7 +248,8 @@ class ClientRegistry:
         except JoseError as exc:
             claimed, kid, problem = client_id or "", None, exc.description
         keys = failure_keys(claimed, address)
-        if self._counters_needed(keys, now):
+        checked = self._counters_needed(keys, now)
+        if checked:
             await self._throttle(keys, address, now)
         try:
             if problem:
@@ -254,6 +262,8 @@ class ClientRegistry:
                 raise InvalidClientError("client authentication failed")
             run = partial(self._shared, ("jwks", claimed), address)
             signers = await self.client_keys.keys_for(client, kid, run)
+            if not checked and self._counters_needed(keys, now):
+                await self._throttle(keys, address, now)  # failures that came in while this one waited
             verified = check_assertion(assertion, claimed, signers, audiences, now)
             remember = self._store.remember_jti
             if not await self.gate.run(address, remember, claimed, verified.jti, verified.expires_at, now):
@@ -322,7 +332,20 @@ class ClientRegistry:
             self._counters_retry_at = now + COUNTERS_RETRY_SECONDS
 
     def _admit(self, keys: tuple[str, str], failures: dict[str, tuple[int, float]], now: float) -> None:
-        """TooManyRequestsError when the counts reach a limit; a pair with no failures is cached clean."""
+        """TooManyRequestsError when the counts reach a limit; a pair with no failures is cached clean.
+        Each count is at least the failures this process saw in the window (`_recent_failures`): a read
+        shared by a burst of concurrent requests answers for all of them, and the store has not yet
+        counted the failures of those judged before."""
+        recent = self._recent_failures
+        for key in keys:
+            seen = [t for t in recent.get(key, ()) if t > now - FAILURE_WINDOW]
+            if not seen:
+                recent.pop(key, None)
+                continue
+            recent[key] = seen
+            count, oldest = failures.get(key, (0, now))
+            if len(seen) > count:
+                failures[key] = (len(seen), min(oldest, seen[0]))
         retry = throttle(failures, keys, now)
         if retry is not None:
             raise TooManyRequestsError("too many failed client authentications; slow down", retry_after=retry)
@@ -348,6 +371,14 @@ class ClientRegistry:
 
     async def _record_failure_async(self, keys: tuple[str, str], now: float, address: str) -> None:
         self.failing.failing(keys)  # failing on this replica at once, before the store has it
+        recent = self._recent_failures
+        if len(recent) > 100_000:
+            recent.clear()
+        for key in keys:
+            seen = recent.setdefault(key, [])
+            seen.append(now)
+            if len(seen) > MAX_FAILURES_PER_ADDRESS:  # the largest limit: more would not change a verdict
+                del seen[0]
         if now >= self._counters_retry_at:
             started = False
 

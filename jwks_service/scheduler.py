@@ -47,6 +47,9 @@ async def run(runtime: Runtime, after_refresh: Callable[[], None]) -> None:
         stop_feed = runtime.store.subscribe(on_change)
     try:
         async with anyio.create_task_group() as tg:
+            # The clients' records for outages load beside the refresh, not before it: with many
+            # clients that takes seconds, and a replica must follow store changes from its start.
+            tg.start_soon(_run, RepeatedFailure(log, "loading the clients"), runtime.clients.remember_all)
             tg.start_soon(_refresh_loop, runtime, after_refresh, wake)
             tg.start_soon(_tick_loop, runtime)
             tg.start_soon(_failing_loop, runtime)
@@ -67,7 +70,6 @@ def _maintain(runtime: Runtime) -> None:
 
 
 async def _refresh_loop(runtime: Runtime, after_refresh: Callable[[], None], wake: asyncio.Event) -> None:
-    await _run(RepeatedFailure(log, "loading the clients"), runtime.clients.remember_all)
     failures = RepeatedFailure(log, "background refresh")  # a store outage: one line, then a count
     while True:
         with anyio.move_on_after(POLL_SECONDS):

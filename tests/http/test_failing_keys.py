@@ -183,6 +183,69 @@ def test_a_brute_force_is_throttled_as_before_on_one_replica_and_across_two(
     assert auth(a, client.client_id, secret, fourth) == "429"
 
 
+async def _burst(reg: ClientRegistry, client_id: str, n: int, address: str = ADDRESS) -> Counter[str]:
+    """`n` wrong guesses sent at once (concurrent requests on one replica's event loop)."""
+
+    async def one(i: int) -> str:
+        try:
+            await reg.authenticate_async(client_id, f"wrong-{i}", address)
+        except InvalidClientError:
+            return "401"
+        except TooManyRequestsError:
+            return "429"
+        return "ok"
+
+    return Counter(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def test_a_burst_on_a_replica_whose_read_predates_the_lockout_gets_at_most_one_guess(
+    open_store: Callable[[], Counting], clock: ManualClock
+) -> None:
+    """B's read is fresh but older than A's failures, and B has not cached the client's record (any
+    store change drops every replica's cache): the burst waits for that record, and a guess judged
+    after it must see the failures made meanwhile. Before, all 40 guesses were checked."""
+    a, b = replica(open_store(), clock), replica(open_store(), clock)
+    client, _ = a.create("svc", ["read"], ["api"])
+    a.failing.refresh()
+    b.failing.refresh()
+    for _ in range(MAX_FAILURES_PER_CLIENT_AND_ADDRESS):
+        assert auth(a, client.client_id, "wrong") == "401"
+    got = asyncio.run(_burst(b, client.client_id, 40))
+    assert got["401"] <= 1 and got["401"] + got["429"] == 40, got
+
+
+def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_limit(
+    open_store: Callable[[], Counting], clock: ManualClock
+) -> None:
+    """Concurrent requests share one read of the counters; each guess is judged with the failures this
+    replica saw before it, so a burst cannot outrun the store. Before, 42 of 60 guesses were checked."""
+    reg = replica(open_store(), clock)
+    client, secret = reg.create("svc", ["read"], ["api"])
+    assert auth(reg, client.client_id, secret) == "ok"  # its record cached
+    reg.failing.refresh()
+    got = asyncio.run(_burst(reg, client.client_id, 60))
+    assert got == Counter({"401": MAX_FAILURES_PER_CLIENT_AND_ADDRESS, "429": 60 - MAX_FAILURES_PER_CLIENT_AND_ADDRESS})
+    # Across client ids from one address: the per-address limit, the same way (the unknown ids read
+    # once first, as a cache holds them, so that the burst is not turned away by the gate's cap).
+    for i in range(MAX_FAILURES_PER_ADDRESS + 30):
+        assert reg.get(f"guess-{i}") is None
+    got = asyncio.run(_burst_ids(reg, "198.51.100.77", MAX_FAILURES_PER_ADDRESS + 30))
+    assert got == Counter({"401": MAX_FAILURES_PER_ADDRESS, "429": 30})
+
+
+async def _burst_ids(reg: ClientRegistry, address: str, n: int) -> Counter[str]:
+    async def one(i: int) -> str:
+        try:
+            await reg.authenticate_async(f"guess-{i}", "x", address)
+        except InvalidClientError:
+            return "401"
+        except TooManyRequestsError:
+            return "429"
+        return "ok"
+
+    return Counter(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 def test_a_failure_recorded_while_a_read_is_under_way_is_not_forgotten_when_it_lands(
     open_store: Callable[[], Counting], clock: ManualClock
 ) -> None:
@@ -269,3 +332,31 @@ def test_the_background_work_reads_the_failing_keys(runtime: Runtime, monkeypatc
 
     anyio.run(main)
     assert failing.clear(failure_keys("c", ADDRESS), failing.taken_at)
+
+
+def test_a_replica_follows_store_changes_while_it_loads_its_clients(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading every client's record (seconds with 100,000 of them) runs beside the background refresh,
+    not before it: the refresh (keys, revocations, the client cache dropped on a change) goes on while
+    the load is still under way. Before, it began only once every client was read."""
+    loading = threading.Event()
+    release = threading.Event()
+    refreshed = threading.Event()
+
+    def slow_remember_all(page: int = 500) -> None:
+        loading.set()
+        release.wait(10)
+
+    monkeypatch.setattr(runtime.clients, "remember_all", slow_remember_all)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.run, runtime, refreshed.set)
+            assert await anyio.to_thread.run_sync(loading.wait, 10)
+            assert await anyio.to_thread.run_sync(refreshed.wait, 10), "no refresh while the clients loaded"
+            assert not release.is_set()
+            release.set()
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)

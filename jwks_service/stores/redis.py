@@ -88,6 +88,7 @@ AUTH_FAILURE_RETENTION = 300
 # Revocations are trimmed this long after their expiry, by the `now` of a reader: more than any
 # clock skew between replicas, so a replica whose clock is behind still sees what it must refuse.
 REVOKED_TRIM_MARGIN = 300.0
+FAILING_TRIM_MARGIN = 300.0  # the index of failing keys is trimmed this much later than the counters
 # How long the reply of a write is kept for a client retry of the same call (after a lost reply).
 OP_TTL = 60
 # Reconnection backoff of the change subscription.
@@ -424,8 +425,11 @@ class RedisStore(AdoptionRecords):
                 pipe.zremrangebyscore(fk, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
                 pipe.expire(fk, AUTH_FAILURE_RETENTION)
             pipe.zadd(self._k_failing, {k: now for k in keys}, gt=True)
-            pipe.zremrangebyscore(self._k_failing, "-inf", "(" + _num(now - AUTH_FAILURE_RETENTION))
-            pipe.expire(self._k_failing, AUTH_FAILURE_RETENTION)
+            # Trimmed with a margin, as the revocations are: every replica trims the one shared index by
+            # its own clock, and one running ahead must not drop what the others recorded just now.
+            trim = now - AUTH_FAILURE_RETENTION - FAILING_TRIM_MARGIN
+            pipe.zremrangebyscore(self._k_failing, "-inf", "(" + _num(trim))
+            pipe.expire(self._k_failing, int(AUTH_FAILURE_RETENTION + FAILING_TRIM_MARGIN))
             pipe.execute()
 
     def failing_keys(self, since: float, limit: int) -> set[str] | None:

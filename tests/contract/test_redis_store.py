@@ -27,7 +27,7 @@ from jwks_service.adoption import Fetch
 from jwks_service.errors import ConfigError, RevisionConflictError, StoreError
 from jwks_service.model import AuditEvent, Client, Keyset, KeyState, KeyVersion, SecretHash
 from jwks_service.stores.codec import client_to_dict
-from jwks_service.stores.redis import AUTH_FAILURE_RETENTION, REVOKED_TRIM_MARGIN, RedisStore
+from jwks_service.stores.redis import AUTH_FAILURE_RETENTION, FAILING_TRIM_MARGIN, REVOKED_TRIM_MARGIN, RedisStore
 
 OpenStore = Callable[..., RedisStore]
 
@@ -310,13 +310,21 @@ def test_the_index_of_failing_keys_is_trimmed_and_expires_with_the_counters(
 ) -> None:
     store = open_store()
     store.record_auth_failure(["client:c1", "addr:1"], 100.0)
-    store.record_auth_failure(["addr:1"], 100.0 + AUTH_FAILURE_RETENTION + 1)  # trims client:c1 from the index
+    # A replica whose clock runs up to FAILING_TRIM_MARGIN ahead trims nothing another has just recorded...
+    store.record_auth_failure(["addr:2"], 100.0 + AUTH_FAILURE_RETENTION + FAILING_TRIM_MARGIN)
     index = f"{{{store.namespace}}}:failing"
-    assert raw.zrange(index, 0, -1, withscores=True) == [("addr:1", 100.0 + AUTH_FAILURE_RETENTION + 1)]
-    assert 0 < raw.ttl(index) <= AUTH_FAILURE_RETENTION
+    assert store.failing_keys(99.0, 10) == {"client:c1", "addr:1", "addr:2"}
+    # ... and past both, an entry is trimmed.
+    late = 100.0 + AUTH_FAILURE_RETENTION + FAILING_TRIM_MARGIN + 1
+    store.record_auth_failure(["addr:1"], late)  # trims client:c1 from the index
+    assert raw.zrange(index, 0, -1, withscores=True) == [
+        ("addr:2", 100.0 + AUTH_FAILURE_RETENTION + FAILING_TRIM_MARGIN),
+        ("addr:1", late),
+    ]
+    assert 0 < raw.ttl(index) <= AUTH_FAILURE_RETENTION + FAILING_TRIM_MARGIN
     store.record_auth_failure(["addr:1"], 50.0)  # a replica whose clock is behind: the newest time stays
-    assert raw.zscore(index, "addr:1") == 100.0 + AUTH_FAILURE_RETENTION + 1
-    assert store.failing_keys(0.0, 10) == {"addr:1"}
+    assert raw.zscore(index, "addr:1") == late
+    assert store.failing_keys(0.0, 10) == {"addr:1", "addr:2"}
 
 
 def test_paging_indexes_the_clients_of_a_store_from_before_the_index(open_store: OpenStore, raw: redis.Redis) -> None:

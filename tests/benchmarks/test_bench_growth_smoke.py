@@ -4,6 +4,7 @@ design makes countable: no store command per token."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import shutil
@@ -119,3 +120,11 @@ def test_report_and_chart_from_a_document(growth: ModuleType, tmp_path: Path) ->
     png = tmp_path / "growth.png"
     assert growth.chart(doc, png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not growth.chart({"sizes": sizes.__dict__, "started": "x", "notes": ["n"]}, tmp_path / "none.png")
+    # In the whole report of `python -m bench` (its quick run in the suite smoke test leaves growth out).
+    bench_main = importlib.import_module("bench.__main__")
+    whole = {"date": "2026-11-30", "host": "box", "machine": "test", "quick": True, "versions": {}, "growth": doc}
+    _, md_path, charts = bench_main.write(whole, tmp_path / "whole")
+    md = md_path.read_text(encoding="utf-8")
+    assert "## How cost grows" in md and "| 1 | 100 | 100 | 0.0100 | 4.0 | get 4 |" in md
+    [chart] = [Path(c) for c in charts if c.endswith("-growth.png")]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({chart.name})" in md

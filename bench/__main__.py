@@ -356,6 +356,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--generator", choices=("wrk", "python"), help="HTTP load generator (default: wrk if present)")
     p.add_argument("--out", default=str(HERE / "results"), help="folder for the results (default bench/results)")
     p.add_argument("--quick", action="store_true", help="smoke run: a fraction of a second per benchmark")
+    p.add_argument(
+        "--no-newconn", action="store_true", help="the HTTP part without its new-connection runs (bench/newconn.py)"
+    )
     args = p.parse_args(argv)
     args.parts = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = [x for x in args.parts if x not in PARTS]
@@ -404,7 +407,8 @@ def run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             generator=args.generator,
             progress=progress.detail,
         )
-        newconn.run_newconn(http, duration=args.duration, concurrency=args.connections, progress=progress.detail)
+        if not args.no_newconn:
+            newconn.run_newconn(http, duration=args.duration, concurrency=args.connections, progress=progress.detail)
         doc["http"] = http.as_dict()
         doc["http"]["ratios"].update(newconn.newconn_ratios(http))
         doc["http"]["published"] = [

@@ -37,8 +37,11 @@ from bench.baoserver import OpenBaoServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.fleet]
 
-RUN_SECONDS = 25.0
-ROTATE_AT = (5.0, 12.0, 19.0)  # seconds into the run: the password_file and vault_kv rotations
+# Seconds of load: a rotated password (password_file, vault_kv) three times, at ROTATE_AT; Vault's
+# dynamic credentials (vault_creds) long enough for each replica to replace its lease twice (max TTL 10 s).
+RUN_SECONDS = 13.0
+LEASES_SECONDS = 25.0
+ROTATE_AT = (2.5, 6.0, 9.5)  # seconds into the run: the password_file and vault_kv rotations
 POLICY = Policy(rotation_period="5s", prepublish="1s", token_ttl="10s")
 SOURCES = ("password_file", "vault_kv", "vault_creds")
 DYNAMIC_PASSWORD_LENGTH = 20  # Vault's default password policy, which the redis-database-plugin uses
@@ -98,14 +101,16 @@ def load_worker(fleet: Fleet, run: Run, stop: threading.Event, seed: int) -> Non
 
 
 def serve_under_load(fleet: Fleet, run: Run, server: AclRedis, rotate: Callable[[], int] | None) -> None:
-    """RUN_SECONDS of load by three workers; `rotate` at ROTATE_AT (returns the connections it closed)."""
+    """RUN_SECONDS of load by three workers (LEASES_SECONDS without `rotate`); `rotate` at ROTATE_AT
+    (returns the connections it closed)."""
     stop = threading.Event()
     start = time.monotonic()
+    seconds = RUN_SECONDS if rotate is not None else LEASES_SECONDS
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(load_worker, fleet, run, stop, seed) for seed in range(3)]
         try:
             pending = list(ROTATE_AT) if rotate is not None else []
-            while time.monotonic() - start < RUN_SECONDS:
+            while time.monotonic() - start < seconds:
                 if pending and time.monotonic() - start >= pending[0]:
                     pending.pop(0)
                     assert rotate is not None

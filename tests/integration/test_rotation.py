@@ -23,7 +23,7 @@ from jwks_service.runtime import Runtime
 POLICY = {"rotation_period": "2h", "prepublish": "10m", "token_ttl": "15m", "leeway": "30s"}
 MAX_AGE = 300
 STEP = 60
-HOURS = 10
+HOURS = 6  # three rotations: a key goes through every state
 
 
 @dataclass

@@ -84,7 +84,7 @@ def route_table(jwks: wellknown.JwksEndpoint) -> list[RouteSpec]:
     """Every route of the service, each path once. Routes are matched in this order, the busiest
     first (the token endpoint's profile showed Route.matches at 4% with it ninth); `fast` ones are
     answered ahead of routing (routes.FastRoutes), the router then only says 405 to other methods.
-    `jwks`: the JWKS endpoint (also called from the app's front door, http/front)."""
+    `jwks`: the JWKS endpoint (also answered by `serve`'s protocol, http/protocol)."""
     preflight = wellknown.Preflight()
     return [
         RouteSpec("/oauth/token", {"POST": JsonApp(oauth.token, EXCEPTION_HANDLERS)}, fast=True),
@@ -163,7 +163,7 @@ def create_app(
         exception_handlers={**EXCEPTION_HANDLERS, Exception: _unexpected},
         lifespan=lifespan,
     )
-    if not rt.settings.log.access:  # the access log sees every request: then the JWKS goes its way
+    if not rt.settings.log.access:  # the access log sees every request: then the JWKS goes its way too
         app.front_jwks = jwks
         app.admin_port = admin_port
     app.state.runtime = rt

@@ -5,12 +5,11 @@ Serving the JWKS does almost nothing (one pre-rendered body), so uvicorn's machi
 request was most of its cost: a request-response object, an event and an asyncio task per request,
 the ASGI messages, and two regular expressions per response header to validate what the app sent.
 Counted with callgrind (the server's instructions per request, wrk with 8 kept-alive connections for
-20 s): 191,000 through uvicorn and the whole app, 170,000 with the app's front door (http/front),
-68,000 here.
+20 s; bench/instructions.sh): 191,000 through uvicorn and the whole app, about 70,000 here.
 
 Only a request that needs nothing else is answered here: `GET` or `HEAD` of exactly
 `/.well-known/jwks.json` (no query, no body), on a connection with no other request in progress, when the app
-serves the JWKS at its front door (http/front: no access log; not on the admin listener). Behind
+lets it (http/front: not with the access log on; not on the admin listener). Behind
 trusted proxies (`[http] trusted_proxies`, which uvicorn applies in its ProxyHeadersMiddleware), the
 client is the one that middleware would make of `X-Forwarded-For`, by its own rules. The answer is
 the app's (`JwksEndpoint.respond`: ETag and 304, the adoption note, the counter) with
@@ -106,10 +105,6 @@ class ServiceProtocol(CorkedHttpToolsProtocol):
             self.server_state.total_requests += 1
             transport.close()
         return True
-
-    def on_body(self, body: bytes) -> None:
-        if not self._answered:
-            super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._answered:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -110,16 +110,9 @@ class JwksEndpoint:
         # (JWKS-Verifier, User-Agent, address) -> (fetcher name, source): names made once per client
         self._fetchers: dict[tuple[bytes | None, bytes | None, str], tuple[str, str]] = {}
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        return self.answer(scope, send, None)
-
-    async def answer(self, scope: Scope, send: Send, extra: tuple[bytes, bytes] | None) -> None:
-        """The answer to `scope`, with the header `extra` too when there is one (the request id, when
-        the request came through http/front)."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, head, body = self.respond(scope["method"] == "GET", scope["headers"], scope.get("client"))
-        await send(
-            {"type": "http.response.start", "status": status, "headers": head if extra is None else [*head, extra]}
-        )
+        await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
 
     def respond(

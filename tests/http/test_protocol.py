@@ -1,5 +1,5 @@
 """http/protocol.ServiceProtocol answers a plain JWKS request as soon as its head is parsed, and
-everything else as uvicorn does; http/front.ServiceApp answers the JWKS ahead of the middleware chain.
+everything else as uvicorn does and the app through its middleware chain.
 Each answer is the one the app gives through uvicorn and through the whole chain."""
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def app(runtime: Runtime) -> ServiceApp:
 
 def test_a_plain_jwks_request_is_answered_at_once_as_the_app_answers_it(app: ServiceApp) -> None:
     """No asyncio task for the JWKS; the answer is that of the same request through uvicorn and the
-    app (a query string takes that way), and of the whole middleware chain (TestClient, front door off)."""
+    app (a query string takes that way), and of the whole middleware chain (TestClient)."""
 
     async def scenario() -> tuple[list[Any], list[Any], int]:
         fast = Connection(app)
@@ -145,7 +145,6 @@ def test_a_plain_jwks_request_is_answered_at_once_as_the_app_answers_it(app: Ser
     }
     assert headers[b"date"] == b"Mon, 30 Nov 2026 00:00:00 GMT" and headers[b"server"] == b"uvicorn"
     assert re.fullmatch(rb"[0-9a-f]{12}-[0-9a-f]+", headers[b"x-request-id"])
-    app.front_jwks = None
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         chain = client.get(JWKS)
     assert chain.content == body
@@ -201,7 +200,7 @@ def test_a_jwks_request_behind_another_in_progress_waits_its_turn(app: ServiceAp
 @pytest.mark.parametrize(
     ("change", "port"),
     [
-        ("access log", 8000),  # the access log sees every request: the app's front door is off
+        ("access log", 8000),  # the access log sees every request
         ("admin port", 8001),  # the JWKS is not served on the admin listener (404 from AdminSplit)
     ],
 )
@@ -250,8 +249,8 @@ def test_a_client_that_reads_nothing_meets_uvicorns_flow_control(
 def test_a_failure_while_answering_goes_through_the_app(
     app: ServiceApp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """At the protocol, the request is handed to uvicorn and the app; at the app's front door, the
-    failure is logged with the request's id and answered 500 with it, as the server-error handler does."""
+    """At the protocol, the request is handed to uvicorn and the app, whose server-error handler logs
+    the failure and answers 500 with the request's id."""
 
     def broken(*args: object) -> None:
         raise RuntimeError("broken")
